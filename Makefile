@@ -1,0 +1,75 @@
+# gqa-viz developer tasks.  `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8501
+
+# The stamp name carries a hash of the requirements files, so editing either
+# file triggers a reinstall while repeated `make venv` runs are a no-op.
+REQ_FILES := requirements.txt requirements-dev.txt
+REQ_HASH  := $(shell cat $(REQ_FILES) 2>/dev/null | sha256sum | cut -c1-16)
+STAMP     := $(VENV)/.installed-$(REQ_HASH)
+
+# Use sudo for apt only when not already root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Keras must use the JAX backend (tests compare against keras.layers.GroupQueryAttention).
+export KERAS_BACKEND := jax
+
+.PHONY: help venv system-deps run test lint format bench clean distclean
+
+help:
+	@echo "make venv         create .venv and install requirements-dev.txt"
+	@echo "make system-deps  apt-install chromium + chromium-headless-shell (browser tests)"
+	@echo "make run          start the Streamlit app on port $(PORT)"
+	@echo "make test         ruff check + ruff format --check + pytest (what CI runs)"
+	@echo "make lint         ruff check + ruff format --check"
+	@echo "make format       ruff format + ruff check --fix"
+	@echo "make bench        python -m bench.core"
+	@echo "make clean        remove caches and test artifacts (distclean: also .venv)"
+
+venv: $(STAMP)
+
+$(STAMP): $(REQ_FILES)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+system-deps:
+	@if [ -x /usr/bin/chromium ]; then \
+	  echo "system-deps: /usr/bin/chromium present, skipping apt-get"; \
+	else \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    chromium chromium-headless-shell; \
+	fi
+
+run: venv
+	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+# GPU is used automatically when present (JAX_PLATFORMS deliberately not set);
+# no preallocation so tests and a running app can share the device.
+test: export XLA_PYTHON_CLIENT_PREALLOCATE := false
+test: venv system-deps
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+
+bench: venv
+	$(PY) -m bench.core
+
+clean:
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache .jax_cache .hypothesis htmlcov .coverage \
+	  test-results playwright-report *.egg-info build dist
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,47 @@
+"""gqa-viz: the Streamlit entry point. Run with ``streamlit run app.py``.
+
+It sets the page up, enables JAX's persistent compilation cache, and routes to the pages
+of ``PAGES``. A page whose file does not exist (yet) is left out, so a new page plugs in by
+adding one row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from gqa_viz import runtime
+
+ROOT = Path(__file__).resolve().parent
+JAX_CACHE_DIR = ROOT / ".jax_cache"
+
+# (file relative to this script, title, icon, url_path); the first row is the default page.
+PAGES = (
+    ("pages/home.py", "Home", ":material/home:", None),
+    ("pages/playground.py", "Playground", ":material/tune:", "playground"),
+    ("pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
+)
+
+
+@st.cache_resource(show_spinner=False)
+def _start_up() -> str:
+    """Once per server process: the compilation cache, and the sidebar's backend label."""
+    runtime.enable_compilation_cache(JAX_CACHE_DIR)
+    return runtime.backend_label()
+
+
+st.set_page_config(
+    page_title="gqa-viz: grouped-query attention", page_icon=":material/hub:", layout="wide"
+)
+backend = _start_up()
+
+pages = [
+    st.Page(path, title=title, icon=icon, url_path=url_path, default=i == 0)
+    for i, (path, title, icon, url_path) in enumerate(PAGES)
+    if (ROOT / path).exists()
+]
+page = st.navigation(pages)
+with st.sidebar:
+    st.caption(backend, help="The JAX backend and device every computation of this app runs on.")
+page.run()

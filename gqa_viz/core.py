@@ -1,0 +1,564 @@
+"""The functional core: grouped-query attention as pure, jitted JAX functions.
+
+Axis letters, used in every shape comment and einsum here: B batch, T query length,
+S key/value length, N query heads, K kv heads, G = N // K query heads per kv head,
+H head_dim, D model dim (the query's feature size; Dk, Dv for key and value inputs).
+
+Parameters are a plain pytree in the layout of Keras' ``GroupQueryAttention`` weights::
+
+    {"query":            {"kernel": [D, N, H],  "bias": [N, H]},
+     "key":              {"kernel": [Dk, K, H], "bias": [K, H]},
+     "value":            {"kernel": [Dv, K, H], "bias": [K, H]},
+     "gate":             {"kernel": [D, N, H],  "bias": [N, H]},   # only with use_gate
+     "attention_output": {"kernel": [N, H, D],  "bias": [D]}}      # no "bias" without use_bias
+
+Three entry points share one forward pass:
+
+* :func:`attention` returns the output (and, with ``return_scores``, the probabilities).
+  Without scores and without active dropout it runs ``jax.nn.dot_product_attention``, the
+  fused path Keras takes too; with scores it computes them explicitly.
+* :func:`attention_trace` returns every intermediate a teacher wants to show (an
+  :class:`AttentionTrace`). It is a separate compiled function, so the plain path pays
+  nothing for it.
+
+Query head n reads kv head n // G (Keras' ``ops.repeat`` order). K and V are never repeated
+here: queries are viewed as [B, T, K, G, H] and contracted against [B, S, K, H] directly.
+How the masks of a call merge, and what a row with no allowed key returns, is documented
+once, in :func:`gqa_viz.masks.keras_mask`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gqa_viz import masks as M
+
+Params = dict[str, dict[str, jax.Array]]
+
+FULLY_MASKED_ROWS = ("zero", "uniform")
+
+
+@dataclass(frozen=True)
+class GQASpec:
+    """The static hyperparameters of one layer (hashable: a jit static argument)."""
+
+    num_query_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    use_bias: bool = True
+    use_gate: bool = False
+    sliding_window: int | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name in ("num_query_heads", "num_key_value_heads", "head_dim"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        N, K = self.num_query_heads, self.num_key_value_heads
+        if N % K != 0:
+            raise ValueError(
+                f"num_query_heads ({N}) must be divisible by num_key_value_heads ({K}): "
+                f"each kv head is shared by num_query_heads // num_key_value_heads query heads."
+            )
+        w = self.sliding_window
+        if w is not None and (not _is_int(w) or w <= 0):
+            raise ValueError(f"sliding_window must be None or a positive integer, got {w!r}.")
+        if not (0.0 <= float(self.dropout) < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+
+    @property
+    def groups(self) -> int:
+        """G: query heads per kv head."""
+        return self.num_query_heads // self.num_key_value_heads
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class AttentionTrace(NamedTuple):
+    """Every intermediate of one forward pass. Shapes use the module's axis letters."""
+
+    query: jax.Array  # [B, T, N, H] projected queries (before the 1/sqrt(H) scale)
+    key: jax.Array  # [B, S, K, H] projected keys, one per kv head (not repeated)
+    value: jax.Array  # [B, S, K, H] projected values
+    logits: jax.Array  # [B, N, T, S] q.k / sqrt(H), before masking
+    mask: jax.Array | None  # [B or 1, T, S] True = attend; None when nothing masks
+    probs: jax.Array  # [B, N, T, S] softmax probabilities: Keras' returned "scores"
+    dropped_probs: jax.Array  # [B, N, T, S] probs after dropout (== probs unless training)
+    gate: jax.Array | None  # [B, T, N, H] sigmoid gate, with use_gate
+    context: jax.Array  # [B, T, N, H] per-head weighted sum of values (gated if use_gate)
+    output: jax.Array  # [B, T, D]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: from shapes only, before tracing, so errors name the user's values.
+
+
+def check_inputs(
+    spec: GQASpec,
+    params: Params | None,
+    query,
+    value,
+    key=None,
+    *,
+    query_mask=None,
+    value_mask=None,
+    key_mask=None,
+    attention_mask=None,
+) -> None:
+    """Raise ValueError, naming the offending shapes and the rule, for inputs that cannot work."""
+    key = value if key is None else key
+    for name, x in (("query", query), ("value", value), ("key", key)):
+        if jnp.ndim(x) != 3:
+            raise ValueError(
+                f"{name} must have shape [batch, length, features], got shape {jnp.shape(x)}."
+            )
+    (Bq, T, D), (Bv, S, Dv), (Bk, Sk, Dk) = query.shape, value.shape, key.shape
+    if D != Dv:
+        raise ValueError(
+            f"The last dimension of query and value must be equal (the output has the query's "
+            f"feature size), got query {query.shape} and value {value.shape}."
+        )
+    if S != Sk:
+        raise ValueError(
+            f"key and value must have the same length (one key per value), got key {key.shape} "
+            f"and value {value.shape}."
+        )
+    if not (Bq == Bv == Bk):
+        raise ValueError(
+            f"query, value and key must have the same batch size, got {Bq}, {Bv} and {Bk}."
+        )
+    for name, x in (("query", query), ("value", value), ("key", key)):
+        if min(x.shape) <= 0:
+            raise ValueError(f"{name} has an empty axis: shape {x.shape}.")
+    if params is not None:
+        N, K, H = spec.num_query_heads, spec.num_key_value_heads, spec.head_dim
+        expected = {
+            ("query", "kernel"): (D, N, H),
+            ("key", "kernel"): (Dk, K, H),
+            ("value", "kernel"): (Dv, K, H),
+            ("attention_output", "kernel"): (N, H, D),
+        }
+        if spec.use_gate:
+            expected[("gate", "kernel")] = (D, N, H)
+        for (layer, name), shape in expected.items():
+            got = tuple(params[layer][name].shape)
+            if got != shape:
+                raise ValueError(
+                    f"Weight {layer}/{name} has shape {got} but these inputs need {shape} "
+                    f"(model dims query={D}, key={Dk}, value={Dv}; N={N}, K={K}, H={H})."
+                )
+    B = Bq
+    for name, m, want in (
+        ("query_mask", query_mask, (B, T)),
+        ("value_mask", value_mask, (B, S)),
+        ("key_mask", key_mask, (B, S)),
+    ):
+        if m is not None and tuple(jnp.shape(m)) not in (want, (1, want[1])):
+            raise ValueError(
+                f"{name} must have shape {want} (or {(1, want[1])}), got {jnp.shape(m)}."
+            )
+    if attention_mask is not None:
+        shape = tuple(jnp.shape(attention_mask))
+        if shape not in ((B, T, S), (1, T, S), (T, S)):
+            raise ValueError(
+                f"attention_mask must have shape (B, T, S) = {(B, T, S)} (or (1, T, S), (T, S)), "
+                f"got {shape}."
+            )
+    for name, m in (
+        ("query_mask", query_mask),
+        ("value_mask", value_mask),
+        ("key_mask", key_mask),
+        ("attention_mask", attention_mask),
+    ):
+        if m is not None and not _maskable_dtype(m):
+            raise ValueError(
+                f"{name} must be boolean or numeric (nonzero = attend), got dtype {m.dtype}."
+            )
+
+
+def _maskable_dtype(m) -> bool:
+    kind = jnp.asarray(m).dtype.kind if not hasattr(m, "dtype") else m.dtype.kind
+    return kind in "biuf"
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward pass.
+
+
+def _dense(x, layer: dict[str, jax.Array], equation: str):
+    y = jnp.einsum(equation, x, layer["kernel"])
+    return y + layer["bias"] if "bias" in layer else y
+
+
+def _large_negative(dtype) -> float:
+    # Keras' Softmax fills masked logits with this before the softmax.
+    return -3e4 if jnp.dtype(dtype) == jnp.float16 else -1e9
+
+
+def _project(params: Params, spec: GQASpec, query, value, key):
+    q = _dense(query, params["query"], "btd,dnh->btnh")  # [B, T, N, H]
+    k = _dense(key, params["key"], "bsd,dkh->bskh")  # [B, S, K, H]
+    v = _dense(value, params["value"], "bsd,dkh->bskh")  # [B, S, K, H]
+    gate = None
+    if spec.use_gate:
+        gate = jax.nn.sigmoid(_dense(query, params["gate"], "btd,dnh->btnh"))  # [B, T, N, H]
+    return q, k, v, gate
+
+
+def _merged_mask(spec, T, S, B, query_mask, value_mask, key_mask, attention_mask, causal):
+    mask = M.keras_mask(
+        query_mask=query_mask,
+        value_mask=value_mask,
+        key_mask=key_mask,
+        attention_mask=attention_mask,
+        use_causal_mask=causal,
+        sliding_window=spec.sliding_window,
+    )
+    return None if mask is None else M.materialize(mask, T, S, B)  # [B or 1, T, S]
+
+
+def _explicit(spec, q, k, v, mask, dropout_rng, training, fully_masked_rows):
+    """Logits, probabilities and context, computed the way Keras does with scores."""
+    B, T, N, H = q.shape
+    K, G = spec.num_key_value_heads, spec.groups
+    S = k.shape[1]
+    # Keras scales the queries (not the logits) by 1/sqrt(H); same here, for the same rounding.
+    # Heads-major layouts make both contractions plain batched matmuls over (b, k): about 2x
+    # faster on CPU than contracting in the [B, T, N, H] layout.
+    qg = (q * jnp.asarray(1.0 / math.sqrt(H), q.dtype)).reshape(B, T, K, G, H)
+    qg = qg.transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
+    logits = jnp.einsum("bkgth,bksh->bkgts", qg, kt)  # [B, K, G, T, S]
+    if mask is None:
+        probs = jax.nn.softmax(logits, axis=-1)
+    else:
+        allowed = mask[:, None, None]  # [B or 1, 1, 1, T, S]
+        filled = jnp.where(allowed, logits, _large_negative(logits.dtype))
+        e = jnp.exp(filled - jnp.max(filled, axis=-1, keepdims=True))
+        total = jnp.sum(e, axis=-1, keepdims=True)
+        if fully_masked_rows == "zero":
+            # Keras zeroes masked entries after the softmax. Elsewhere they are exp(-1e9) = 0
+            # already, so only rows with no allowed key change: dividing by inf zeroes them in
+            # one pass instead of a second where over [B, N, T, S].
+            total = jnp.where(jnp.any(allowed, axis=-1, keepdims=True), total, jnp.inf)
+        probs = e / total
+    dropped = probs
+    if training and spec.dropout > 0.0:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - spec.dropout, probs.shape)
+        dropped = jnp.where(keep, probs / (1.0 - spec.dropout), 0.0).astype(probs.dtype)
+    context = jnp.einsum("bkgts,bksh->btkgh", dropped, vt).reshape(B, T, N, H)  # [B, T, N, H]
+    return (
+        logits.reshape(B, N, T, S),
+        probs.reshape(B, N, T, S),
+        dropped.reshape(B, N, T, S),
+        context,
+    )
+
+
+def _fused(spec, q, k, v, mask, causal_only, fully_masked_rows, implementation):
+    """Context through jax.nn.dot_product_attention (Keras' path without scores)."""
+    H = q.shape[-1]
+    context = jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        mask=None if causal_only or mask is None else mask[:, None],
+        scale=1.0 / math.sqrt(H),
+        is_causal=causal_only,
+        implementation=implementation,
+    )  # [B, T, N, H]
+    if mask is not None and not causal_only and fully_masked_rows == "zero":
+        # The fused kernel averages all keys on a row with none allowed; zero it instead.
+        has_key = jnp.any(mask, axis=-1)  # [B or 1, T]
+        context = context * has_key[:, :, None, None].astype(context.dtype)
+    return context
+
+
+def _forward(
+    params,
+    query,
+    value,
+    key,
+    query_mask,
+    value_mask,
+    key_mask,
+    attention_mask,
+    dropout_rng,
+    *,
+    spec,
+    use_causal_mask,
+    training,
+    fully_masked_rows,
+    want,
+    implementation,
+) -> Any:
+    key = value if key is None else key
+    B, T, _ = query.shape
+    S = value.shape[1]
+    q, k, v, gate = _project(params, spec, query, value, key)
+    mask = _merged_mask(
+        spec, T, S, B, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
+    )
+    dropout_active = bool(training) and spec.dropout > 0.0
+    if want == "output" and not dropout_active:
+        causal_only = (
+            use_causal_mask
+            and all(m is None for m in (query_mask, value_mask, key_mask, attention_mask))
+            and spec.sliding_window is None
+        )
+        context = _fused(spec, q, k, v, mask, causal_only, fully_masked_rows, implementation)
+        logits = probs = dropped = None
+    else:
+        logits, probs, dropped, context = _explicit(
+            spec, q, k, v, mask, dropout_rng, training, fully_masked_rows
+        )
+    if gate is not None:
+        context = context * gate
+    out_layer = params["attention_output"]
+    output = _dense(context, out_layer, "btnh,nhd->btd")  # [B, T, D]
+    if want == "output":
+        return output
+    if want == "scores":
+        return output, probs
+    return AttentionTrace(q, k, v, logits, mask, probs, dropped, gate, context, output)
+
+
+_STATIC = ("spec", "use_causal_mask", "training", "fully_masked_rows", "want", "implementation")
+_forward_jit = jax.jit(_forward, static_argnames=_STATIC)
+
+
+def _call(
+    want,
+    params,
+    query,
+    value,
+    key,
+    *,
+    spec,
+    query_mask,
+    value_mask,
+    key_mask,
+    attention_mask,
+    use_causal_mask,
+    training,
+    dropout_rng,
+    fully_masked_rows,
+    implementation,
+):
+    if fully_masked_rows not in FULLY_MASKED_ROWS:
+        raise ValueError(
+            f"fully_masked_rows must be one of {FULLY_MASKED_ROWS}, got {fully_masked_rows!r}."
+        )
+    check_inputs(
+        spec,
+        params,
+        query,
+        value,
+        key,
+        query_mask=query_mask,
+        value_mask=value_mask,
+        key_mask=key_mask,
+        attention_mask=attention_mask,
+    )
+    training = bool(training)
+    if training and spec.dropout > 0.0 and dropout_rng is None:
+        raise ValueError("training with dropout > 0 needs a dropout_rng (a jax.random key).")
+    return _forward_jit(
+        params,
+        query,
+        value,
+        key,
+        query_mask,
+        value_mask,
+        key_mask,
+        attention_mask,
+        dropout_rng if training and spec.dropout > 0.0 else None,
+        spec=spec,
+        use_causal_mask=bool(use_causal_mask),
+        training=training and spec.dropout > 0.0,
+        fully_masked_rows=fully_masked_rows,
+        want=want,
+        implementation=implementation,
+    )
+
+
+def attention(
+    params: Params,
+    query,
+    value,
+    key=None,
+    *,
+    spec: GQASpec,
+    query_mask=None,
+    value_mask=None,
+    key_mask=None,
+    attention_mask=None,
+    use_causal_mask: bool = False,
+    training: bool = False,
+    dropout_rng=None,
+    return_scores: bool = False,
+    fully_masked_rows: str = "zero",
+    implementation: str | None = None,
+):
+    """Grouped-query attention: query [B, T, D], value [B, S, Dv], key [B, S, Dk] -> [B, T, D].
+
+    With ``return_scores`` also returns the probabilities [B, N, T, S] before dropout (what
+    Keras returns). Masks follow :func:`gqa_viz.masks.keras_mask`. ``fully_masked_rows``:
+    "zero" (default; rows with no allowed key give context 0 on both paths) or "uniform"
+    (Keras' fused path: such rows average all S keys). ``implementation`` is passed to
+    ``jax.nn.dot_product_attention`` ("xla", "cudnn" or None) on the fused path.
+    """
+    return _call(
+        "scores" if return_scores else "output",
+        params,
+        query,
+        value,
+        key,
+        spec=spec,
+        query_mask=query_mask,
+        value_mask=value_mask,
+        key_mask=key_mask,
+        attention_mask=attention_mask,
+        use_causal_mask=use_causal_mask,
+        training=training,
+        dropout_rng=dropout_rng,
+        fully_masked_rows=fully_masked_rows,
+        implementation=implementation,
+    )
+
+
+def attention_trace(
+    params: Params,
+    query,
+    value,
+    key=None,
+    *,
+    spec: GQASpec,
+    query_mask=None,
+    value_mask=None,
+    key_mask=None,
+    attention_mask=None,
+    use_causal_mask: bool = False,
+    training: bool = False,
+    dropout_rng=None,
+    fully_masked_rows: str = "zero",
+) -> AttentionTrace:
+    """Like :func:`attention`, returning every intermediate (see :class:`AttentionTrace`)."""
+    return _call(
+        "trace",
+        params,
+        query,
+        value,
+        key,
+        spec=spec,
+        query_mask=query_mask,
+        value_mask=value_mask,
+        key_mask=key_mask,
+        attention_mask=attention_mask,
+        use_causal_mask=use_causal_mask,
+        training=training,
+        dropout_rng=dropout_rng,
+        fully_masked_rows=fully_masked_rows,
+        implementation=None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters.
+
+WEIGHT_ORDER = ("query", "key", "gate", "value", "attention_output")  # Keras' build order
+
+
+def param_shapes(spec: GQASpec, query_dim: int, value_dim=None, key_dim=None):
+    """{(layer, "kernel" | "bias"): shape} in Keras' get_weights() order."""
+    value_dim = query_dim if value_dim is None else value_dim
+    key_dim = value_dim if key_dim is None else key_dim
+    N, K, H, D = spec.num_query_heads, spec.num_key_value_heads, spec.head_dim, query_dim
+    kernels = {
+        "query": ((D, N, H), (N, H)),
+        "key": ((key_dim, K, H), (K, H)),
+        "gate": ((D, N, H), (N, H)),
+        "value": ((value_dim, K, H), (K, H)),
+        "attention_output": ((N, H, D), (D,)),
+    }
+    shapes = {}
+    for layer in WEIGHT_ORDER:
+        if layer == "gate" and not spec.use_gate:
+            continue
+        kernel, bias = kernels[layer]
+        shapes[(layer, "kernel")] = kernel
+        if spec.use_bias:
+            shapes[(layer, "bias")] = bias
+    return shapes
+
+
+def init_params(
+    spec: GQASpec,
+    query_dim: int,
+    value_dim: int | None = None,
+    key_dim: int | None = None,
+    *,
+    seed: int = 0,
+    kernel_initializer="glorot_uniform",
+    bias_initializer="zeros",
+    dtype=jnp.float32,
+) -> Params:
+    """Fresh weights. Each weight draws from its own key folded from ``seed`` and its position.
+
+    Initializers are Keras names, configs or callables (see :mod:`gqa_viz.keras_objects`).
+    An initializer with its own seed uses it for every weight, as Keras does, so equal shapes
+    then start equal.
+    """
+    from gqa_viz.keras_objects import get_initializer, initialize
+
+    kinit, binit = get_initializer(kernel_initializer), get_initializer(bias_initializer)
+    base = jax.random.key(seed)
+    params: Params = {}
+    for i, ((layer, name), shape) in enumerate(
+        param_shapes(spec, query_dim, value_dim, key_dim).items()
+    ):
+        init = kinit if name == "kernel" else binit
+        params.setdefault(layer, {})[name] = initialize(
+            init, shape, dtype, jax.random.fold_in(base, i)
+        )
+    return params
+
+
+def mha_to_gqa(
+    params: Params, spec_mha: GQASpec, num_key_value_heads: int
+) -> tuple[Params, GQASpec]:
+    """Group a multi-head layer's K/V heads by mean-pooling each group (Ainslie et al., 2023).
+
+    Query heads n*G .. n*G + G - 1 share kv head n, matching Keras' repeat order.
+    """
+    N = spec_mha.num_query_heads
+    if spec_mha.num_key_value_heads != N:
+        raise ValueError(
+            f"mha_to_gqa starts from a multi-head layer (num_key_value_heads == num_query_heads "
+            f"== {N}), got num_key_value_heads={spec_mha.num_key_value_heads}."
+        )
+    spec = GQASpec(
+        num_query_heads=N,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=spec_mha.head_dim,
+        use_bias=spec_mha.use_bias,
+        use_gate=spec_mha.use_gate,
+        sliding_window=spec_mha.sliding_window,
+        dropout=spec_mha.dropout,
+    )
+    K, G = num_key_value_heads, spec.groups
+    out = {layer: dict(ws) for layer, ws in params.items()}
+    for layer in ("key", "value"):
+        kernel = params[layer]["kernel"]  # [Dk, N, H]
+        out[layer]["kernel"] = kernel.reshape(kernel.shape[0], K, G, -1).mean(axis=2)  # [Dk, K, H]
+        if "bias" in params[layer]:
+            out[layer]["bias"] = params[layer]["bias"].reshape(K, G, -1).mean(axis=1)  # [K, H]
+    return out, spec

@@ -1,0 +1,1 @@
+"""Plotly figure builders: plain functions returning go.Figure, no Streamlit."""

@@ -1,0 +1,324 @@
+"""The GQA wiring diagram: N query heads, each wired to the K/V head it reads.
+
+Query head n reads K/V head n // G, G = N // K (Keras' order; see :mod:`gqa_viz.core`).
+Boxes and wires are layout shapes, named so tests and other code can find them:
+``"q{n}"`` (query head box), ``"kv{j}"`` (K/V head box), ``"q{n}->kv{j}"`` (wire).
+Hover text comes from two invisible marker traces, ``"query heads"`` and ``"K/V heads"``.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import plotly.graph_objects as go
+
+from gqa_viz.settings import MAX_QUERY_HEADS
+from gqa_viz.theme import FONT_FAMILY, PAPER_BG, group_color
+
+KIND_NAMES = {
+    "MHA": "multi-head attention",
+    "GQA": "grouped-query attention",
+    "MQA": "multi-query attention",
+}
+
+_WIDTH = 100.0  # data units spanned by the query row, whatever N is
+_LEFT = -19.0  # room for the row labels left of the boxes
+_GAP = 26.0  # vertical distance between the two rows (wire length)
+_NOMINAL_PX = 1000.0  # assumed figure width in px, to size fonts and hover targets
+_TEXT_DARK = "#1F2933"
+_LABEL_EVERY = 4  # above 32 heads in a row, only every 4th head (and the last) is labelled
+
+
+def _check(num_query_heads, num_key_value_heads) -> tuple[int, int]:
+    for name, value in (
+        ("num_query_heads", num_query_heads),
+        ("num_key_value_heads", num_key_value_heads),
+    ):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    n, k = int(num_query_heads), int(num_key_value_heads)
+    if n > MAX_QUERY_HEADS:
+        raise ValueError(f"num_query_heads must be at most {MAX_QUERY_HEADS}, got {n}.")
+    if n % k:
+        raise ValueError(
+            f"num_query_heads ({n}) must be divisible by num_key_value_heads ({k}); "
+            f"valid choices are {', '.join(str(d) for d in range(1, n + 1) if n % d == 0)}."
+        )
+    return n, k
+
+
+def attention_kind(num_query_heads: int, num_key_value_heads: int) -> str:
+    """``"MHA"`` (K = N), ``"MQA"`` (K = 1 < N) or ``"GQA"`` (1 < K < N)."""
+    n, k = _check(num_query_heads, num_key_value_heads)
+    if k == n:
+        return "MHA"
+    return "MQA" if k == 1 else "GQA"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _heads(first: int, last: int) -> str:
+    return f"query head {first}" if first == last else f"query heads {first}-{last}"
+
+
+def describe(num_query_heads: int, num_key_value_heads: int) -> str:
+    """One Markdown sentence: G, the kind of attention, and the K/V cache saving vs MHA."""
+    n, k = _check(num_query_heads, num_key_value_heads)
+    g = n // k
+    if n == 1:
+        return (
+            "G = 1: a single query head with its own K/V head. With one head, MHA and MQA "
+            "coincide, and there is nothing to save in the K/V cache."
+        )
+    if k == n:
+        return (
+            f"G = 1: every query head has its own K/V head. This is **multi-head attention "
+            f"(MHA)**, the baseline: the K/V cache stores all {n} heads, no saving."
+        )
+    saved = f"{100 * (1 - k / n):.3g}%"
+    if k == 1:
+        share = f"G = {g}: all {n} query heads share one K/V head. This is **multi-query attention (MQA)**"
+    else:
+        share = (
+            f"G = {g}: each K/V head is shared by {g} query heads. "
+            "This is **grouped-query attention (GQA)**"
+        )
+    return (
+        f"{share}: the K/V cache stores {_plural(k, 'head')} instead of {n}, "
+        f"**{g}× smaller** than MHA ({saved} less memory)."
+    )
+
+
+def _text_color(hex_color: str) -> str:
+    """Dark text on light fills, white text on dark fills (WCAG relative luminance)."""
+    rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return _TEXT_DARK if lum > 0.3 else "white"
+
+
+def _labelled(count: int) -> list[int]:
+    """Which of ``count`` heads in a row get a text label."""
+    if count <= 32:
+        return list(range(count))
+    return sorted({i for i in range(0, count, _LABEL_EVERY)} | {count - 1})
+
+
+def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
+    """N query-head boxes (top row) wired to K K/V-head boxes (bottom row), one colour per group.
+
+    Query head n, its wire and K/V head n // G all have the colour ``group_color(n // G)``.
+    Box sizes, fonts and wire widths shrink as N grows so that N = 1 ... 64 stay legible;
+    above 32 heads in a row only every 4th head is labelled. Raises ``ValueError`` unless
+    both numbers are positive integers, N <= MAX_QUERY_HEADS and K divides N.
+    """
+    n, k = _check(num_query_heads, num_key_value_heads)
+    g = n // k
+    kind = attention_kind(n, k)
+
+    slot = _WIDTH / n  # horizontal room per query head
+    box_w = min(0.8 * slot, 10.0)
+    box_h = min(max(box_w, 6.0), 10.0)
+    kv_w = (g - 1) * slot + box_w  # a K/V box spans the query boxes of its group
+    kv_y0, kv_y1 = 0.0, box_h
+    q_y0, q_y1 = box_h + _GAP, 2 * box_h + _GAP
+    px = _NOMINAL_PX / (_WIDTH - _LEFT)  # px per data unit at the nominal width
+
+    q_x = [(i + 0.5) * slot for i in range(n)]
+    kv_x = [(j * g + g / 2) * slot for j in range(k)]
+
+    if n <= 8:
+        font, wire_w = 15, 2.5
+    elif n <= 16:
+        font, wire_w = 13, 2.0
+    elif n <= 32:
+        font, wire_w = 11, 1.5
+    else:
+        font, wire_w = 10, 1.0
+
+    shapes: list[dict] = []
+    # Wires first, so the boxes are drawn over their ends. Each wire lands on the top edge
+    # of its K/V box, pulled towards the box centre, so a group's wires visibly converge.
+    for i in range(n):
+        j = i // g
+        land = kv_x[j] + 0.45 * (q_x[i] - kv_x[j])
+        shapes.append(
+            dict(
+                type="line",
+                name=f"q{i}->kv{j}",
+                x0=q_x[i],
+                y0=q_y0,
+                x1=land,
+                y1=kv_y1,
+                line=dict(color=group_color(j), width=wire_w),
+                layer="below",
+            )
+        )
+    for i in range(n):
+        c = group_color(i // g)
+        shapes.append(
+            dict(
+                type="rect",
+                name=f"q{i}",
+                x0=q_x[i] - box_w / 2,
+                x1=q_x[i] + box_w / 2,
+                y0=q_y0,
+                y1=q_y1,
+                fillcolor=c,
+                line=dict(color="white", width=1 if n > 32 else 1.5),
+                layer="below",
+            )
+        )
+    for j in range(k):
+        c = group_color(j)
+        shapes.append(
+            dict(
+                type="rect",
+                name=f"kv{j}",
+                x0=kv_x[j] - kv_w / 2,
+                x1=kv_x[j] + kv_w / 2,
+                y0=kv_y0,
+                y1=kv_y1,
+                fillcolor=c,
+                line=dict(color="white", width=1 if k > 32 else 1.5),
+                layer="below",
+            )
+        )
+
+    fig = go.Figure()
+
+    # Labels: inside the boxes while they fit, else every few heads, outside the row.
+    q_inside = n <= 32
+    q_idx = _labelled(n)
+    fig.add_trace(
+        go.Scatter(
+            name="query head labels",
+            x=[q_x[i] for i in q_idx],
+            y=[(q_y0 + q_y1) / 2 if q_inside else q_y1 + 0.8 for i in q_idx],
+            text=[f"q{i}" for i in q_idx],
+            mode="text",
+            textposition="middle center" if q_inside else "top center",
+            textfont=dict(
+                size=font,
+                color=[_text_color(group_color(i // g)) if q_inside else _TEXT_DARK for i in q_idx],
+            ),
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    kv_px = kv_w * px
+    long_kv = kv_px >= 11 * 0.62 * font + 10  # room for "K/V head 10"
+    kv_inside = kv_px >= 4 * 0.62 * min(font, 11)  # room for "kv10"
+    kv_idx = list(range(k)) if kv_inside else _labelled(k)
+    fig.add_trace(
+        go.Scatter(
+            name="K/V head labels",
+            x=[kv_x[j] for j in kv_idx],
+            y=[(kv_y0 + kv_y1) / 2 if kv_inside else kv_y0 - 0.8 for j in kv_idx],
+            text=[f"K/V head {j}" if long_kv else f"kv{j}" for j in kv_idx],
+            mode="text",
+            textposition="middle center" if kv_inside else "bottom center",
+            textfont=dict(
+                size=font if long_kv else min(font, 11),
+                color=[_text_color(group_color(j)) if kv_inside else _TEXT_DARK for j in kv_idx],
+            ),
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+
+    # Hover targets: invisible markers over the boxes.
+    q_hover = []
+    for i in range(n):
+        j = i // g
+        q_hover.append(
+            f"query head {i} reads K/V head {j} (group {j}: {_heads(j * g, j * g + g - 1)})"
+        )
+    kv_hover = [
+        f"K/V head {j} is read by {_heads(j * g, j * g + g - 1)} (G = {g})" for j in range(k)
+    ]
+    fig.add_trace(
+        go.Scatter(
+            name="query heads",
+            x=q_x,
+            y=[(q_y0 + q_y1) / 2] * n,
+            mode="markers",
+            marker=dict(
+                size=max(box_w, box_h) * px, symbol="square", opacity=0, color=group_color(0)
+            ),
+            hovertext=q_hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            hoverlabel=dict(bgcolor=[group_color(i // g) for i in range(n)]),
+            showlegend=False,
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="K/V heads",
+            x=kv_x,
+            y=[(kv_y0 + kv_y1) / 2] * k,
+            mode="markers",
+            marker=dict(size=box_h * px, symbol="square", opacity=0, color=group_color(0)),
+            hovertext=kv_hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            hoverlabel=dict(bgcolor=[group_color(j) for j in range(k)]),
+            showlegend=False,
+        )
+    )
+
+    # Row labels, left of the rows.
+    annotations = [
+        dict(
+            x=-2.0,
+            y=(y0 + y1) / 2,
+            xanchor="right",
+            yanchor="middle",
+            text=text,
+            showarrow=False,
+            align="right",
+            font=dict(size=13, color=_TEXT_DARK),
+        )
+        for text, y0, y1 in (
+            (f"<b>N = {n}</b><br>{'query head' if n == 1 else 'query heads'}", q_y0, q_y1),
+            (f"<b>K = {k}</b><br>{'K/V head' if k == 1 else 'K/V heads'}", kv_y0, kv_y1),
+        )
+    ]
+
+    y_lo, y_hi = kv_y0 - (4.0 if not kv_inside else 1.5), q_y1 + (4.0 if not q_inside else 1.5)
+    x_lo, x_hi = _LEFT, _WIDTH + 1.0
+    margin = dict(l=10, r=10, t=56, b=10)
+    height = round((y_hi - y_lo) * px) + margin["t"] + margin["b"]
+    suffix = " (= MQA: one head)" if n == 1 else ""
+    title = (
+        f"<b>{kind}</b>{suffix}: {_plural(n, 'query head')} · {_plural(k, 'KV head')} · "
+        f"G = {n}/{k} = {g} per group"
+    )
+    fig.update_layout(
+        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=17, color=_TEXT_DARK)),
+        shapes=shapes,
+        annotations=annotations,
+        height=height,
+        margin=margin,
+        paper_bgcolor=PAPER_BG,
+        plot_bgcolor=PAPER_BG,
+        font=dict(family=FONT_FAMILY, color=_TEXT_DARK),
+        showlegend=False,
+        hovermode="closest",
+        dragmode=False,
+        meta=dict(num_query_heads=n, num_key_value_heads=k, groups=g, kind=kind),
+    )
+    fig.update_xaxes(
+        range=[x_lo, x_hi], visible=False, showgrid=False, zeroline=False, fixedrange=True
+    )
+    fig.update_yaxes(
+        range=[y_lo, y_hi],
+        visible=False,
+        showgrid=False,
+        zeroline=False,
+        fixedrange=True,
+        scaleanchor="x",
+        scaleratio=1,
+    )
+    return fig

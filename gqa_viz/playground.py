@@ -1,0 +1,192 @@
+"""What the Playground and Walkthrough pages compute, as one call: :func:`run`.
+
+Axis letters: B batch, T query length, S key/value length, N query heads, K kv heads,
+G = N // K, H head_dim, D model dim.
+
+Inputs a person can read: a sentence is split into tokens, and each distinct token gets one
+seeded random embedding (no positional encoding), so repeated tokens have equal keys and a
+query matches them equally. Padding appends ``<pad>`` tokens to a sentence (zero embedding,
+as an id-0 token under ``Embedding(mask_zero=True)``); in random mode the last ``pad``
+positions are marked as padding.
+
+Weights: "pooled" initializes one multi-head layer (N kv heads) from the seed and mean-pools
+its K/V heads per group (Ainslie et al., 2023), so changing K changes only how heads are
+shared; "independent" initializes a fresh GQA layer with K kv heads.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field, replace
+
+import jax
+import numpy as np
+
+from gqa_viz import core
+from gqa_viz.settings import MAX_LEN, MAX_TOKENS, Settings
+
+PAD = "<pad>"
+_TOKEN = re.compile(r"[\w']+|[^\w\s]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks."""
+    return _TOKEN.findall(text.lower())
+
+
+def embed(tokens: list[str], d: int, seed: int) -> np.ndarray:
+    """[T, D] float32: one seeded N(0, 1) vector per distinct token, zeros for ``<pad>``."""
+    out = np.zeros((len(tokens), d), np.float32)
+    for i, tok in enumerate(tokens):
+        if tok != PAD:
+            rng = np.random.default_rng([seed, zlib.crc32(tok.encode())])
+            out[i] = rng.standard_normal(d).astype(np.float32)
+    return out
+
+
+@dataclass
+class Result:
+    """Everything a page shows for one :class:`Settings`. Arrays are NumPy."""
+
+    settings: Settings
+    spec: core.GQASpec
+    q_labels: list[str]  # T axis labels
+    k_labels: list[str]  # S axis labels
+    trace: core.AttentionTrace  # arrays of the whole batch, [B, ...]
+    params: dict
+    query_mask: np.ndarray  # [B, T] True = real query
+    value_mask: np.ndarray  # [B, S] True = real key
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """[T, S] allowed pairs for the shown batch item (True = attend)."""
+        m = self.trace.mask
+        T, S = len(self.q_labels), len(self.k_labels)
+        if m is None:
+            return np.ones((T, S), bool)
+        return np.asarray(m)[min(self.settings.item, m.shape[0] - 1)]
+
+    def item(self, name: str) -> np.ndarray:
+        """A trace array for the shown batch item (its leading B axis removed)."""
+        a = getattr(self.trace, name)
+        return None if a is None else np.asarray(a)[self.settings.item]
+
+
+def _sentence(text: str, pad: int, notes: list[str], what: str) -> list[str]:
+    tokens = tokenize(text)
+    if not tokens:
+        notes.append(f"The {what} sentence has no words; using a single '.' token.")
+        tokens = ["."]
+    if len(tokens) > MAX_TOKENS:
+        notes.append(
+            f"The {what} sentence has {len(tokens)} tokens; only the first {MAX_TOKENS} are used."
+        )
+        tokens = tokens[:MAX_TOKENS]
+    return tokens + [PAD] * min(pad, MAX_LEN - len(tokens))
+
+
+def build_inputs(s: Settings, notes: list[str]):
+    """query [B, T, D], value [B, S, D], their masks [B, T], [B, S], and axis labels."""
+    if s.mode == "sentence":
+        q_tokens = _sentence(s.text, s.pad, notes, "query")
+        k_tokens = _sentence(s.source, s.kpad, notes, "source") if s.cross else q_tokens
+        query = embed(q_tokens, s.d, s.seed)[None]  # [1, T, D]
+        value = embed(k_tokens, s.d, s.seed)[None] if s.cross else query  # [1, S, D]
+        q_valid = np.array([[t != PAD for t in q_tokens]])  # [1, T]
+        k_valid = np.array([[t != PAD for t in k_tokens]])  # [1, S]
+        return query, value, q_valid, k_valid, q_tokens, k_tokens
+    rng = np.random.default_rng(s.seed)
+    T, S = s.t, (s.s if s.cross else s.t)
+    query = rng.standard_normal((s.batch, T, s.d)).astype(np.float32)  # [B, T, D]
+    value = rng.standard_normal((s.batch, S, s.d)).astype(np.float32) if s.cross else query
+    q_valid = np.broadcast_to(np.arange(T) < T - s.pad, (s.batch, T))  # [B, T]
+    kpad = s.kpad if s.cross else s.pad
+    k_valid = np.broadcast_to(np.arange(S) < S - kpad, (s.batch, S))  # [B, S]
+    return query, value, q_valid, k_valid, [str(i) for i in range(T)], [str(j) for j in range(S)]
+
+
+def make_params(s: Settings, spec: core.GQASpec) -> core.Params:
+    """The layer's weights for ``s.weights`` (see the module docstring)."""
+    if s.weights == "pooled":
+        mha = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias, use_gate=s.gate)
+        params, _ = core.mha_to_gqa(core.init_params(mha, s.d, seed=s.seed), mha, s.k)
+        return params
+    return core.init_params(spec, s.d, seed=s.seed)
+
+
+def run(s: Settings) -> Result:
+    """Inputs, weights and the full trace of one forward pass for the settings ``s``."""
+    notes: list[str] = []
+    if s.mode == "sentence" and (s.batch > 1 or s.item):
+        notes.append("A sentence is one batch item; batch size applies in random mode.")
+        s = replace(s, batch=1, item=0)
+    spec = core.GQASpec(
+        s.n,
+        s.k,
+        s.h,
+        use_bias=s.bias,
+        use_gate=s.gate,
+        sliding_window=s.window or None,
+        dropout=s.dropout,
+    )
+    query, value, q_valid, k_valid, q_labels, k_labels = build_inputs(s, notes)
+    params = make_params(s, spec)
+    trace = core.attention_trace(
+        params,
+        query,
+        value,
+        spec=spec,
+        query_mask=q_valid if not q_valid.all() else None,
+        value_mask=k_valid if not k_valid.all() else None,
+        use_causal_mask=s.causal,
+        training=s.training,
+        dropout_rng=jax.random.key(s.seed) if s.training and s.dropout > 0 else None,
+    )
+    trace = core.AttentionTrace(*(None if a is None else np.asarray(a) for a in trace))
+    params = jax.tree.map(np.asarray, params)
+    result = Result(s, spec, q_labels, k_labels, trace, params, q_valid, k_valid, notes)
+    empty = np.flatnonzero(~result.mask.any(axis=1))
+    if empty.size:
+        notes.append(
+            f"{empty.size} query row(s) have no key to attend to ({_positions(empty, q_labels)}): "
+            "their probabilities are 0 and their output is the output bias, as Keras returns "
+            "with return_attention_scores=True (Keras' fused path without scores would average "
+            "all keys there instead)."
+        )
+    return result
+
+
+def _positions(rows: np.ndarray, labels: list[str]) -> str:
+    shown = ", ".join(f"{labels[i]}@{i}" for i in rows[:6])
+    return shown + (", ..." if rows.size > 6 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary beside the figure.
+
+
+def param_count(spec: core.GQASpec, d: int) -> int:
+    return sum(int(np.prod(shape)) for shape in core.param_shapes(spec, d).values())
+
+
+def summary(s: Settings, T: int, S: int) -> dict[str, str | int]:
+    """Shapes, parameter counts and K/V cache size, against the MHA layer of the same width."""
+    spec = core.GQASpec(s.n, s.k, s.h, use_bias=s.bias, use_gate=s.gate)
+    mha = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias, use_gate=s.gate)
+    B = 1 if s.mode == "sentence" else s.batch
+    kv_bytes = 2 * s.k * s.h * 4  # K and V, float32, per token
+    mha_bytes = 2 * s.n * s.h * 4
+    return {
+        "query [B, T, D]": f"[{B}, {T}, {s.d}]",
+        "Q [B, T, N, H]": f"[{B}, {T}, {s.n}, {s.h}]",
+        "K, V [B, S, K, H]": f"[{B}, {S}, {s.k}, {s.h}]",
+        "scores [B, N, T, S]": f"[{B}, {s.n}, {T}, {S}]",
+        "parameters": param_count(spec, s.d),
+        "parameters (MHA)": param_count(mha, s.d),
+        "K/V cache per token (float32)": kv_bytes,
+        "K/V cache per token, MHA": mha_bytes,
+        "K/V cache for this batch": kv_bytes * S * B,
+        "K/V cache for this batch, MHA": mha_bytes * S * B,
+    }

@@ -1,0 +1,37 @@
+"""Process-wide JAX set-up for the app: the persistent compilation cache and a backend label.
+
+No Streamlit here; ``app.py`` calls these once per server process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+
+def enable_compilation_cache(path: str | os.PathLike) -> Path:
+    """Store every compiled XLA program under ``path`` (created if missing) and reuse it.
+
+    Both thresholds are set to "always", so even the small, fast-compiling programs of the
+    app are cached and a restarted server skips their compilation. Returns the absolute
+    directory. Calling it again with the same path changes nothing.
+    """
+    cache_dir = Path(path).expanduser().resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return cache_dir
+
+
+def backend_label() -> str:
+    """What JAX runs on, in one line, e.g. ``"JAX 0.10.2 · cpu (1 device)"`` or
+    ``"JAX 0.10.2 · gpu: NVIDIA H100 80GB HBM3 (1 device)"``."""
+    backend = jax.default_backend()
+    devices = jax.devices()
+    kind = devices[0].device_kind
+    what = backend if kind.lower() == backend.lower() else f"{backend}: {kind}"
+    count = len(devices)
+    return f"JAX {jax.__version__} · {what} ({count} device{'' if count == 1 else 's'})"

@@ -1,0 +1,201 @@
+"""The Playground's settings: defaults, limits, and their URL form. No Streamlit here.
+
+Every control of the app is a field of :class:`Settings`, and every field lives in the URL
+(``?n=8&k=2&causal=1``), so a copied link reproduces the view. :func:`from_query_params`
+never raises: malformed or out-of-range values are clamped or replaced by defaults, and each
+change is reported in a message that names the parameter and its limit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+# Limits: the one place they are defined. Pages show them in their widgets and messages.
+MAX_QUERY_HEADS = 64
+MAX_HEAD_DIM = 256
+MAX_MODEL_DIM = 4096
+MAX_LEN = 512  # T and S in the Playground
+MAX_TOKENS = 64  # words in a sentence input
+MAX_TEXT_CHARS = 1000
+MAX_BATCH = 8
+MAX_DROPOUT = 0.9
+MAX_SEED = 2**31 - 1
+HEAD_DIMS = (4, 8, 16, 32, 64, 128, 256)
+
+DEFAULT_SENTENCE = "the cat sat on the mat because the cat was tired"
+DEFAULT_SOURCE = "le chat est assis sur le tapis"
+
+MODES = ("sentence", "random")
+ATTENTION_KINDS = ("self", "cross")
+WEIGHT_SOURCES = ("pooled", "independent")
+VIEWS = ("probs", "logits")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One view of the Playground. Field names are the URL parameter names."""
+
+    n: int = 8  # num_query_heads
+    k: int = 2  # num_key_value_heads
+    h: int = 16  # head_dim
+    d: int = 64  # model dim
+    mode: str = "sentence"  # "sentence": tokens on the axes; "random": seeded random vectors
+    attn: str = "self"  # "self" or "cross" attention
+    text: str = DEFAULT_SENTENCE  # query sentence (and keys in self-attention)
+    source: str = DEFAULT_SOURCE  # key/value sentence in cross-attention
+    t: int = 64  # query length in random mode
+    s: int = 64  # key/value length in random cross-attention
+    batch: int = 1  # batch size B (random mode)
+    item: int = 0  # batch item shown
+    causal: bool = True  # use_causal_mask
+    window: int = 0  # sliding_window; 0 = none
+    pad: int = 0  # the last `pad` queries (and keys, in self-attention) are padding
+    kpad: int = 0  # the last `kpad` keys are padding (cross-attention)
+    dropout: float = 0.0
+    training: bool = False
+    bias: bool = True  # use_bias
+    gate: bool = False  # use_gate
+    seed: int = 0
+    weights: str = "pooled"  # "pooled": one MHA layer, K/V heads mean-pooled per group
+    view: str = "probs"  # "probs" or "logits"
+
+    @property
+    def groups(self) -> int:
+        return self.n // self.k
+
+    @property
+    def cross(self) -> bool:
+        return self.attn == "cross"
+
+
+DEFAULTS = Settings()
+
+
+def divisors(n: int) -> list[int]:
+    """The valid num_key_value_heads for ``n`` query heads."""
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def nearest_divisor(n: int, k: int) -> int:
+    """The divisor of ``n`` closest to ``k`` (ties go to the smaller)."""
+    return min(divisors(n), key=lambda d: (abs(d - k), d))
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(field_type, raw: str):
+    if field_type is bool:
+        low = raw.strip().lower()
+        if low in _BOOL_TRUE:
+            return True
+        if low in _BOOL_FALSE:
+            return False
+        raise ValueError("expected 1/0 or true/false")
+    if field_type is int:
+        if not re.fullmatch(r"[+-]?\d{1,12}", raw.strip()):
+            raise ValueError("expected a whole number")
+        return int(raw)
+    if field_type is float:
+        value = float(raw)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        return value
+    return raw
+
+
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def from_query_params(params: dict[str, Any]) -> tuple[Settings, list[str]]:
+    """Settings from URL parameters, plus one message per value that was changed or ignored."""
+    messages: list[str] = []
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name not in params:
+            continue
+        raw = params[f.name]
+        if isinstance(raw, list):
+            raw = raw[-1] if raw else ""
+        raw = str(raw)[: MAX_TEXT_CHARS + 1]
+        try:
+            values[f.name] = _parse(_TYPES[f.type], raw)
+        except (ValueError, OverflowError) as e:
+            messages.append(
+                f"URL parameter {f.name}={raw[:40]!r} ignored ({e}); "
+                f"using {getattr(DEFAULTS, f.name)!r}."
+            )
+    unknown = sorted(set(params) - {f.name for f in fields(Settings)})
+    if unknown:
+        messages.append(f"Unknown URL parameter(s) ignored: {', '.join(unknown)[:200]}.")
+    settings, more = validate(replace(DEFAULTS, **values))
+    return settings, messages + more
+
+
+def validate(s: Settings) -> tuple[Settings, list[str]]:
+    """Clamp every field into its limits; one message per change, naming the limit."""
+    msgs: list[str] = []
+
+    def clamp(name: str, lo, hi, what: str):
+        value = getattr(s, name)
+        if value < lo or value > hi:
+            fixed = min(max(value, lo), hi)
+            msgs.append(f"{what} must be between {lo} and {hi}; got {value}, using {fixed}.")
+            return fixed
+        return value
+
+    def choice(name: str, options: tuple[str, ...]):
+        value = getattr(s, name)
+        if value not in options:
+            msgs.append(f"{name} must be one of {', '.join(options)}; got {value[:40]!r}.")
+            return getattr(DEFAULTS, name)
+        return value
+
+    v: dict[str, Any] = {}
+    v["n"] = clamp("n", 1, MAX_QUERY_HEADS, "num_query_heads (n)")
+    k = clamp("k", 1, MAX_QUERY_HEADS, "num_key_value_heads (k)")
+    if v["n"] % k:
+        fixed = nearest_divisor(v["n"], k)
+        msgs.append(
+            f"num_query_heads ({v['n']}) must be divisible by num_key_value_heads ({k}); "
+            f"valid choices are {', '.join(map(str, divisors(v['n'])))}. Using {fixed}."
+        )
+        k = fixed
+    v["k"] = k
+    h = clamp("h", HEAD_DIMS[0], MAX_HEAD_DIM, "head_dim (h)")
+    v["h"] = h
+    v["d"] = clamp("d", 1, MAX_MODEL_DIM, "model dim (d)")
+    v["mode"] = choice("mode", MODES)
+    v["attn"] = choice("attn", ATTENTION_KINDS)
+    v["weights"] = choice("weights", WEIGHT_SOURCES)
+    v["view"] = choice("view", VIEWS)
+    for name in ("text", "source"):
+        text = getattr(s, name)
+        if len(text) > MAX_TEXT_CHARS:
+            msgs.append(f"{name} is limited to {MAX_TEXT_CHARS} characters; it was cut.")
+            text = text[:MAX_TEXT_CHARS]
+        v[name] = text
+    v["t"] = clamp("t", 1, MAX_LEN, "query length T (t)")
+    v["s"] = clamp("s", 1, MAX_LEN, "key/value length S (s)")
+    v["batch"] = clamp("batch", 1, MAX_BATCH, "batch size (batch)")
+    v["item"] = clamp("item", 0, v["batch"] - 1, "batch item (item)")
+    v["window"] = clamp("window", 0, MAX_LEN, "sliding_window (window, 0 = off)")
+    v["pad"] = clamp("pad", 0, MAX_LEN, "query padding (pad)")
+    v["kpad"] = clamp("kpad", 0, MAX_LEN, "key padding (kpad)")
+    v["dropout"] = clamp("dropout", 0.0, MAX_DROPOUT, "dropout")
+    v["seed"] = clamp("seed", 0, MAX_SEED, "seed")
+    v["causal"], v["training"], v["bias"], v["gate"] = s.causal, s.training, s.bias, s.gate
+    return Settings(**v), msgs
+
+
+def to_query_params(s: Settings) -> dict[str, str]:
+    """The URL form of ``s``: only the fields that differ from the defaults."""
+    out = {}
+    for name, value in asdict(s).items():
+        if value == getattr(DEFAULTS, name):
+            continue
+        out[name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return out

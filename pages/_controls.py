@@ -1,0 +1,163 @@
+"""The Playground's controls, shared by the Playground and Walkthrough pages.
+
+The canonical :class:`~gqa_viz.settings.Settings` lives in ``st.session_state["settings"]``
+(so it survives page switches, which drop widget state) and in the URL (so a copied link
+reproduces the view). On a session's first run the URL wins; after that the widgets do, and
+the URL is rewritten from them on every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import streamlit as st
+
+from gqa_viz import settings as cfg
+from gqa_viz.settings import Settings
+
+HEAD_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+MODEL_DIMS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_KEY = "settings"
+_MESSAGES = "settings_messages"
+
+
+def _w(name: str) -> str:
+    return f"w_{name}"
+
+
+def _load() -> Settings:
+    if _KEY not in st.session_state:
+        settings, messages = cfg.from_query_params(st.query_params.to_dict())
+        st.session_state[_KEY] = settings
+        st.session_state[_MESSAGES] = messages
+    return st.session_state[_KEY]
+
+
+def _seed_widgets(s: Settings) -> None:
+    # Widget state is dropped when a page stops rendering a widget; re-seed it from Settings.
+    for f in fields(Settings):
+        if _w(f.name) not in st.session_state:
+            st.session_state[_w(f.name)] = getattr(s, f.name)
+
+
+def _reset() -> None:
+    for f in fields(Settings):
+        st.session_state[_w(f.name)] = getattr(cfg.DEFAULTS, f.name)
+
+
+def _options(choices, current):
+    return sorted(set(choices) | {current})
+
+
+def settings_controls() -> Settings:
+    """Render the controls in the sidebar and return the validated settings they describe."""
+    s = _load()
+    _seed_widgets(s)
+    ss = st.session_state
+    sb = st.sidebar
+
+    with sb.expander("Heads", expanded=True):
+        st.selectbox(
+            "num_query_heads (N)",
+            _options(HEAD_CHOICES, ss[_w("n")]),
+            key=_w("n"),
+            help=f"Query heads, 1 to {cfg.MAX_QUERY_HEADS}.",
+        )
+        n = ss[_w("n")]
+        if n % ss[_w("k")]:
+            ss[_w("k")] = cfg.nearest_divisor(n, ss[_w("k")])
+        st.selectbox(
+            "num_key_value_heads (K)",
+            cfg.divisors(n),
+            key=_w("k"),
+            help="Shared K/V heads; must divide N. K = N is multi-head, K = 1 multi-query.",
+        )
+        st.selectbox("head_dim (H)", _options(cfg.HEAD_DIMS, ss[_w("h")]), key=_w("h"))
+        st.selectbox("model dim (D)", _options(MODEL_DIMS, ss[_w("d")]), key=_w("d"))
+        st.radio(
+            "Weights",
+            cfg.WEIGHT_SOURCES,
+            key=_w("weights"),
+            horizontal=True,
+            format_func={"pooled": "one MHA layer, pooled", "independent": "fresh GQA layer"}.get,
+            help="'pooled': one seeded multi-head layer whose K/V heads are mean-pooled per "
+            "group, so changing K changes only the sharing. 'fresh': a new GQA layer per K.",
+        )
+
+    with sb.expander("Input", expanded=True):
+        st.radio(
+            "Attention",
+            cfg.ATTENTION_KINDS,
+            key=_w("attn"),
+            horizontal=True,
+            format_func={"self": "self-attention", "cross": "cross-attention"}.get,
+        )
+        st.radio(
+            "Inputs",
+            cfg.MODES,
+            key=_w("mode"),
+            horizontal=True,
+            format_func={"sentence": "a sentence", "random": "random vectors"}.get,
+        )
+        cross = ss[_w("attn")] == "cross"
+        if ss[_w("mode")] == "sentence":
+            st.text_input(
+                "Query sentence" if cross else "Sentence",
+                key=_w("text"),
+                max_chars=cfg.MAX_TEXT_CHARS,
+                help=f"Up to {cfg.MAX_TOKENS} tokens. Equal tokens get equal embeddings.",
+            )
+            if cross:
+                st.text_input("Key/value sentence", key=_w("source"), max_chars=cfg.MAX_TEXT_CHARS)
+        else:
+            st.slider("Query length T", 1, cfg.MAX_LEN, key=_w("t"))
+            if cross:
+                st.slider("Key/value length S", 1, cfg.MAX_LEN, key=_w("s"))
+            st.number_input("Batch size B", 1, cfg.MAX_BATCH, key=_w("batch"))
+            ss[_w("item")] = min(ss[_w("item")], ss[_w("batch")] - 1)
+            st.number_input("Batch item shown", 0, cfg.MAX_BATCH - 1, key=_w("item"))
+        st.number_input("Seed", 0, cfg.MAX_SEED, key=_w("seed"))
+
+    with sb.expander("Masks", expanded=True):
+        st.toggle("use_causal_mask", key=_w("causal"))
+        st.number_input(
+            "sliding_window (0 = off)",
+            0,
+            cfg.MAX_LEN,
+            key=_w("window"),
+            help="Keras' band: query i sees keys j with |i - j| < window.",
+        )
+        pad_help = (
+            "Appends <pad> tokens" if ss[_w("mode")] == "sentence" else "Marks the last positions"
+        )
+        st.number_input(
+            "Query padding" if cross else "Padding",
+            0,
+            cfg.MAX_LEN,
+            key=_w("pad"),
+            help=f"{pad_help} as padding (query_mask / value_mask False there).",
+        )
+        if cross:
+            st.number_input("Key padding", 0, cfg.MAX_LEN, key=_w("kpad"))
+
+    with sb.expander("Layer options"):
+        st.slider("dropout", 0.0, cfg.MAX_DROPOUT, step=0.05, key=_w("dropout"))
+        st.toggle("training (dropout active)", key=_w("training"))
+        st.toggle("use_bias", key=_w("bias"))
+        st.toggle("use_gate", key=_w("gate"))
+        st.radio(
+            "Show",
+            cfg.VIEWS,
+            key=_w("view"),
+            horizontal=True,
+            format_func={"probs": "probabilities", "logits": "logits"}.get,
+        )
+        st.button("Reset all controls", on_click=_reset)
+
+    raw = replace(s, **{f.name: ss[_w(f.name)] for f in fields(Settings)})
+    settings, messages = cfg.validate(raw)
+    ss[_KEY] = settings
+    st.query_params.from_dict(cfg.to_query_params(settings))
+    for message in ss.pop(_MESSAGES, []) + messages:
+        st.warning(message, icon="⚠️")
+    return settings
