@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gqa_viz import masks as M
 
@@ -233,8 +234,7 @@ def _explicit(spec, q, k, v, mask, dropout_rng, training, fully_masked_rows):
     # Keras scales the queries (not the logits) by 1/sqrt(H); same here, for the same rounding.
     # Heads-major layouts make both contractions plain batched matmuls over (b, k): about 2x
     # faster on CPU than contracting in the [B, T, N, H] layout.
-    qg = (q * jnp.asarray(1.0 / math.sqrt(H), q.dtype)).reshape(B, T, K, G, H)
-    qg = qg.transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
+    qg = _heads_major(q * jnp.asarray(1.0 / math.sqrt(H), q.dtype), K, G)  # [B, K, G, T, H]
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
     logits = jnp.einsum("bkgth,bksh->bkgts", qg, kt)  # [B, K, G, T, S]
     if mask is None:
@@ -254,7 +254,9 @@ def _explicit(spec, q, k, v, mask, dropout_rng, training, fully_masked_rows):
     if training and spec.dropout > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - spec.dropout, probs.shape)
         dropped = jnp.where(keep, probs / (1.0 - spec.dropout), 0.0).astype(probs.dtype)
-    context = jnp.einsum("bkgts,bksh->btkgh", dropped, vt).reshape(B, T, N, H)  # [B, T, N, H]
+    # Context stays heads-major; the output projection contracts it in that layout. Asking
+    # for [B, T, N, H] here makes XLA write the probabilities a second time, transposed.
+    context = jnp.einsum("bkgts,bksh->bkgth", dropped, vt)  # [B, K, G, T, H]
     return (
         logits.reshape(B, N, T, S),
         probs.reshape(B, N, T, S),
@@ -320,15 +322,31 @@ def _forward(
         logits, probs, dropped, context = _explicit(
             spec, q, k, v, mask, dropout_rng, training, fully_masked_rows
         )
-    if gate is not None:
-        context = context * gate
     out_layer = params["attention_output"]
-    output = _dense(context, out_layer, "btnh,nhd->btd")  # [B, T, D]
+    if context.ndim == 4:  # fused path: [B, T, N, H]
+        if gate is not None:
+            context = context * gate
+        output = _dense(context, out_layer, "btnh,nhd->btd")  # [B, T, D]
+    else:  # explicit path: [B, K, G, T, H]
+        K, G = spec.num_key_value_heads, spec.groups
+        if gate is not None:
+            context = context * _heads_major(gate, K, G)
+        kernel = out_layer["kernel"].reshape(K, G, *out_layer["kernel"].shape[1:])  # [K, G, H, D]
+        output = _dense(context, {**out_layer, "kernel": kernel}, "bkgth,kghd->btd")  # [B, T, D]
     if want == "output":
         return output
     if want == "scores":
         return output, probs
+    if context.ndim == 5:
+        B, K, G, T, H = context.shape
+        context = context.transpose(0, 3, 1, 2, 4).reshape(B, T, K * G, H)  # [B, T, N, H]
     return AttentionTrace(q, k, v, logits, mask, probs, dropped, gate, context, output)
+
+
+def _heads_major(x, K: int, G: int):
+    """[B, T, N, H] -> [B, K, G, T, H] (query head n = k * G + g)."""
+    B, T, _, H = x.shape
+    return x.reshape(B, T, K, G, H).transpose(0, 2, 3, 1, 4)
 
 
 _STATIC = ("spec", "use_causal_mask", "training", "fully_masked_rows", "want", "implementation")
@@ -357,6 +375,10 @@ def _call(
         raise ValueError(
             f"fully_masked_rows must be one of {FULLY_MASKED_ROWS}, got {fully_masked_rows!r}."
         )
+    query_mask, value_mask, key_mask, attention_mask = (
+        m if m is None or hasattr(m, "shape") else np.asarray(m)
+        for m in (query_mask, value_mask, key_mask, attention_mask)
+    )
     check_inputs(
         spec,
         params,
@@ -475,6 +497,15 @@ def attention_trace(
 # Parameters.
 
 WEIGHT_ORDER = ("query", "key", "gate", "value", "attention_output")  # Keras' build order
+# (input_axes, output_axes) of each kernel, as Keras' EinsumDense reads them from its equation:
+# [D, N, H] kernels map D -> (N, H); the output kernel [N, H, D] maps (N, H) -> D.
+_FAN_AXES = {
+    "query": ((0,), (1, 2)),
+    "key": ((0,), (1, 2)),
+    "gate": ((0,), (1, 2)),
+    "value": ((0,), (1, 2)),
+    "attention_output": ((0, 1), (2,)),
+}
 
 
 def param_shapes(spec: GQASpec, query_dim: int, value_dim=None, key_dim=None):
@@ -511,7 +542,7 @@ def init_params(
     bias_initializer="zeros",
     dtype=jnp.float32,
 ) -> Params:
-    """Fresh weights. Each weight draws from its own key folded from ``seed`` and its position.
+    """Fresh weights. Each weight draws from its own generator, seeded by ``seed`` and its position.
 
     Initializers are Keras names, configs or callables (see :mod:`gqa_viz.keras_objects`).
     An initializer with its own seed uses it for every weight, as Keras does, so equal shapes
@@ -520,15 +551,15 @@ def init_params(
     from gqa_viz.keras_objects import get_initializer, initialize
 
     kinit, binit = get_initializer(kernel_initializer), get_initializer(bias_initializer)
-    base = jax.random.key(seed)
     params: Params = {}
-    for i, ((layer, name), shape) in enumerate(
-        param_shapes(spec, query_dim, value_dim, key_dim).items()
-    ):
-        init = kinit if name == "kernel" else binit
-        params.setdefault(layer, {})[name] = initialize(
-            init, shape, dtype, jax.random.fold_in(base, i)
-        )
+    shapes = param_shapes(spec, query_dim, value_dim, key_dim)
+    for i, ((layer, name), shape) in enumerate(shapes.items()):
+        rng = np.random.default_rng([seed, i])
+        if name == "kernel":
+            value = initialize(kinit, shape, dtype, rng, fan_axes=_FAN_AXES[layer])
+        else:
+            value = initialize(binit, shape, dtype, rng)
+        params.setdefault(layer, {})[name] = value
     return params
 
 

@@ -2,17 +2,17 @@
 
 Only what ``GroupQueryAttention`` takes as arguments. Each object serializes to the exact dict
 Keras 3 writes (``{"module", "class_name", "config", "registered_name"}``), so a config moves
-between Keras and gqa_viz in both directions. Formulas follow Keras 3.15.1; the random draws
-use JAX's PRNG, so a seeded initializer is reproducible but does not repeat Keras' numbers.
+between Keras and gqa_viz in both directions. Formulas follow Keras 3.15.1. Random draws come
+from NumPy's seeded generator (fast: no per-shape compile), so a seeded initializer is
+reproducible but does not repeat Keras' numbers.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -53,6 +53,10 @@ def _lookup(kind: str, registry: dict[str, type], identifier):
         if cls is None:
             raise ValueError(f"Unknown {kind} config {identifier!r}.")
         return cls(**identifier.get("config", {}))
+    name = type(identifier).__name__
+    if name in registry and hasattr(identifier, "get_config"):
+        # A Keras object (e.g. keras.regularizers.L2(0.1)): rebuild it from its config.
+        return registry[name](**identifier.get_config())
     if callable(identifier):
         return identifier
     raise ValueError(f"Could not interpret {kind} identifier {identifier!r}.")
@@ -68,8 +72,8 @@ def serialize(obj) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Initializers: ``init(shape, dtype, key) -> array``. ``key`` is the fallback PRNG key used when
-# the initializer has no seed of its own.
+# Initializers: ``init(shape, dtype, rng) -> array``. ``rng`` (a numpy Generator) is the fallback
+# used when the initializer has no seed of its own.
 
 
 def compute_fans(shape, input_axes=None, output_axes=None) -> tuple[int, int]:
@@ -87,31 +91,40 @@ def compute_fans(shape, input_axes=None, output_axes=None) -> tuple[int, int]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
+def _truncated_normal(rng, shape):
+    """Unit normal truncated to [-2, 2] (redraws outside), as Keras' truncated_normal."""
+    z = rng.standard_normal(shape)
+    out = np.abs(z) > 2.0
+    while out.any():
+        z[out] = rng.standard_normal(int(out.sum()))
+        out = np.abs(z) > 2.0
+    return z
+
+
 class Initializer(KerasObject):
     module = "keras.initializers"
 
-    def _key(self, key):
+    def __call__(self, shape, dtype=jnp.float32, rng=None):
         seed = getattr(self, "seed", None)
-        return jax.random.key(seed) if seed is not None else key
-
-    def __call__(self, shape, dtype=jnp.float32, key=None):
-        return self.sample(tuple(shape), dtype, self._key(key))
+        if seed is not None or rng is None:
+            rng = np.random.default_rng(seed)
+        return jnp.asarray(self.sample(tuple(shape), rng), dtype)
 
 
 @dataclass(frozen=True)
 class Zeros(Initializer):
     class_name = "Zeros"
 
-    def sample(self, shape, dtype, key):
-        return jnp.zeros(shape, dtype)
+    def sample(self, shape, rng):
+        return np.zeros(shape)
 
 
 @dataclass(frozen=True)
 class Ones(Initializer):
     class_name = "Ones"
 
-    def sample(self, shape, dtype, key):
-        return jnp.ones(shape, dtype)
+    def sample(self, shape, rng):
+        return np.ones(shape)
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,8 @@ class Constant(Initializer):
     class_name = "Constant"
     value: float = 0.0
 
-    def sample(self, shape, dtype, key):
-        return jnp.full(shape, self.value, dtype)
+    def sample(self, shape, rng):
+        return np.full(shape, self.value)
 
 
 @dataclass(frozen=True)
@@ -130,8 +143,8 @@ class RandomNormal(Initializer):
     mean: float = 0.0
     stddev: float = 0.05
 
-    def sample(self, shape, dtype, key):
-        return (self.mean + self.stddev * jax.random.normal(key, shape)).astype(dtype)
+    def sample(self, shape, rng):
+        return self.mean + self.stddev * rng.standard_normal(shape)
 
 
 @dataclass(frozen=True)
@@ -141,8 +154,8 @@ class RandomUniform(Initializer):
     minval: float = -0.05
     maxval: float = 0.05
 
-    def sample(self, shape, dtype, key):
-        return jax.random.uniform(key, shape, minval=self.minval, maxval=self.maxval).astype(dtype)
+    def sample(self, shape, rng):
+        return rng.uniform(self.minval, self.maxval, shape)
 
 
 @dataclass(frozen=True)
@@ -152,9 +165,8 @@ class TruncatedNormal(Initializer):
     mean: float = 0.0
     stddev: float = 0.05
 
-    def sample(self, shape, dtype, key):
-        z = jax.random.truncated_normal(key, -2.0, 2.0, shape)
-        return (self.mean + self.stddev * z).astype(dtype)
+    def sample(self, shape, rng):
+        return self.mean + self.stddev * _truncated_normal(rng, shape)
 
 
 @dataclass(frozen=True)
@@ -177,18 +189,18 @@ class VarianceScaling(Initializer):
         if self.scale <= 0:
             raise ValueError(f"VarianceScaling scale must be positive, got {self.scale}.")
 
-    def sample(self, shape, dtype, key):
+    def sample(self, shape, rng):
         fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
         fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
         variance = self.scale / max(1.0, fan)
         if self.distribution == "truncated_normal":
             # 0.879... is the stddev of a unit normal truncated to [-2, 2] (Keras' constant).
             std = math.sqrt(variance) / 0.87962566103423978
-            return (std * jax.random.truncated_normal(key, -2.0, 2.0, shape)).astype(dtype)
+            return std * _truncated_normal(rng, shape)
         if self.distribution == "untruncated_normal":
-            return (math.sqrt(variance) * jax.random.normal(key, shape)).astype(dtype)
+            return math.sqrt(variance) * rng.standard_normal(shape)
         limit = math.sqrt(3.0 * variance)
-        return jax.random.uniform(key, shape, minval=-limit, maxval=limit).astype(dtype)
+        return rng.uniform(-limit, limit, shape)
 
 
 def _scaling(name: str, scale_: float, mode_: str, distribution_: str):
@@ -227,15 +239,15 @@ class Orthogonal(Initializer):
     seed: int | None = None
     gain: float = 1.0
 
-    def sample(self, shape, dtype, key):
+    def sample(self, shape, rng):
         # Keras flattens all leading axes into rows: [prod(shape[:-1]), shape[-1]].
         rows, cols = math.prod(shape[:-1]), shape[-1]
-        a = jax.random.normal(key, (max(rows, cols), min(rows, cols)))
-        q, r = jnp.linalg.qr(a)
-        q = q * jnp.sign(jnp.diag(r))
+        a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q = q * np.sign(np.diag(r))
         if rows < cols:
             q = q.T
-        return (self.gain * q.reshape(shape)).astype(dtype)
+        return self.gain * q.reshape(shape)
 
 
 _INITIALIZERS: dict[str, type] = {}
@@ -268,10 +280,20 @@ def get_initializer(identifier):
     return _lookup("initializer", _INITIALIZERS, identifier)
 
 
-def initialize(init, shape, dtype, key):
-    """Run ``init`` for one weight: a Keras-named initializer gets ``key`` as its fallback seed."""
+def initialize(init, shape, dtype, rng, fan_axes=None):
+    """Run ``init`` for one weight; ``rng`` is the fallback generator for unseeded initializers.
+
+    ``fan_axes`` = (input_axes, output_axes) of an EinsumDense kernel: as in Keras, a
+    variance-scaling initializer without axes of its own takes its fans from them.
+    """
+    if (
+        isinstance(init, VarianceScaling)
+        and fan_axes
+        and None in (init.input_axes, init.output_axes)
+    ):
+        init = replace(init, input_axes=list(fan_axes[0]), output_axes=list(fan_axes[1]))
     if isinstance(init, Initializer):
-        return init(shape, dtype, key)
+        return init(shape, dtype, rng)
     return jnp.asarray(init(tuple(shape), dtype), dtype)
 
 

@@ -127,16 +127,16 @@ class GroupedQueryAttention:
         self.activity_regularizer = ko.get_regularizer(activity_regularizer)
         self.kernel_constraint = ko.get_constraint(kernel_constraint)
         self.bias_constraint = ko.get_constraint(bias_constraint)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        if seed is not None and (not isinstance(seed, int | np.integer) or isinstance(seed, bool)):
             raise ValueError(f"seed must be None or an integer, got {seed!r}.")
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self.name = name or "grouped_query_attention"
         self.trainable = trainable
         self.dtype_policy = _policy_name(dtype)
         self.variable_dtype, self.compute_dtype = _DTYPE_POLICIES[self.dtype_policy]
         self.params: core.Params | None = None
         self.feature_dim = None
-        self._dropout_key = jax.random.key(seed if seed is not None else _fresh_seed())
+        self._dropout_key = jax.random.key(self.seed if self.seed is not None else _fresh_seed())
         self._activity_losses: list[jax.Array] = []
 
     # -- building ------------------------------------------------------------------------------

@@ -40,24 +40,15 @@ if st.session_state[N_KEY] % st.session_state[K_KEY]:
 st.title("Grouped-query attention")
 st.markdown(
     """
-Multi-head attention gives each of its **N query heads** its own key head and value head.
-**Grouped-query attention (GQA)** ([Ainslie et al., 2023](https://arxiv.org/abs/2305.13245))
-keeps the N query heads but computes only **K key/value heads**. The query heads are split
-into K groups of **G = N / K** consecutive heads, and every head of a group reads the same
-K/V head: query head *n* reads K/V head ⌊*n* / G⌋.
-
-- **K = N** (G = 1) is ordinary multi-head attention (**MHA**); **K = 1** (G = N) is
-  multi-query attention (**MQA**, [Shazeer, 2019](https://arxiv.org/abs/1911.02150)).
-- Each query head still computes its own attention pattern, so there are still N of them.
-  What shrinks is the key and value projections and, above all, the **K/V cache** kept while
-  generating text: 2·K·H numbers per token and layer instead of 2·N·H (H = head_dim),
-  **N / K times smaller**.
-- Keras provides the layer as `keras.layers.GroupQueryAttention(head_dim, num_query_heads,
-  num_key_value_heads)`; this app re-implements it in JAX and shows what happens inside.
+A multi-head attention layer has **N query heads**, each with its own key head and value
+head. **Grouped-query attention (GQA)** keeps the N query heads but computes only
+**K key/value heads**: the query heads are split into K groups of **G = N / K** consecutive
+heads, and all heads of a group read the same K/V head (query head *n* reads K/V head
+⌊*n* / G⌋). **K = N** is ordinary multi-head attention (**MHA**); **K = 1** is multi-query
+attention (**MQA**).
 """
 )
 
-st.subheader("How query heads share K/V heads")
 col_n, col_k, col_preset = st.columns([1, 1, 1.4], vertical_alignment="bottom")
 with col_n:
     n = st.selectbox(
@@ -95,6 +86,22 @@ with col_preset, st.container(horizontal=True, gap="small"):
 
 st.plotly_chart(gqa_diagram(n, k), theme=None, config={"displayModeBar": False})
 st.markdown(describe(n, k))
+
+st.subheader("Why share K/V heads?")
+st.markdown(
+    """
+- Each query head still computes its own attention weights, so the layer still produces
+  N attention patterns; the query and output projections are those of MHA.
+- Only K key and K value heads are computed and stored. While a model generates text, its
+  **K/V cache** keeps 2·K·H numbers per token and layer instead of 2·N·H (H = head_dim):
+  **N / K times less** memory to hold, and to read at every generated token.
+- GQA was introduced by [Ainslie et al. (2023)](https://arxiv.org/abs/2305.13245), who also
+  turn an MHA checkpoint into GQA by mean-pooling the K/V heads of each group; MQA is due to
+  [Shazeer (2019)](https://arxiv.org/abs/1911.02150). Keras provides the layer as
+  `keras.layers.GroupQueryAttention(head_dim, num_query_heads, num_key_value_heads)`; this
+  app re-implements it in JAX and shows what happens inside.
+"""
+)
 
 st.subheader("Where to go next")
 NEXT = (

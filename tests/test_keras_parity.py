@@ -134,9 +134,7 @@ def call_kwargs(case, **extra):
 def keras_layer_for(case, name=LAYER_NAME):
     """A built Keras layer with random (nonzero-bias) weights drawn from the case's seed."""
     # Zeros make the build cheap; every weight is overwritten right after.
-    layer = keras.layers.GroupQueryAttention(
-        **case["ctor"], name=name, kernel_initializer="zeros"
-    )
+    layer = keras.layers.GroupQueryAttention(**case["ctor"], name=name, kernel_initializer="zeros")
     layer.build(
         case["query"].shape,
         case["value"].shape,
@@ -150,25 +148,29 @@ def keras_layer_for(case, name=LAYER_NAME):
     return layer
 
 
-def keras_call(layer, case, **kwargs):
-    """``layer(query, value, key, **masks, **kwargs)``, jitted through Keras' stateless_call.
+def keras_calls(layer, case):
+    """Keras' (output, scores) and plain output for the case, jitted via stateless_call.
 
-    The same Keras call code as an eager call, compiled once instead of op by op (eager Keras
+    The same Keras call code as eager calls, compiled once instead of op by op (eager Keras
     compiles every primitive for every new shape, which makes a wide sweep slow).
     """
 
     def fn(trainable, non_trainable, query, value, key, masks):
-        out, _ = layer.stateless_call(
-            trainable,
-            non_trainable,
-            query,
-            value,
-            key,
-            use_causal_mask=case["use_causal_mask"],
-            **masks,
-            **kwargs,
-        )
-        return out
+        def call(**kwargs):
+            out, _ = layer.stateless_call(
+                trainable,
+                non_trainable,
+                query,
+                value,
+                key,
+                use_causal_mask=case["use_causal_mask"],
+                training=False,
+                **masks,
+                **kwargs,
+            )
+            return out
+
+        return call(return_attention_scores=True), call()
 
     return jax.jit(fn)(
         [w.value for w in layer.trainable_variables],
@@ -180,8 +182,9 @@ def keras_call(layer, case, **kwargs):
     )
 
 
-def our_layer_for(case, name=LAYER_NAME, seed=None):
-    layer = GroupedQueryAttention(**case["ctor"], name=name, seed=seed)
+def our_layer_for(case, name=LAYER_NAME):
+    """Our layer, built for the case's shapes (zeros: its weights are about to be set)."""
+    layer = GroupedQueryAttention(**case["ctor"], name=name, kernel_initializer="zeros")
     layer.build(
         case["query"].shape,
         case["value"].shape,
@@ -231,7 +234,8 @@ def test_matches_keras(seed):
     has_key = allowed.any(-1)  # [B, T]
 
     # Explicit path: equal everywhere, fully masked rows included.
-    k_out, k_scores = keras_call(kl, case, return_attention_scores=True)
+    (k_out, k_scores), k_plain = keras_calls(kl, case)
+    k_plain = np.asarray(k_plain)
     o_out, o_scores = ours(q, v, k, **call_kwargs(case, return_attention_scores=True))
     assert o_out.shape == k_out.shape and o_scores.shape == k_scores.shape
     close(o_scores, k_scores)
@@ -244,7 +248,6 @@ def test_matches_keras(seed):
     close(row_sums, np.broadcast_to(has_key[:, None], row_sums.shape).astype(float))
 
     # Output-only path.
-    k_plain = np.asarray(keras_call(kl, case))
     o_plain = np.asarray(ours(q, v, k, **call_kwargs(case)))
     close(o_plain[has_key], k_plain[has_key])
     close(o_plain, o_out)  # ours does not depend on whether scores were asked for
@@ -252,6 +255,8 @@ def test_matches_keras(seed):
         # Keras takes its explicit path here too, so all rows agree.
         close(o_plain, k_plain)
     else:
+        if not has_key.all():  # the two Keras paths really do disagree on those rows
+            assert not np.allclose(k_plain[~has_key], np.asarray(k_out)[~has_key], atol=1e-3)
         uniform = core.attention(
             ours.params,
             q,
@@ -264,15 +269,18 @@ def test_matches_keras(seed):
         close(uniform, k_plain)
 
 
-@pytest.mark.parametrize("seed", range(0, N_SEEDS, 4))
+@pytest.mark.parametrize("seed", range(0, N_SEEDS, 8))
 def test_our_weights_load_into_keras(seed):
+    # The other direction: weights set in ours, loaded into Keras, Keras called eagerly.
     case = CASES[seed]
     q, v, k = case["query"], case["value"], case["key"]
-    ours = GroupedQueryAttention(
-        **case["ctor"], name=LAYER_NAME, seed=seed, bias_initializer="random_normal"
-    )
+    ours = our_layer_for(case)
+    rng = np.random.default_rng(2000 + seed)
+    ours.set_weights([rng.normal(size=w.shape).astype("float32") for w in ours.get_weights()])
     o_out, o_scores = ours(q, v, k, **call_kwargs(case, return_attention_scores=True))
-    kl = keras.layers.GroupQueryAttention(**case["ctor"], name=LAYER_NAME)
+    kl = keras.layers.GroupQueryAttention(
+        **case["ctor"], name=LAYER_NAME, kernel_initializer="zeros"
+    )
     kl.build(q.shape, v.shape, None if k is None else k.shape)
     kl.set_weights(ours.get_weights())
     for a, b in zip(kl.get_weights(), ours.get_weights(), strict=True):
@@ -282,42 +290,59 @@ def test_our_weights_load_into_keras(seed):
     close(o_out, k_out)
 
 
-def test_weight_names_and_shapes_match_keras_for_every_flag_combination():
-    q = np.zeros((1, 2, 5), "float32")
-    key = np.zeros((1, 3, 7), "float32")
-    v = np.zeros((1, 3, 5), "float32")
-    for use_bias in (True, False):
-        for use_gate in (True, False):
-            kw = dict(head_dim=3, num_query_heads=4, num_key_value_heads=2)
-            kw.update(use_bias=use_bias, use_gate=use_gate)
-            kl = keras.layers.GroupQueryAttention(**kw, name="layer_x")
-            kl(q, v, key)
-            ours = GroupedQueryAttention(**kw, name="layer_x")
-            ours(q, v, key)
-            assert ours.weight_names == [w.path for w in kl.weights]
-            assert [w.shape for w in ours.get_weights()] == [
-                tuple(w.shape) for w in kl.get_weights()
-            ]
+@pytest.mark.parametrize("use_gate", [False, True])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_weight_names_and_shapes_match_keras(use_bias, use_gate):
+    kw = dict(head_dim=3, num_query_heads=4, num_key_value_heads=2, name="layer_x")
+    kw.update(use_bias=use_bias, use_gate=use_gate, kernel_initializer="zeros")
+    kl = keras.layers.GroupQueryAttention(**kw)
+    kl.build((1, 2, 5), (1, 3, 5), (1, 3, 7))
+    ours = GroupedQueryAttention(**kw)
+    ours.build((1, 2, 5), (1, 3, 5), (1, 3, 7))
+    assert ours.weight_names == [w.path for w in kl.weights]
+    assert [w.shape for w in ours.get_weights()] == [w.shape for w in kl.get_weights()]
+    assert len(ours.weight_names) == (5 if use_gate else 4) * (2 if use_bias else 1)
 
 
-def test_non_binary_float_attention_mask_on_scores_path():
+def make_pair(kw, query_shape, value_shape, key_shape=None, seed=0, name=LAYER_NAME):
+    """A Keras layer and ours, built for these shapes, sharing the same random weights."""
+    kl = keras.layers.GroupQueryAttention(**kw, name=name, kernel_initializer="zeros")
+    kl.build(query_shape, value_shape, key_shape)
+    rng = np.random.default_rng(seed)
+    kl.set_weights([rng.normal(size=w.shape).astype("float32") for w in kl.get_weights()])
+    ours = GroupedQueryAttention(**kw, name=name, kernel_initializer="zeros")
+    ours.build(query_shape, value_shape, key_shape)
+    ours.set_weights(kl.get_weights())
+    return kl, ours
+
+
+def test_non_binary_float_attention_mask():
     # Keras' explicit path keeps numeric attention_mask entries > 0.5 when attention_mask is
     # the only mask (its Softmax rule), but casts to bool (nonzero) once another mask joins.
     rng = np.random.default_rng(5)
     q = rng.normal(size=(2, 3, 4)).astype("float32")
     v = rng.normal(size=(2, 5, 4)).astype("float32")
     am = rng.choice([0.0, 0.3, 0.7, 1.0, -1.0], size=(2, 3, 5)).astype("float32")
-    kw = dict(head_dim=2, num_query_heads=2, num_key_value_heads=1, name=LAYER_NAME)
-    kl = keras.layers.GroupQueryAttention(**kw)
-    kl(q, v)
-    ours = GroupedQueryAttention(**kw)
-    ours.build(q.shape, v.shape)
-    ours.set_weights(kl.get_weights())
+    am[1] = rng.choice([0.0, 0.7, 1.0, 2.0], size=(3, 5))  # batch 1: nonzero iff > 0.5
+    am[:, :, 0] = 1.0
+    kw = dict(head_dim=2, num_query_heads=2, num_key_value_heads=1)
+    kl, ours = make_pair(kw, q.shape, v.shape, seed=5)
     for extra in ({}, {"value_mask": np.ones((2, 5), bool)}):
         k_out, k_scores = kl(q, v, attention_mask=am, return_attention_scores=True, **extra)
         o_out, o_scores = ours(q, v, attention_mask=am, return_attention_scores=True, **extra)
         close(o_scores, k_scores)
         close(o_out, k_out)
+        # Without scores ours keeps the same reading of the mask (output independent of
+        # return_attention_scores); Keras' fused path casts to bool (nonzero) instead, so the
+        # two agree wherever both readings agree, and everywhere once another mask is present.
+        o_plain = np.asarray(ours(q, v, attention_mask=am, **extra))
+        k_plain = np.asarray(kl(q, v, attention_mask=am, **extra))
+        close(o_plain, o_out)
+        same_reading = ((am != 0) == (am > 0.5)).all(-1)  # [B, T]
+        if extra:
+            same_reading[:] = True
+        assert same_reading.any() and (extra or not same_reading.all())
+        close(o_plain[same_reading], k_plain[same_reading])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +351,7 @@ def test_non_binary_float_attention_mask_on_scores_path():
 DROP_KW = dict(head_dim=4, num_query_heads=4, num_key_value_heads=2, dropout=0.3)
 
 
-def _drop_inputs(B=2, T=6, S=7, D=8, seed=0):
+def _inputs(B=2, T=6, S=7, D=8, seed=0):
     rng = np.random.default_rng(seed)
     return (
         rng.normal(size=(B, T, D)).astype("float32"),
@@ -335,7 +360,7 @@ def _drop_inputs(B=2, T=6, S=7, D=8, seed=0):
 
 
 def test_dropout_reproducible_for_a_seed_and_fresh_each_call():
-    q, v = _drop_inputs()
+    q, v = _inputs()
     a = GroupedQueryAttention(**DROP_KW, seed=7)
     b = GroupedQueryAttention(**DROP_KW, seed=7)
     a1 = np.asarray(a(q, v, training=True))
@@ -343,19 +368,22 @@ def test_dropout_reproducible_for_a_seed_and_fresh_each_call():
     np.testing.assert_array_equal(a1, b1)
     a2 = np.asarray(a(q, v, training=True))
     assert not np.allclose(a1, a2)
+    b2 = np.asarray(b(q, v, training=True))
+    np.testing.assert_array_equal(a2, b2)  # the streams stay in step
     # Inference is deterministic and differs from training.
     i1 = np.asarray(a(q, v, training=False))
     np.testing.assert_array_equal(i1, np.asarray(a(q, v)))
     assert not np.allclose(i1, a1)
+    # Another seed drops differently.
+    c = GroupedQueryAttention(**DROP_KW, seed=8)
+    c.build(q.shape, v.shape)
+    c.set_weights(a.get_weights())
+    assert not np.allclose(np.asarray(c(q, v, training=True)), a1)
 
 
 def test_dropout_scores_are_pre_dropout_probabilities_like_keras():
-    q, v = _drop_inputs()
-    kl = keras.layers.GroupQueryAttention(**DROP_KW, seed=3, name=LAYER_NAME)
-    kl(q, v)
-    ours = GroupedQueryAttention(**DROP_KW, seed=3, name=LAYER_NAME)
-    ours.build(q.shape, v.shape)
-    ours.set_weights(kl.get_weights())
+    q, v = _inputs()
+    kl, ours = make_pair(dict(DROP_KW, seed=3), q.shape, v.shape, seed=3)
     _, k_scores = kl(q, v, return_attention_scores=True, training=True)
     o_out, o_scores = ours(q, v, return_attention_scores=True, training=True)
     _, o_scores_inf = ours(q, v, return_attention_scores=True, training=False)
@@ -365,10 +393,12 @@ def test_dropout_scores_are_pre_dropout_probabilities_like_keras():
     # ...while the output itself did get dropout.
     o_out_inf = ours(q, v, training=False)
     assert not np.allclose(np.asarray(o_out), np.asarray(o_out_inf), atol=1e-4)
+    # In inference mode Keras and ours agree on the output too (dropout > 0: explicit path).
+    close(ours(q, v, training=False), kl(q, v, training=False))
 
 
 def test_dropout_drops_the_expected_fraction_and_rescales():
-    q, v = _drop_inputs(B=2, T=64, S=64, D=8, seed=1)
+    q, v = _inputs(B=2, T=64, S=64, D=8, seed=1)
     ours = GroupedQueryAttention(**DROP_KW, seed=11)
     tr = ours.trace(q, v, training=True)
     probs, dropped = np.asarray(tr.probs), np.asarray(tr.dropped_probs)
@@ -401,10 +431,12 @@ def test_flash_attention_with_dropout_raises_like_keras():
 
 
 def test_flash_attention_with_scores_raises_like_keras():
-    q, v = _drop_inputs(B=1, T=3, S=3, D=8)
-    kl = keras.layers.GroupQueryAttention(**FLASH_KW, flash_attention=True)
+    q, v = _inputs(B=1, T=3, S=3, D=8)
+    kl = keras.layers.GroupQueryAttention(
+        **FLASH_KW, flash_attention=True, kernel_initializer="zeros"
+    )
     with pytest.raises(ValueError) as k_err:
-        # Keras checks this in _compute_attention before anything device-specific.
+        # Keras checks this in _compute_attention, before anything device-specific.
         kl(q, v, return_attention_scores=True)
     ours = GroupedQueryAttention(**FLASH_KW, flash_attention=True)
     with pytest.raises(ValueError) as o_err:
@@ -416,12 +448,22 @@ def test_flash_attention_with_scores_raises_like_keras():
         ours.trace(q, v, return_attention_scores=True)
 
 
-def test_flash_attention_output_matches_keras_non_flash():
-    q, v = _drop_inputs(B=2, T=5, S=6, D=8)
-    kl = keras.layers.GroupQueryAttention(**FLASH_KW, name=LAYER_NAME)
-    kl(q, v)
+def test_flash_attention_output_matches_non_flash():
+    # Keras itself needs cuDNN for flash_attention=True; ours runs the fused XLA kernel on CPU
+    # (and falls back to it on GPU), so it must give the non-flash numbers, which the sweep
+    # above checks against Keras.
+    q, v = _inputs(B=2, T=5, S=6, D=8)
+    plain = GroupedQueryAttention(**FLASH_KW, name=LAYER_NAME, kernel_initializer="zeros")
+    plain.build(q.shape, v.shape)
+    plain.set_weights(random_weights_like(plain, seed=2))
     ours = GroupedQueryAttention(**FLASH_KW, name=LAYER_NAME, flash_attention=True)
     ours.build(q.shape, v.shape)
-    ours.set_weights(kl.get_weights())
-    close(ours(q, v), kl(q, v))
-    close(ours(q, v, use_causal_mask=True), kl(q, v, use_causal_mask=True))
+    ours.set_weights(plain.get_weights())
+    close(ours(q, v), plain(q, v))
+    close(ours(q, v, use_causal_mask=True), plain(q, v, use_causal_mask=True))
+    close(ours(q, v, value_mask=np.ones((2, 6), bool)), plain(q, v))
+
+
+def random_weights_like(layer, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]

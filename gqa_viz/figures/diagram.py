@@ -3,7 +3,8 @@
 Query head n reads K/V head n // G, G = N // K (Keras' order; see :mod:`gqa_viz.core`).
 Boxes and wires are layout shapes, named so tests and other code can find them:
 ``"q{n}"`` (query head box), ``"kv{j}"`` (K/V head box), ``"q{n}->kv{j}"`` (wire).
-Hover text comes from two invisible marker traces, ``"query heads"`` and ``"K/V heads"``.
+Hover text comes from two invisible marker traces, ``"query heads"`` (one point per query
+box) and ``"K/V heads"`` (one point under each query head, on the K/V box it reads).
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ KIND_NAMES = {
 
 _WIDTH = 100.0  # data units spanned by the query row, whatever N is
 _LEFT = -19.0  # room for the row labels left of the boxes
-_GAP = 26.0  # vertical distance between the two rows (wire length)
-_NOMINAL_PX = 1000.0  # assumed figure width in px, to size fonts and hover targets
+_GAP = 18.0  # vertical distance between the two rows (wire length)
+_NOMINAL_PX = 900.0  # assumed figure width in px, to size fonts and hover targets
 _TEXT_DARK = "#1F2933"
-_LABEL_EVERY = 4  # above 32 heads in a row, only every 4th head (and the last) is labelled
 
 
 def _check(num_query_heads, num_key_value_heads) -> tuple[int, int]:
@@ -99,11 +99,77 @@ def _text_color(hex_color: str) -> str:
     return _TEXT_DARK if lum > 0.3 else "white"
 
 
-def _labelled(count: int) -> list[int]:
-    """Which of ``count`` heads in a row get a text label."""
-    if count <= 32:
-        return list(range(count))
-    return sorted({i for i in range(0, count, _LABEL_EVERY)} | {count - 1})
+def _labelled(count: int, step: int) -> list[int]:
+    """Every ``step``-th of ``count`` heads, plus the last one when it does not crowd."""
+    idx = list(range(0, count, step))
+    if count - 1 - idx[-1] >= 3:
+        idx.append(count - 1)
+    return idx
+
+
+def _fit(width_px: float, chars: int, sizes: tuple[int, ...]) -> int | None:
+    """The largest font size of ``sizes`` at which ``chars`` characters fit in ``width_px``."""
+    for size in sizes:
+        if 0.62 * size * chars + 8 <= width_px:
+            return size
+    return None
+
+
+def _step(slot_px: float, chars: int, size: int) -> int:
+    """Label every ``step``-th head of a row so that labels ``slot_px`` apart do not touch."""
+    step = 1
+    while step * slot_px < 0.62 * size * chars + 8:
+        step *= 2
+    return step
+
+
+def _row_labels(
+    fig: go.Figure,
+    name: str,
+    xs: list[float],
+    y_in: float,
+    y_out: float,
+    out_position: str,
+    box_px: float,
+    slot_px: float,
+    short: list[str],
+    fills: list[str],
+    long: list[str] | None = None,
+) -> bool:
+    """Add one text trace labelling a row of boxes; True if the labels sit outside the row.
+
+    Inside the boxes: ``long`` labels if they fit, else ``short`` ones. Outside: ``short``
+    labels for every few boxes, so neighbouring labels never touch.
+    """
+    size = _fit(box_px, max(map(len, long)), (15, 14, 13)) if long else None
+    if size is not None:
+        labels, idx, outside = long, list(range(len(xs))), False
+    else:
+        size = _fit(box_px, max(map(len, short)), (15, 14, 13, 12, 11))
+        outside = size is None
+        labels = short
+        if outside:
+            size = 11
+            idx = _labelled(len(xs), _step(slot_px, max(map(len, short)), size))
+        else:
+            idx = list(range(len(xs)))
+    fig.add_trace(
+        go.Scatter(
+            name=name,
+            x=[xs[i] for i in idx],
+            y=[y_out if outside else y_in] * len(idx),
+            text=[labels[i] for i in idx],
+            mode="text",
+            textposition=out_position if outside else "middle center",
+            textfont=dict(
+                size=size,
+                color=[_TEXT_DARK if outside else _text_color(fills[i]) for i in idx],
+            ),
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    return outside
 
 
 def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
@@ -111,15 +177,16 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
 
     Query head n, its wire and K/V head n // G all have the colour ``group_color(n // G)``.
     Box sizes, fonts and wire widths shrink as N grows so that N = 1 ... 64 stay legible;
-    above 32 heads in a row only every 4th head is labelled. Raises ``ValueError`` unless
-    both numbers are positive integers, N <= MAX_QUERY_HEADS and K divides N.
+    labels move outside a row whose boxes are too narrow, and then name every few heads.
+    Raises ``ValueError`` unless both numbers are positive integers, N <= MAX_QUERY_HEADS
+    and K divides N.
     """
     n, k = _check(num_query_heads, num_key_value_heads)
     g = n // k
     kind = attention_kind(n, k)
 
     slot = _WIDTH / n  # horizontal room per query head
-    box_w = min(0.8 * slot, 10.0)
+    box_w = min(0.8 * slot, 12.0)
     box_h = min(max(box_w, 6.0), 10.0)
     kv_w = (g - 1) * slot + box_w  # a K/V box spans the query boxes of its group
     kv_y0, kv_y1 = 0.0, box_h
@@ -129,14 +196,7 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
     q_x = [(i + 0.5) * slot for i in range(n)]
     kv_x = [(j * g + g / 2) * slot for j in range(k)]
 
-    if n <= 8:
-        font, wire_w = 15, 2.5
-    elif n <= 16:
-        font, wire_w = 13, 2.0
-    elif n <= 32:
-        font, wire_w = 11, 1.5
-    else:
-        font, wire_w = 10, 1.0
+    wire_w = 2.5 if n <= 8 else 2.0 if n <= 16 else 1.5 if n <= 32 else 1.0
 
     shapes: list[dict] = []
     # Wires first, so the boxes are drawn over their ends. Each wire lands on the top edge
@@ -188,45 +248,31 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
         )
 
     fig = go.Figure()
-
-    # Labels: inside the boxes while they fit, else every few heads, outside the row.
-    q_inside = n <= 32
-    q_idx = _labelled(n)
-    fig.add_trace(
-        go.Scatter(
-            name="query head labels",
-            x=[q_x[i] for i in q_idx],
-            y=[(q_y0 + q_y1) / 2 if q_inside else q_y1 + 0.8 for i in q_idx],
-            text=[f"q{i}" for i in q_idx],
-            mode="text",
-            textposition="middle center" if q_inside else "top center",
-            textfont=dict(
-                size=font,
-                color=[_text_color(group_color(i // g)) if q_inside else _TEXT_DARK for i in q_idx],
-            ),
-            hoverinfo="skip",
-            showlegend=False,
-        )
+    # Labels: inside the boxes while they fit, else above/below the row, every few heads.
+    q_out = _row_labels(
+        fig,
+        "query head labels",
+        q_x,
+        (q_y0 + q_y1) / 2,
+        q_y1 + 0.8,
+        "top center",
+        box_w * px,
+        slot * px,
+        [f"q{i}" for i in range(n)],
+        [group_color(i // g) for i in range(n)],
     )
-    kv_px = kv_w * px
-    long_kv = kv_px >= 11 * 0.62 * font + 10  # room for "K/V head 10"
-    kv_inside = kv_px >= 4 * 0.62 * min(font, 11)  # room for "kv10"
-    kv_idx = list(range(k)) if kv_inside else _labelled(k)
-    fig.add_trace(
-        go.Scatter(
-            name="K/V head labels",
-            x=[kv_x[j] for j in kv_idx],
-            y=[(kv_y0 + kv_y1) / 2 if kv_inside else kv_y0 - 0.8 for j in kv_idx],
-            text=[f"K/V head {j}" if long_kv else f"kv{j}" for j in kv_idx],
-            mode="text",
-            textposition="middle center" if kv_inside else "bottom center",
-            textfont=dict(
-                size=font if long_kv else min(font, 11),
-                color=[_text_color(group_color(j)) if kv_inside else _TEXT_DARK for j in kv_idx],
-            ),
-            hoverinfo="skip",
-            showlegend=False,
-        )
+    kv_out = _row_labels(
+        fig,
+        "K/V head labels",
+        kv_x,
+        (kv_y0 + kv_y1) / 2,
+        kv_y0 - 0.8,
+        "bottom center",
+        kv_w * px,
+        g * slot * px,
+        [f"kv{j}" for j in range(k)],
+        [group_color(j) for j in range(k)],
+        long=[f"K/V head {j}" for j in range(k)],
     )
 
     # Hover targets: invisible markers over the boxes.
@@ -256,14 +302,17 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
     )
     fig.add_trace(
         go.Scatter(
+            # one target under each query head, so the whole width of a wide box hovers
             name="K/V heads",
-            x=kv_x,
-            y=[(kv_y0 + kv_y1) / 2] * k,
+            x=q_x,
+            y=[(kv_y0 + kv_y1) / 2] * n,
             mode="markers",
-            marker=dict(size=box_h * px, symbol="square", opacity=0, color=group_color(0)),
-            hovertext=kv_hover,
+            marker=dict(
+                size=max(slot, box_h) * px, symbol="square", opacity=0, color=group_color(0)
+            ),
+            hovertext=[kv_hover[i // g] for i in range(n)],
             hovertemplate="%{hovertext}<extra></extra>",
-            hoverlabel=dict(bgcolor=[group_color(j) for j in range(k)]),
+            hoverlabel=dict(bgcolor=[group_color(i // g) for i in range(n)]),
             showlegend=False,
         )
     )
@@ -286,7 +335,7 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
         )
     ]
 
-    y_lo, y_hi = kv_y0 - (4.0 if not kv_inside else 1.5), q_y1 + (4.0 if not q_inside else 1.5)
+    y_lo, y_hi = kv_y0 - (4.0 if kv_out else 1.5), q_y1 + (4.0 if q_out else 1.5)
     x_lo, x_hi = _LEFT, _WIDTH + 1.0
     margin = dict(l=10, r=10, t=56, b=10)
     height = round((y_hi - y_lo) * px) + margin["t"] + margin["b"]

@@ -1,0 +1,1006 @@
+"""Attention maps per query head, laid out by the K/V head each one shares. No Streamlit.
+
+Axis letters as in :mod:`gqa_viz.core`: T query length, S key/value length, N query heads,
+K kv heads, G = N // K, H head_dim. Query head n reads K/V head n // G.
+
+Every figure here is a plain ``go.Figure`` whose axes are placed by hand (no
+``make_subplots``), so a group's panels, its label and its coloured frame line up exactly:
+
+* one heatmap trace per query head (``meta["role"] == "scores"``, named ``"q{n}"``), all on
+  one shared colour axis (one colour bar);
+* beneath it, when anything is masked, a grey heatmap of the masked cells
+  (``meta["role"] == "mask"``, named ``"q{n} masked"``). The scores are NaN at masked cells
+  and the mask layer is NaN elsewhere, so each cell has exactly one hover label.
+
+Axes are categorical: a query or key is named ``"'cat' @1"`` (token and position; ``"@1"``
+for random inputs), which the hover labels show as they are. Tick labels are the bare
+tokens for short inputs and every few positions otherwise. Maps of more than ``MAX_CELLS``
+cells are drawn as block means (the subtitle and hover labels say so).
+
+Also here: :func:`kv_heads_figure` (the K/V heads' keys and values), :func:`dropout_figure`
+(one head's returned scores beside its dropped weights) and the data behind the heads
+figure as download bytes (:func:`scores_csv`, :func:`mask_csv`, :func:`npy_bytes`).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from gqa_viz.theme import (
+    FONT_FAMILY,
+    LOGIT_COLORSCALE,
+    MASKED_COLOR,
+    PAPER_BG,
+    PROB_COLORSCALE,
+    group_color,
+)
+
+# What each kind of value is called, its symbol in the hover label, and its colour scale.
+KINDS = {
+    "probs": ("attention<br>probability", "p", PROB_COLORSCALE),
+    "logits": ("logit<br>q·k / √H", "logit", LOGIT_COLORSCALE),
+    "dropped": ("weight after<br>dropout", "w", PROB_COLORSCALE),
+}
+
+NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its container
+WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
+MAX_CELLS = 250_000  # drawn cells per figure (N x T x S); larger maps are shown as block means
+MAX_TOKEN_TICKS = 40  # tokens as tick labels up to this length, positions beyond
+_TEXT_DARK = "#1F2933"
+_MUTED = "#52606D"
+_TICK_FONT = 10
+_CHAR_PX = 6.2  # average width of one tick-label character at _TICK_FONT
+_MAX_TICK_CHARS = 12  # longer tokens are cut in tick labels (hover shows them whole)
+_WIDTH_SLACK = 0.8  # x tick labels are spaced for a figure drawn at 80% of NOMINAL_WIDTH
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers.
+
+
+def _text_color(hex_color: str) -> str:
+    """Dark text on light fills, white on dark ones (WCAG relative luminance)."""
+    rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return _TEXT_DARK if lum > 0.3 else "white"
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _heads_range(first: int, last: int) -> str:
+    return f"query head {first}" if first == last else f"query heads {first}–{last}"
+
+
+def group_label(kv_head: int, groups: int, short: bool = False) -> str:
+    """``"K/V head j · query heads a–b"``: the heads that read K/V head ``kv_head``."""
+    a, b = kv_head * groups, kv_head * groups + groups - 1
+    if short:
+        return f"K/V {kv_head} · q{a}" + ("" if a == b else f"–q{b}")
+    return f"K/V head {kv_head} · {_heads_range(a, b)}"
+
+
+def _is_positional(labels: list[str]) -> bool:
+    return list(labels) == [str(i) for i in range(len(labels))]
+
+
+def _categories(labels: list[str]) -> list[str]:
+    """Unique axis categories: ``"'tok' @i"``, or ``"@i"`` for positional labels."""
+    if _is_positional(labels):
+        return [f"@{i}" for i in range(len(labels))]
+    return [f"'{html.escape(str(tok), quote=False)}' @{i}" for i, tok in enumerate(labels)]
+
+
+def _nth(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _short(token: str) -> str:
+    return token if len(token) <= _MAX_TICK_CHARS else token[: _MAX_TICK_CHARS - 1] + "…"
+
+
+def _nice_step(count: int, slot_px: float, min_px: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, ... so that labels ``step`` apart are ``min_px`` apart."""
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500):
+        if step * slot_px >= min_px or step >= count:
+            return step
+    return count
+
+
+@dataclass(frozen=True)
+class _Ticks:
+    vals: list[str]
+    text: list[str]
+    angle: float
+    extent_px: float  # room the labels need away from the axis
+
+
+def _ticks(
+    labels: list[str], cats: list[str], cell_px: float, axis: str, starts: list[int] | None = None
+) -> _Ticks:
+    """Tokens when short and roomy enough, else every few positions (``starts``: block starts)."""
+    n = len(cats)
+    starts = list(range(n)) if starts is None else starts
+    if axis == "x":  # the figure may be drawn narrower than planned; heights are exact
+        cell_px *= _WIDTH_SLACK
+    tokens = (
+        not _is_positional(labels) and len(labels) <= MAX_TOKEN_TICKS and starts == list(range(n))
+    )
+    if tokens:
+        text = [html.escape(_short(str(t)), quote=False) for t in labels]
+        longest = min(max(len(str(t)) for t in labels), _MAX_TICK_CHARS)
+        if axis == "y":
+            if cell_px >= _TICK_FONT + 1:
+                return _Ticks(cats, text, 0, longest * _CHAR_PX + 6)
+        else:
+            if cell_px >= longest * _CHAR_PX + 4:
+                return _Ticks(cats, text, 0, _TICK_FONT + 8)
+            if cell_px >= _TICK_FONT + 1:
+                return _Ticks(cats, text, -90, longest * _CHAR_PX + 8)
+    digits = len(str(max(starts)))
+    min_px = (_TICK_FONT + 4) if axis == "y" else digits * _CHAR_PX + 10
+    step = _nice_step(n, max(cell_px, 1e-6), min_px)
+    idx = list(range(0, n, step))
+    if axis == "x" and len(idx) > 1:
+        # No label at the right edge, where it would run into the next panel's first one.
+        idx = [i for i in idx if (n - 0.5 - i) * cell_px >= digits * _CHAR_PX / 2 + 4]
+    return _Ticks(
+        [cats[i] for i in idx],
+        [str(starts[i]) for i in idx],
+        0,
+        (digits * _CHAR_PX + 6) if axis == "y" else _TICK_FONT + 8,
+    )
+
+
+def _as_float_array(x, name: str, ndim: int) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}.")
+    if min(a.shape) <= 0:
+        raise ValueError(f"{name} has an empty axis: shape {a.shape}.")
+    return a
+
+
+def _as_mask(mask, shape: tuple[int, int]) -> np.ndarray:
+    if mask is None:
+        return np.ones(shape, bool)
+    m = np.asarray(mask)
+    if m.shape != shape:
+        raise ValueError(
+            f"mask must have shape [T, S] = {list(shape)} (the scores' last two axes), "
+            f"got {list(m.shape)}."
+        )
+    return m.astype(bool)
+
+
+def _check_labels(q_labels, k_labels, T: int, S: int) -> tuple[list[str], list[str]]:
+    q_labels, k_labels = [str(t) for t in q_labels], [str(t) for t in k_labels]
+    if len(q_labels) != T:
+        raise ValueError(f"q_labels has {len(q_labels)} labels for T = {T} queries.")
+    if len(k_labels) != S:
+        raise ValueError(f"k_labels has {len(k_labels)} labels for S = {S} keys.")
+    return q_labels, k_labels
+
+
+def _check_heads(n: int, k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+        raise ValueError(f"num_key_value_heads must be a positive integer, got {k!r}.")
+    if n % k:
+        divisors = ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+        raise ValueError(
+            f"The {n} query heads cannot be shared by {k} K/V heads: num_key_value_heads must "
+            f"divide num_query_heads ({divisors})."
+        )
+    return int(k)
+
+
+def color_range(values: np.ndarray, mask: np.ndarray, kind: str) -> tuple[float, float]:
+    """One range for every head: [0, max] of the visible values, or ±max|logit| for logits."""
+    visible = values[..., mask] if mask.any() else values.reshape(-1)[:0]
+    visible = visible[np.isfinite(visible)]
+    if kind == "logits":
+        top = float(np.abs(visible).max()) if visible.size else 1.0
+        top = top if top > 0 else 1.0
+        return -top, top
+    top = float(visible.max()) if visible.size else 1.0
+    return 0.0, top if top > 0 else 1.0
+
+
+def _pool(values: np.ndarray, mask: np.ndarray, f: int):
+    """Block means over f x f cells (masked cells left out); a block is masked if all of it is."""
+    N, T, S = values.shape
+    Tp, Sp = -(-T // f), -(-S // f)
+    v = np.full((N, Tp * f, Sp * f), np.nan, np.float32)
+    v[:, :T, :S] = np.where(mask, values, np.nan)
+    m = np.zeros((Tp * f, Sp * f), bool)
+    m[:T, :S] = mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks: masked
+        pooled = np.nanmean(v.reshape(N, Tp, f, Sp, f), axis=(2, 4))
+    pooled_mask = m.reshape(Tp, f, Sp, f).any(axis=(1, 3))
+    return pooled.astype(np.float32), pooled_mask
+
+
+def _block_labels(length: int, f: int) -> tuple[list[str], list[int]]:
+    starts = list(range(0, length, f))
+    return [f"@{a}–{min(a + f, length) - 1}" for a in starts], starts
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: where each query head's panel goes.
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Panel positions (row, column) of the N query heads, grouped by K/V head."""
+
+    n: int
+    k: int
+    cols: int  # panels per row in one group block
+    groups_per_row: int  # group blocks side by side in one row (small G only)
+    rows_per_group: int
+    cells: tuple[tuple[int, int], ...]  # (row, column) of query head n
+
+    @property
+    def groups(self) -> int:
+        return self.n // self.k
+
+    @property
+    def rows(self) -> int:
+        return max(r for r, _ in self.cells) + 1
+
+    @property
+    def total_cols(self) -> int:
+        return max(c for _, c in self.cells) + 1
+
+    def group_rows(self, j: int) -> list[int]:
+        g = self.groups
+        return sorted({self.cells[n][0] for n in range(j * g, (j + 1) * g)})
+
+
+def grid_layout(n: int, k: int) -> Grid:
+    """One row per K/V group, G panels wide; long groups wrap, short ones share a row.
+
+    At most 4 panels a row up to N = 8, 6 up to N = 12 and 8 beyond. A group of G > that wraps onto
+    ceil(G / max) rows of equal length. With more than two groups, when two or more whole
+    groups fit in a row (G <= max / 2) they sit side by side, each in its own frame.
+    """
+    g = n // k
+    max_cols = 4 if n <= 8 else 6 if n <= 12 else 8
+    if k > 2 and 2 * g <= max_cols:
+        per_row, rows_per_group, cols = max_cols // g, 1, g
+    else:
+        per_row, rows_per_group = 1, -(-g // max_cols)
+        cols = -(-g // rows_per_group)
+    cells = []
+    for head in range(n):
+        j, i = divmod(head, g)
+        block_row, block_col = divmod(j, per_row)
+        r, c = divmod(i, cols)
+        cells.append((block_row * rows_per_group + r, block_col * cols + c))
+    return Grid(n, k, cols, per_row, rows_per_group, tuple(cells))
+
+
+@dataclass
+class _Geometry:
+    """Pixel layout of panels (top-down y, inside the plot area) and its paper conversion."""
+
+    width: float
+    height: float  # plot area
+    margin: dict
+
+    def x(self, px: float) -> float:
+        return px / self.width
+
+    def y(self, px: float) -> float:
+        return 1.0 - px / self.height
+
+
+def _figure_base(fig: go.Figure, title: str, subtitle: str, height: float, margin: dict) -> None:
+    fig.update_layout(
+        template="none",
+        title=dict(
+            text=title,
+            x=0.0,
+            xref="container",
+            xanchor="left",
+            y=1.0,
+            yref="container",
+            yanchor="top",
+            pad=dict(l=12, t=14),
+            font=dict(size=17, color=_TEXT_DARK),
+            subtitle=dict(text=subtitle, font=dict(size=12, color=_MUTED)),
+        ),
+        height=int(round(height)),
+        margin=margin,
+        font=dict(family=FONT_FAMILY, size=12, color=_TEXT_DARK),
+        paper_bgcolor=PAPER_BG,
+        plot_bgcolor=PAPER_BG,
+        showlegend=False,
+        hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12), align="left"),
+        dragmode=False,
+    )
+
+
+def _axis(domain, anchor: str, ticks: _Ticks, cats: list[str], show: bool, reverse: bool):
+    ax = dict(
+        domain=[max(0.0, min(1.0, domain[0])), max(0.0, min(1.0, domain[1]))],
+        anchor=anchor,
+        type="category",
+        categoryorder="array",
+        categoryarray=cats,
+        tickmode="array",
+        tickvals=ticks.vals,
+        ticktext=ticks.text,
+        tickangle=ticks.angle,
+        showticklabels=show,
+        tickfont=dict(size=_TICK_FONT, color=_MUTED),
+        ticks="",
+        showgrid=False,
+        zeroline=False,
+        showline=True,
+        linecolor="#CBD2D9",
+        mirror=True,
+        automargin=False,
+        fixedrange=True,
+    )
+    if reverse:
+        ax["autorange"] = "reversed"
+    return ax
+
+
+def _badge(x, y, text, color, *, xanchor="left", size=11, name=None) -> dict:
+    return dict(
+        x=x,
+        y=y,
+        xref="paper",
+        yref="paper",
+        xanchor=xanchor,
+        yanchor="bottom",
+        text=text,
+        showarrow=False,
+        bgcolor=color,
+        borderpad=2,
+        font=dict(size=size, color=_text_color(color)),
+        name=name,
+    )
+
+
+def _mask_legend(x: float, y: float, extra: str = "", xanchor: str = "right") -> dict:
+    return dict(
+        x=x,
+        y=y,
+        xref="paper",
+        yref="paper",
+        xanchor=xanchor,
+        yanchor="bottom",
+        showarrow=False,
+        align="right",
+        font=dict(size=12, color=_MUTED),
+        text=f"<span style='color:{MASKED_COLOR}'>■</span> grey = masked (not attended){extra}",
+        name="mask legend",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The heads figure.
+
+
+def heads_figure(
+    values,
+    mask,
+    q_labels,
+    k_labels,
+    num_key_value_heads: int,
+    kind: str = "probs",
+    title: str | None = None,
+) -> go.Figure:
+    """One heatmap per query head [N, T, S], in rows by the K/V head each one reads.
+
+    ``values``: probabilities, logits (before masking) or dropped weights, per ``kind``.
+    ``mask``: [T, S] bool, True = the query may attend to the key (None: nothing masked).
+    All heads share one colour scale: [0, max] for probabilities, ±max|logit| for logits,
+    over the unmasked cells. Masked cells are grey, never a low score.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
+    values = _as_float_array(values, "values [N, T, S]", 3)
+    N, T, S = values.shape
+    mask = _as_mask(mask, (T, S))
+    q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
+    K = _check_heads(N, num_key_value_heads)
+    G = N // K
+    quantity, symbol, colorscale = KINDS[kind]
+    zmin, zmax = color_range(values, mask, kind)
+
+    # Too many cells for a browser: block means of f x f cells (hover says so).
+    f = 1
+    while N * math.ceil(T / f) * math.ceil(S / f) > MAX_CELLS:
+        f += 1
+    if f > 1:
+        shown, shown_mask = _pool(values, mask, f)
+        q_cats, q_starts = _block_labels(T, f)
+        k_cats, k_starts = _block_labels(S, f)
+        q_tick_labels, k_tick_labels = [str(a) for a in q_starts], [str(a) for a in k_starts]
+    else:
+        shown, shown_mask = values, mask
+        q_cats, k_cats = _categories(q_labels), _categories(k_labels)
+        q_starts = k_starts = None
+        q_tick_labels, k_tick_labels = q_labels, k_labels
+    Tv, Sv = shown_mask.shape
+    raw_masked = np.where(shown_mask, np.nan, shown).astype(np.float32)
+    z_all = np.round(np.where(shown_mask, shown, np.nan), 4).astype(np.float32)  # [N, Tv, Sv]
+    any_masked = not shown_mask.all()
+
+    grid = grid_layout(N, K)
+    ncols = grid.total_cols
+
+    # --- pixel geometry -----------------------------------------------------------------
+    packed = grid.groups_per_row > 1
+    hgap, group_gap, vgap = 8.0, 18.0, 14.0
+    # Provisional y tick room (tokens are at most ~12 characters wide).
+    ylab = (
+        min(max(len(t) for t in q_tick_labels), _MAX_TICK_CHARS) * _CHAR_PX + 12
+        if not _is_positional(q_labels) and T <= MAX_TOKEN_TICKS and f == 1
+        else len(str(T)) * _CHAR_PX + 12
+    )
+    margin = dict(l=int(ylab + 14), r=110, t=112 if f == 1 else 128, b=16)
+    avail = NOMINAL_WIDTH - margin["l"] - margin["r"]
+    n_block_gaps = (grid.groups_per_row - 1) if packed else 0
+    panel_w = (avail - (ncols - 1) * hgap - n_block_gaps * (group_gap - hgap)) / ncols
+    panel_w = max(40.0, min(panel_w, 260.0))
+    panel_h = max(48.0, min(panel_w * min(max(Tv / Sv, 0.5), 2.0), 320.0))
+    xt = _ticks(k_tick_labels, k_cats, panel_w / Sv, "x", k_starts)
+    yt = _ticks(q_tick_labels, q_cats, panel_h / Tv, "y", q_starts)
+    label_h, title_h = 22.0, 17.0
+
+    # Columns: x of each grid column's left edge.
+    col_x = []
+    x = 0.0
+    for c in range(ncols):
+        if c and packed and c % grid.cols == 0:
+            x += group_gap - hgap
+        col_x.append(x)
+        x += panel_w + hgap
+    content_w = col_x[-1] + panel_w
+    # Rows: the top of each grid row's panel; a label band above a row that starts a group.
+    starts_group = set()
+    for j in range(K):
+        starts_group.add(grid.group_rows(j)[0])
+    row_top, y = [], 0.0
+    for r in range(grid.rows):
+        if r in starts_group:
+            y += label_h
+        y += title_h
+        row_top.append(y)
+        y += panel_h + xt.extent_px + vgap
+    plot_h = y
+    plot_w = float(avail)
+    geo = _Geometry(plot_w, plot_h, margin)
+
+    fig = go.Figure()
+    default_title = {
+        "probs": "Attention probabilities of every query head",
+        "logits": "Attention logits of every query head",
+        "dropped": "Attention weights after dropout, every query head",
+    }[kind]
+    subtitle = (
+        "Rows: queries (top to bottom); columns: keys.<br>"
+        f"Query head n reads K/V head n // G (G = {G}): the heads in one frame share it."
+    )
+    if f > 1:
+        subtitle += f"<br>Too many cells to draw: each cell is the mean of a {f}×{f} block."
+    _figure_base(fig, title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin)
+
+    where = "queries %{y}<br>keys %{x}" if f > 1 else "query %{y}<br>key %{x}"
+    value_fmt = ":.2f" if kind == "logits" else ":.3f"
+    agg = " (block mean)" if f > 1 else ""
+    annotations, shapes = [], []
+    for head in range(N):
+        j = head // G
+        r, c = grid.cells[head]
+        x0, x1 = col_x[c], col_x[c] + panel_w
+        y0, y1 = row_top[r], row_top[r] + panel_h
+        i = head + 1
+        xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
+        fig.layout[f"xaxis{'' if i == 1 else i}"] = _axis(
+            [geo.x(x0), geo.x(x1)], ya, xt, k_cats, True, False
+        )
+        fig.layout[f"yaxis{'' if i == 1 else i}"] = _axis(
+            [geo.y(y1), geo.y(y0)], xa, yt, q_cats, c == 0, True
+        )
+        who = f"q head {head} (K/V head {j})"
+        if any_masked:
+            masked_z = raw_masked[head] if kind == "logits" else np.where(shown_mask, np.nan, 1.0)
+            masked_note = (
+                f"masked (logit %{{z{value_fmt}}} not used)" if kind == "logits" else "masked"
+            )
+            fig.add_trace(
+                go.Heatmap(
+                    z=np.round(masked_z, 4).astype(np.float32),
+                    x=k_cats,
+                    y=q_cats,
+                    xaxis=xa,
+                    yaxis=ya,
+                    colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],
+                    showscale=False,
+                    hoverongaps=False,
+                    name=f"q{head} masked",
+                    meta={"role": "mask", "head": head, "kv_head": j},
+                    hovertemplate=f"{who}<br>{where}<br>{masked_note}<extra></extra>",
+                )
+            )
+        fig.add_trace(
+            go.Heatmap(
+                z=z_all[head],
+                x=k_cats,
+                y=q_cats,
+                xaxis=xa,
+                yaxis=ya,
+                coloraxis="coloraxis",
+                hoverongaps=False,
+                name=f"q{head}",
+                meta={"role": "scores", "head": head, "kv_head": j},
+                hovertemplate=f"{who}<br>{where}<br>{symbol} = %{{z{value_fmt}}}{agg}<extra></extra>",
+            )
+        )
+        annotations.append(
+            _badge(geo.x(x0), geo.y(y0 - 2), f"q{head}", group_color(j), size=10, name=f"q{head}")
+        )
+
+    # One frame and one label per K/V group.
+    for j in range(K):
+        heads = range(j * G, (j + 1) * G)
+        cols = [grid.cells[h][1] for h in heads]
+        rows = grid.group_rows(j)
+        gx0 = col_x[min(cols)] - 5 - (yt.extent_px if min(cols) == 0 else 0)
+        gx1 = col_x[max(cols)] + panel_w + 5
+        gy0 = row_top[rows[0]] - title_h - label_h + 2
+        gy1 = row_top[rows[-1]] + panel_h + xt.extent_px + 4
+        color = group_color(j)
+        shapes.append(
+            dict(
+                type="rect",
+                xref="paper",
+                yref="paper",
+                x0=geo.x(gx0),
+                x1=geo.x(gx1),
+                y0=geo.y(gy1),
+                y1=geo.y(gy0),
+                line=dict(color=color, width=2),
+                fillcolor=_rgba(color, 0.07),
+                layer="below",
+                name=f"kv{j}",
+            )
+        )
+        # Long label only where it fits even when the figure is drawn narrower than planned.
+        short = 0.8 * (gx1 - gx0) < 7.0 * len(group_label(j, G)) + 12
+        annotations.append(
+            _badge(
+                geo.x(gx0 + 1),
+                geo.y(gy0 + label_h - 3),
+                f"<b>{group_label(j, G, short=short)}</b>",
+                color,
+                size=11,
+                name=f"group {j}",
+            )
+        )
+
+    colorbar_x = geo.x(content_w + 16)
+    fig.update_layout(
+        coloraxis=dict(
+            colorscale=colorscale,
+            cmin=zmin,
+            cmax=zmax,
+            colorbar=dict(
+                title=dict(text=quantity, side="top"),
+                x=min(colorbar_x, 1.02),
+                xref="paper",
+                xanchor="left",
+                y=1.0,
+                yanchor="top",
+                len=min(300.0, plot_h),
+                lenmode="pixels",
+                thickness=14,
+                outlinewidth=0,
+                tickfont=dict(size=10),
+            ),
+        ),
+        shapes=shapes,
+    )
+    if any_masked:
+        extra = "; white = dropped" if kind == "dropped" else ""
+        annotations.append(_mask_legend(geo.x(-yt.extent_px), 1.0 + 6.0 / plot_h, extra, "left"))
+    fig.update_layout(annotations=annotations)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The K/V heads themselves.
+
+
+def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
+    """Each K/V head's key vectors and value vectors [S, H], one column per K/V head.
+
+    ``keys``, ``values``: [S, K, H] (one batch item). Column j is titled with the query heads
+    that read it; keys and values have their own symmetric colour scale.
+    """
+    keys = _as_float_array(keys, "keys [S, K, H]", 3)
+    vals = _as_float_array(values, "values [S, K, H]", 3)
+    if keys.shape != vals.shape:
+        raise ValueError(
+            f"keys and values must have the same shape [S, K, H], got {list(keys.shape)} and "
+            f"{list(vals.shape)}."
+        )
+    S, K, H = keys.shape
+    k_labels = [str(t) for t in k_labels]
+    if len(k_labels) != S:
+        raise ValueError(f"k_labels has {len(k_labels)} labels for S = {S} keys.")
+    N = num_query_heads
+    if isinstance(N, bool) or not isinstance(N, int | np.integer) or N <= 0:
+        raise ValueError(f"num_query_heads must be a positive integer, got {N!r}.")
+    N = int(N)
+    _check_heads(N, K)
+    G = N // K
+    # Too many cells: show every fs-th position and every fh-th dim (values, not means).
+    fs = fh = 1
+    while 2 * math.ceil(S / fs) * K * math.ceil(H / fh) > MAX_CELLS:
+        if math.ceil(S / fs) >= math.ceil(H / fh):
+            fs += 1
+        else:
+            fh += 1
+    rows_shown, dims_shown = list(range(0, S, fs)), list(range(0, H, fh))
+    keys, vals = keys[rows_shown][:, :, dims_shown], vals[rows_shown][:, :, dims_shown]
+    all_cats = _categories(k_labels)
+    cats = [all_cats[i] for i in rows_shown]
+    shown_labels = [k_labels[i] for i in rows_shown]
+    dims = [f"dim {h}" for h in dims_shown]
+    Sv, Hv = len(rows_shown), len(dims_shown)
+
+    per_row = min(K, 8)
+    blocks = -(-K // per_row)
+    hgap, title_h, vgap = 16.0, 24.0, 10.0
+    ylab = (
+        min(max(len(t) for t in shown_labels), _MAX_TICK_CHARS) * _CHAR_PX + 10
+        if not _is_positional(k_labels) and S <= MAX_TOKEN_TICKS
+        else len(str(S)) * _CHAR_PX + 10
+    )
+    margin = dict(l=int(ylab + 42), r=110, t=80 if fs == fh == 1 else 96, b=16)
+    avail = WIDE_WIDTH - margin["l"] - margin["r"]
+    panel_w = max(40.0, min((avail - (per_row - 1) * hgap) / per_row, 200.0))
+    panel_h = max(48.0, min(panel_w * min(max(Sv / Hv, 0.4), 2.5), 260.0))
+    yt = _ticks(shown_labels, cats, panel_h / Sv, "y", rows_shown if fs > 1 else None)
+    xt = _ticks([str(h) for h in dims_shown], dims, panel_w / Hv, "x", dims_shown)
+    xt = _Ticks(xt.vals, xt.text, 0, _TICK_FONT + 8)
+    tops, y = [], 0.0
+    for _ in range(blocks):
+        y += title_h
+        tops.append(y)
+        y += 2 * panel_h + vgap + 2 * (xt.extent_px + 4) + 18
+    geo = _Geometry(float(avail), y, margin)
+    fig = go.Figure()
+    subtitle = (
+        "Rows: key/value positions; columns: head_dim. Each K/V head is read by G = "
+        f"{G} query head{'s' if G > 1 else ''}."
+    )
+    if fs > 1 or fh > 1:
+        parts = [f"every {_nth(f)} {what}" for f, what in ((fs, "position"), (fh, "dim")) if f > 1]
+        subtitle += f"<br>Too many cells to draw: showing {' and '.join(parts)}."
+    _figure_base(
+        fig,
+        "The K/V heads: projected keys and values",
+        subtitle,
+        y + margin["t"] + margin["b"],
+        margin,
+    )
+    ranges = []
+    for a in (keys, vals):
+        top = float(np.abs(a).max()) or 1.0
+        ranges.append((-top, top))
+    annotations, shapes = [], []
+    for j in range(K):
+        block, c = divmod(j, per_row)
+        x0 = c * (panel_w + hgap)
+        color = group_color(j)
+        top = tops[block]
+        for part, (name, arr) in enumerate((("k", keys), ("v", vals))):
+            py0 = top + part * (panel_h + xt.extent_px + 4 + vgap)
+            i = 2 * j + part + 1
+            xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
+            fig.layout[f"xaxis{'' if i == 1 else i}"] = _axis(
+                [geo.x(x0), geo.x(x0 + panel_w)], ya, xt, dims, True, False
+            )
+            fig.layout[f"yaxis{'' if i == 1 else i}"] = _axis(
+                [geo.y(py0 + panel_h), geo.y(py0)], xa, yt, cats, c == 0, True
+            )
+            if c == 0:
+                annotations.append(
+                    dict(
+                        x=geo.x(-yt.extent_px - 22),
+                        y=geo.y(py0 + panel_h / 2),
+                        xref="paper",
+                        yref="paper",
+                        textangle=-90,
+                        showarrow=False,
+                        text="keys K" if part == 0 else "values V",
+                        font=dict(size=12, color=_MUTED),
+                        name=f"row {name}",
+                    )
+                )
+            fig.add_trace(
+                go.Heatmap(
+                    z=np.round(arr[:, j, :], 4).astype(np.float32),
+                    x=dims,
+                    y=cats,
+                    xaxis=xa,
+                    yaxis=ya,
+                    coloraxis="coloraxis" if part == 0 else "coloraxis2",
+                    name=f"{name}{j}",
+                    meta={"role": "keys" if part == 0 else "values", "kv_head": j},
+                    hovertemplate=f"K/V head {j} · {'key' if part == 0 else 'value'} "
+                    f"%{{y}}<br>%{{x}}<br>{name} = %{{z:.3f}}<extra></extra>",
+                )
+            )
+        a, b = j * G, j * G + G - 1
+        readers = f"q{a}" if a == b else f"q{a}..{b}"
+        text = f"<b>K/V head {j} → read by {readers}</b>"
+        if panel_w < 7.0 * len(text) - 40:
+            text = f"<b>K/V {j} → {readers}</b>"
+        annotations.append(_badge(geo.x(x0), geo.y(top - 3), text, color, name=f"kv{j}"))
+        bottom = top + 2 * panel_h + 2 * (xt.extent_px + 4) + vgap + 4
+        shapes.append(
+            dict(
+                type="rect",
+                xref="paper",
+                yref="paper",
+                x0=geo.x(x0 - 5 - (yt.extent_px if c == 0 else 0)),
+                x1=geo.x(x0 + panel_w + 5),
+                y0=geo.y(bottom),
+                y1=geo.y(top - 3),
+                line=dict(color=color, width=2),
+                fillcolor=_rgba(color, 0.07),
+                layer="below",
+                name=f"kv{j}",
+            )
+        )
+    content_w = (per_row - 1) * (panel_w + hgap) + panel_w
+    cb = dict(
+        x=min(geo.x(content_w + 16), 1.02),
+        xanchor="left",
+        lenmode="pixels",
+        len=min(200.0, y / 2 - 10),
+        thickness=12,
+        outlinewidth=0,
+        tickfont=dict(size=10),
+    )
+    fig.update_layout(
+        coloraxis=dict(
+            colorscale=LOGIT_COLORSCALE,
+            cmin=ranges[0][0],
+            cmax=ranges[0][1],
+            colorbar=dict(cb, title=dict(text="key<br>entry", side="top"), y=1.0, yanchor="top"),
+        ),
+        coloraxis2=dict(
+            colorscale=LOGIT_COLORSCALE,
+            cmin=ranges[1][0],
+            cmax=ranges[1][1],
+            colorbar=dict(
+                cb, title=dict(text="value<br>entry", side="top"), y=0.0, yanchor="bottom"
+            ),
+        ),
+        annotations=annotations,
+        shapes=shapes,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout: what Keras returns beside what the output uses.
+
+DROPOUT_CAPTION = (
+    "Keras returns the scores <b>before</b> dropout (left).<br>"
+    "The output is computed from the dropped weights (right), the kept ones scaled by 1 / (1 − rate)."
+)
+
+
+def dropout_figure(
+    probs,
+    dropped,
+    mask,
+    q_labels,
+    k_labels,
+    head: int,
+    rate: float,
+    kv_head: int | None = None,
+) -> go.Figure:
+    """One head's returned scores [T, S] beside its dropped-and-rescaled weights, one scale."""
+    probs = _as_float_array(probs, "probs [T, S]", 2)
+    dropped = _as_float_array(dropped, "dropped [T, S]", 2)
+    if probs.shape != dropped.shape:
+        raise ValueError(
+            f"probs and dropped must have the same shape [T, S], got {list(probs.shape)} and "
+            f"{list(dropped.shape)}."
+        )
+    T, S = probs.shape
+    mask = _as_mask(mask, (T, S))
+    q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
+    both = np.stack([probs, dropped])
+    zmin, zmax = color_range(both, mask, "probs")
+    q_cats, k_cats = _categories(q_labels), _categories(k_labels)
+    margin = dict(l=90, r=110, t=90, b=64)
+    avail = NOMINAL_WIDTH - margin["l"] - margin["r"]
+    gap = 60.0
+    panel_w = min((avail - gap) / 2, 340.0)
+    panel_h = max(80.0, min(panel_w * min(max(T / S, 0.5), 2.0), 360.0))
+    xt = _ticks(k_labels, k_cats, panel_w / S, "x")
+    yt = _ticks(q_labels, q_cats, panel_h / T, "y")
+    title_h = 22.0
+    height = title_h + panel_h + xt.extent_px + 6
+    geo = _Geometry(float(avail), height, margin)
+    who = f"q head {head}" + ("" if kv_head is None else f" (K/V head {kv_head})")
+    fig = go.Figure()
+    _figure_base(
+        fig,
+        f"Dropout on {who}: rate {rate:g}",
+        "Same colour scale on both sides; white cells on the right were dropped.",
+        height + margin["t"] + margin["b"],
+        margin,
+    )
+    panels = (
+        ("returned scores (before dropout)", probs, "p"),
+        (f"after dropout, × 1/(1 − {rate:g})", dropped, "w"),
+    )
+    annotations = []
+    masked = not mask.all()
+    for p, (label, arr, sym) in enumerate(panels):
+        x0 = p * (panel_w + gap)
+        i = p + 1
+        xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
+        fig.layout[f"xaxis{'' if i == 1 else i}"] = _axis(
+            [geo.x(x0), geo.x(x0 + panel_w)], ya, xt, k_cats, True, False
+        )
+        fig.layout[f"yaxis{'' if i == 1 else i}"] = _axis(
+            [geo.y(title_h + panel_h), geo.y(title_h)], xa, yt, q_cats, True, True
+        )
+        base = f"{who}<br>query %{{y}}<br>key %{{x}}"
+        if masked:
+            fig.add_trace(
+                go.Heatmap(
+                    z=np.where(mask, np.nan, 1.0).astype(np.float32),
+                    x=k_cats,
+                    y=q_cats,
+                    xaxis=xa,
+                    yaxis=ya,
+                    colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],
+                    showscale=False,
+                    hoverongaps=False,
+                    name=f"{sym} masked",
+                    meta={"role": "mask", "head": head},
+                    hovertemplate=f"{base}<br>masked<extra></extra>",
+                )
+            )
+        fig.add_trace(
+            go.Heatmap(
+                z=np.round(np.where(mask, arr, np.nan), 4).astype(np.float32),
+                x=k_cats,
+                y=q_cats,
+                xaxis=xa,
+                yaxis=ya,
+                coloraxis="coloraxis",
+                hoverongaps=False,
+                name=label,
+                meta={"role": "scores", "head": head},
+                hovertemplate=f"{base}<br>{sym} = %{{z:.3f}}<extra></extra>",
+            )
+        )
+        annotations.append(
+            dict(
+                x=geo.x(x0),
+                y=geo.y(title_h - 4),
+                xref="paper",
+                yref="paper",
+                xanchor="left",
+                yanchor="bottom",
+                showarrow=False,
+                text=f"<b>{label}</b>",
+                font=dict(size=12),
+            )
+        )
+    annotations.append(
+        dict(
+            x=0.0,
+            y=0.0,
+            xref="paper",
+            yref="paper",
+            yshift=-margin["b"] + 6,
+            xanchor="left",
+            yanchor="bottom",
+            showarrow=False,
+            text=DROPOUT_CAPTION,
+            align="left",
+            font=dict(size=12, color=_MUTED),
+            name="caption",
+        )
+    )
+    if masked:
+        annotations.append(_mask_legend(geo.x(2 * panel_w + gap), 1.0 + 4.0 / height))
+    fig.update_layout(
+        annotations=annotations,
+        coloraxis=dict(
+            colorscale=PROB_COLORSCALE,
+            cmin=zmin,
+            cmax=zmax,
+            colorbar=dict(
+                title=dict(text="attention<br>weight", side="top"),
+                x=min(geo.x(2 * panel_w + gap + 16), 1.02),
+                xanchor="left",
+                thickness=14,
+                outlinewidth=0,
+                tickfont=dict(size=10),
+            ),
+        ),
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The data behind the heads figure, for download.
+
+SCORES_CSV_HEADER = "head,kv_head,query_pos,query_token,key_pos,key_token,score,masked"
+
+
+def _csv_field(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def scores_csv(values, mask, q_labels, k_labels, num_key_value_heads: int) -> bytes:
+    """[N, T, S] values in long format, one row per (head, query, key); ``masked`` is 0/1."""
+    values = _as_float_array(values, "values [N, T, S]", 3)
+    N, T, S = values.shape
+    mask = _as_mask(mask, (T, S))
+    q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
+    G = N // _check_heads(N, num_key_value_heads)
+    q_tok, k_tok = [_csv_field(t) for t in q_labels], [_csv_field(t) for t in k_labels]
+    lines = [SCORES_CSV_HEADER]
+    for n in range(N):
+        prefix = f"{n},{n // G}"
+        for i in range(T):
+            row = values[n, i].tolist()
+            lines.extend(
+                f"{prefix},{i},{q_tok[i]},{j},{k_tok[j]},{row[j]:.6g},{int(not mask[i, j])}"
+                for j in range(S)
+            )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def mask_csv(mask, q_labels, k_labels) -> bytes:
+    """[T, S] mask in long format: query_pos, query_token, key_pos, key_token, allowed (0/1)."""
+    q_labels, k_labels = [str(t) for t in q_labels], [str(t) for t in k_labels]
+    mask = _as_mask(mask, (len(q_labels), len(k_labels)))
+    lines = ["query_pos,query_token,key_pos,key_token,allowed"]
+    for i, qt in enumerate(q_labels):
+        lines.extend(
+            f"{i},{_csv_field(qt)},{j},{_csv_field(kt)},{int(mask[i, j])}"
+            for j, kt in enumerate(k_labels)
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def npy_bytes(array) -> bytes:
+    """``array`` as the bytes of a .npy file (``np.load(io.BytesIO(b))`` reads it back)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()

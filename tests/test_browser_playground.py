@@ -1,0 +1,100 @@
+"""The Playground in a real browser: heatmaps render, and re-render after N and the causal mask.
+
+Uses the ``streamlit_server`` and ``page`` fixtures of conftest.py (Debian chromium).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+LOAD_MS = 90_000  # first load compiles the layer (a few seconds on 2 cores; generous for CI)
+RERUN_MS = 60_000
+
+# Trace roles of the heads figure (gqa_viz.figures.heads): one "scores" heatmap per query
+# head, one grey "mask" heatmap beneath each when something is masked.
+COUNT_JS = """(role) => {
+    const plot = document.querySelector('.js-plotly-plot');
+    if (!plot || !plot.data) return -1;
+    return plot.data.filter((d) => d.type === 'heatmap' && d.meta && d.meta.role === role).length;
+}"""
+NAVIGATION_JS = """() => Array.from(
+    document.querySelectorAll("[data-testid='stSidebarNav'] a")
+).some((a) => a.innerText.includes('Playground'))"""
+RERUN_DONE_JS = "() => !document.querySelector(\"[data-testid='stStatusWidget']\")"
+
+
+def _wait_idle(page) -> None:
+    page.wait_for_function(RERUN_DONE_JS, timeout=RERUN_MS)
+
+
+def _count(page, role: str) -> int:
+    return page.evaluate(COUNT_JS, role)
+
+
+def _wait_count(page, role: str, expected: int) -> None:
+    page.wait_for_function(
+        f"() => ({COUNT_JS})({role!r}) === {expected}",
+        timeout=RERUN_MS,
+    )
+
+
+def _open_playground(page, base_url: str, query: str = "") -> None:
+    # Home first: on a fresh server, Streamlit takes the `pages/` folder beside app.py for a
+    # v1 multipage app until some session has run app.py's st.navigation; a first request
+    # straight to /playground would then run the page without app.py.
+    page.goto(base_url + "/", timeout=LOAD_MS)
+    # app.py's navigation is up once the sidebar lists the pages by their titles.
+    page.wait_for_function(NAVIGATION_JS, timeout=LOAD_MS)
+    _wait_idle(page)
+    page.goto(f"{base_url}/playground{query}", timeout=LOAD_MS)
+    page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
+    _wait_idle(page)
+
+
+def _no_exception(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator("[data-testid='stAlertContentError']").count() == 0
+
+
+def test_playground_heatmaps_follow_heads_and_causal_mask(streamlit_server, page, tmp_path):
+    _open_playground(page, streamlit_server)
+    _wait_count(page, "scores", 8)  # default N = 8
+    assert _count(page, "mask") == 8  # causal by default: grey cells under every head
+    assert page.locator("[data-testid='stPlotlyChart']").count() >= 1
+    # Plotly drew one heatmap image per trace in the first chart.
+    first = page.locator(".js-plotly-plot").first
+    assert first.locator(".hm image").count() >= 8
+    _no_exception(page)
+    page.wait_for_function(NAVIGATION_JS, timeout=RERUN_MS)  # run through app.py
+    page.screenshot(path=str(tmp_path / "playground_default.png"), full_page=True)
+
+    # N = 4 through the selectbox in the sidebar.
+    box = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").filter(
+        has_text="num_query_heads"
+    )
+    box.locator("[role='combobox'], input").first.click()
+    page.get_by_role("option", name="4", exact=True).click()
+    _wait_count(page, "scores", 4)
+    _wait_idle(page)
+    assert "n=4" in page.url
+    _no_exception(page)
+
+    # Causal mask off: the grey layers go, the heatmaps stay.
+    page.locator("[data-testid='stSidebar']").get_by_text("use_causal_mask").click()
+    _wait_count(page, "mask", 0)
+    _wait_idle(page)
+    assert _count(page, "scores") == 4
+    assert "causal=0" in page.url
+    _no_exception(page)
+    page.screenshot(path=str(tmp_path / "playground_n4_noncausal.png"), full_page=True)
+
+
+def test_playground_url_state(streamlit_server, page, tmp_path):
+    _open_playground(page, streamlit_server, "?n=4&k=1&causal=0")
+    _wait_count(page, "scores", 4)
+    assert _count(page, "mask") == 0
+    assert page.get_by_text("K/V head 0 · query heads 0–3").count() >= 1
+    _no_exception(page)
+    page.screenshot(path=str(tmp_path / "playground_url.png"), full_page=True)

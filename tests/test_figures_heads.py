@@ -1,0 +1,326 @@
+"""gqa_viz.figures.heads: layout, shared colour scale, masked cells, hover text. No Streamlit."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from gqa_viz.figures.heads import (
+    DROPOUT_CAPTION,
+    MAX_CELLS,
+    SCORES_CSV_HEADER,
+    dropout_figure,
+    grid_layout,
+    group_label,
+    heads_figure,
+    kv_heads_figure,
+    mask_csv,
+    npy_bytes,
+    scores_csv,
+)
+from gqa_viz.theme import (
+    LOGIT_COLORSCALE,
+    MASKED_COLOR,
+    PROB_COLORSCALE,
+    group_color,
+)
+
+TOKENS = ["the", "cat", "sat", "on", "the", "mat"]
+
+
+def _probs(n: int, t: int, s: int, mask: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((n, t, s)).astype(np.float32)
+    e = np.where(mask, np.exp(logits), 0.0)
+    total = e.sum(-1, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0).astype(np.float32)
+
+
+def _causal(t: int, s: int | None = None) -> np.ndarray:
+    s = t if s is None else s
+    return np.tril(np.ones((t, s), bool))
+
+
+def _expanded(colorscale):
+    """A named colour scale as plotly stores it."""
+    return go.layout.Coloraxis(colorscale=colorscale).colorscale
+
+
+def _scores(fig):
+    return [tr for tr in fig.data if tr.meta and tr.meta["role"] == "scores"]
+
+
+def _masks(fig):
+    return [tr for tr in fig.data if tr.meta and tr.meta["role"] == "mask"]
+
+
+def _annotation(fig, name):
+    found = [a for a in fig.layout.annotations if a.name == name]
+    assert len(found) == 1, (name, [a.name for a in fig.layout.annotations])
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def default_fig():
+    mask = _causal(6)
+    values = _probs(8, 6, 6, mask)
+    return heads_figure(values, mask, TOKENS, TOKENS, 2), values, mask
+
+
+def test_one_heatmap_per_head_grouped_in_rows(default_fig):
+    fig, _, _ = default_fig
+    scores = _scores(fig)
+    assert [tr.type for tr in scores] == ["heatmap"] * 8
+    assert [tr.name for tr in scores] == [f"q{n}" for n in range(8)]
+    assert [tr.meta["kv_head"] for tr in scores] == [0] * 4 + [1] * 4
+    # Two group rows of four: heads of one group share a row (same y domain), the groups don't.
+    y_domains = [tuple(fig.layout[f"yaxis{'' if i == 1 else i}"].domain) for i in range(1, 9)]
+    assert len(set(y_domains[:4])) == 1 and len(set(y_domains[4:])) == 1
+    assert y_domains[0][0] > y_domains[4][1]  # group 0 above group 1
+    x_domains = [tuple(fig.layout[f"xaxis{'' if i == 1 else i}"].domain) for i in range(1, 9)]
+    assert x_domains[:4] == x_domains[4:]
+    assert sorted(x_domains[:4]) == x_domains[:4] and len(set(x_domains[:4])) == 4
+
+
+def test_group_labels_frames_and_titles_use_group_colours(default_fig):
+    fig, _, _ = default_fig
+    for j, heads in ((0, "0–3"), (1, "4–7")):
+        label = _annotation(fig, f"group {j}")
+        assert f"K/V head {j}" in label.text and f"query heads {heads}" in label.text
+        assert label.bgcolor == group_color(j)
+        frame = [s for s in fig.layout.shapes if s.name == f"kv{j}"]
+        assert len(frame) == 1 and frame[0].line.color == group_color(j)
+    for n in range(8):
+        assert _annotation(fig, f"q{n}").text == f"q{n}"
+        assert _annotation(fig, f"q{n}").bgcolor == group_color(n // 4)
+    assert group_label(1, 4) == "K/V head 1 · query heads 4–7"
+    assert group_label(3, 1) == "K/V head 3 · query head 3"
+
+
+def test_one_shared_colour_scale(default_fig):
+    fig, values, mask = default_fig
+    assert {tr.coloraxis for tr in _scores(fig)} == {"coloraxis"}
+    assert all(tr.showscale is False for tr in _masks(fig))
+    ca = fig.layout.coloraxis
+    assert ca.cmin == 0.0
+    assert ca.cmax == pytest.approx(float(values[:, mask].max()))
+    assert "probability" in ca.colorbar.title.text
+    assert ca.colorscale == _expanded(PROB_COLORSCALE)
+    # One colour bar: one colour axis, and no trace draws its own scale.
+    layout = fig.to_plotly_json()["layout"]
+    assert [key for key in layout if key.startswith("coloraxis")] == ["coloraxis"]
+    assert not any(tr.showscale for tr in fig.data)
+
+
+def test_masked_cells_are_nan_and_grey(default_fig):
+    fig, values, mask = default_fig
+    for score, grey in zip(_scores(fig), _masks(fig)):
+        z, g = np.asarray(score.z, float), np.asarray(grey.z, float)
+        assert np.isnan(z[~mask]).all() and not np.isnan(z[mask]).any()
+        assert not np.isnan(g[~mask]).any() and np.isnan(g[mask]).all()
+        assert grey.colorscale[0][1] == MASKED_COLOR and grey.colorscale[-1][1] == MASKED_COLOR
+        assert score.hoverongaps is False and grey.hoverongaps is False
+        assert "masked" in grey.hovertemplate
+    n = 2
+    np.testing.assert_allclose(
+        np.asarray(_scores(fig)[n].z)[mask], np.round(values[n][mask], 4), atol=1e-6
+    )
+    assert any("grey = masked" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_nothing_masked_means_no_mask_layer():
+    values = _probs(4, 6, 6, np.ones((6, 6), bool))
+    fig = heads_figure(values, None, TOKENS, TOKENS, 4)
+    assert _masks(fig) == [] and len(_scores(fig)) == 4
+    assert not any(np.isnan(np.asarray(tr.z, float)).any() for tr in fig.data)
+    assert not any("grey = masked" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_hover_names_head_kv_head_tokens_and_value(default_fig):
+    fig, _, _ = default_fig
+    head5 = _scores(fig)[5]
+    assert head5.hovertemplate.startswith("q head 5 (K/V head 1)<br>query %{y}<br>key %{x}<br>")
+    assert "p = %{z:.3f}" in head5.hovertemplate
+    # The cell (query 1 "cat", key 0 "the") is named by token and position on the axes.
+    assert head5.y[1] == "'cat' @1" and head5.x[0] == "'the' @0"
+    assert _masks(fig)[5].hovertemplate.startswith("q head 5 (K/V head 1)<br>query %{y}")
+    assert "<extra></extra>" in head5.hovertemplate
+    assert head5.customdata is None and head5.text is None  # no per-cell strings
+
+
+def test_tick_labels_are_tokens_for_short_inputs(default_fig):
+    fig, _, _ = default_fig
+    assert list(fig.layout.xaxis.ticktext) == TOKENS
+    assert list(fig.layout.yaxis.ticktext) == TOKENS
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.yaxis.showticklabels and not fig.layout.yaxis2.showticklabels
+
+
+def test_long_inputs_get_position_ticks_and_tokens_are_escaped():
+    T = 60
+    labels = [f"w{i}" for i in range(T)]
+    mask = _causal(T)
+    fig = heads_figure(_probs(2, T, T, mask), mask, labels, labels, 1)
+    ticks = list(fig.layout.xaxis.ticktext)
+    assert ticks[0] == "0" and all(t.isdigit() for t in ticks) and len(ticks) < T
+    fig = heads_figure(
+        _probs(1, 2, 2, np.ones((2, 2), bool)), None, ["<pad>", "a"], ["<pad>", "a"], 1
+    )
+    assert fig.data[0].x[0] == "'&lt;pad&gt;' @0"
+    assert list(fig.layout.xaxis.ticktext)[0] == "&lt;pad&gt;"
+
+
+def test_logits_scale_is_symmetric_around_zero():
+    mask = _causal(6)
+    logits = np.random.default_rng(1).normal(0.5, 2.0, (4, 6, 6)).astype(np.float32)
+    logits[0, 0, 5] = 100.0  # masked: must not set the range
+    fig = heads_figure(logits, mask, TOKENS, TOKENS, 2, kind="logits")
+    ca = fig.layout.coloraxis
+    top = float(np.abs(logits[:, mask]).max())
+    assert ca.cmin == pytest.approx(-top) and ca.cmax == pytest.approx(top)
+    assert "logit" in ca.colorbar.title.text
+    assert ca.colorscale == _expanded(LOGIT_COLORSCALE)
+    # Masked cells of a logits map still say what the logit was, and that it is unused.
+    assert "not used" in _masks(fig)[0].hovertemplate
+    assert "logit = %{z:.2f}" in _scores(fig)[0].hovertemplate
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "rows", "cols"),
+    [
+        (8, 2, 2, 4),  # one row per group
+        (4, 2, 2, 2),
+        (8, 1, 2, 4),  # a long group wraps
+        (48, 1, 6, 8),
+        (8, 8, 2, 4),  # small groups share rows
+        (8, 4, 2, 4),
+        (32, 4, 4, 8),
+        (64, 64, 8, 8),
+        (1, 1, 1, 1),
+    ],
+)
+def test_grid_layout(n, k, rows, cols):
+    grid = grid_layout(n, k)
+    assert (grid.rows, grid.total_cols) == (rows, cols)
+    assert len(set(grid.cells)) == n
+    g = n // k
+    for j in range(k):  # a group's heads are contiguous, in reading order
+        cells = [grid.cells[h] for h in range(j * g, (j + 1) * g)]
+        assert cells == sorted(cells)
+
+
+def test_many_heads_stay_usable():
+    mask = _causal(11)
+    labels = [f"t{i}" for i in range(11)]
+    fig = heads_figure(_probs(64, 11, 11, mask), mask, labels, labels, 64)
+    assert len(_scores(fig)) == 64
+    assert 600 < fig.layout.height < 2200
+    assert len([s for s in fig.layout.shapes if s.name and s.name.startswith("kv")]) == 64
+
+
+def test_huge_maps_are_block_averaged():
+    T = 400
+    mask = _causal(T)
+    labels = [str(i) for i in range(T)]
+    values = np.full((8, T, T), 1.0 / T, np.float32)
+    fig = heads_figure(values, mask, labels, labels, 2)
+    cells = sum(np.asarray(tr.z).size for tr in _scores(fig))
+    assert cells <= MAX_CELLS
+    assert "block" in fig.layout.title.subtitle.text
+    assert "block mean" in _scores(fig)[0].hovertemplate
+
+
+def test_dropped_kind():
+    mask = _causal(6)
+    fig = heads_figure(_probs(2, 6, 6, mask), mask, TOKENS, TOKENS, 1, kind="dropped")
+    assert "dropout" in fig.layout.coloraxis.colorbar.title.text
+    assert "w = " in _scores(fig)[0].hovertemplate
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((np.zeros((4, 6, 6)), _causal(6), TOKENS, TOKENS, 3), "divide"),
+        ((np.zeros((4, 6, 6)), _causal(5), TOKENS, TOKENS, 2), "mask"),
+        ((np.zeros((4, 6, 6)), _causal(6), TOKENS[:5], TOKENS, 2), "q_labels"),
+        ((np.zeros((4, 6, 6)), _causal(6), TOKENS, TOKENS + ["x"], 2), "k_labels"),
+        ((np.zeros((6, 6)), _causal(6), TOKENS, TOKENS, 1), "dimensions"),
+        ((np.zeros((4, 6, 6)), _causal(6), TOKENS, TOKENS, 0), "positive"),
+    ],
+)
+def test_heads_figure_rejects_mismatched_shapes(args, match):
+    with pytest.raises(ValueError, match=match):
+        heads_figure(*args)
+
+
+def test_heads_figure_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="kind"):
+        heads_figure(np.zeros((1, 6, 6)), None, TOKENS, TOKENS, 1, kind="weights")
+
+
+def test_kv_heads_figure():
+    rng = np.random.default_rng(0)
+    keys = rng.standard_normal((6, 2, 4)).astype(np.float32)
+    values = rng.standard_normal((6, 2, 4)).astype(np.float32)
+    fig = kv_heads_figure(keys, values, TOKENS, 8)
+    assert [tr.meta["role"] for tr in fig.data] == ["keys", "values"] * 2
+    assert [tr.meta["kv_head"] for tr in fig.data] == [0, 0, 1, 1]
+    np.testing.assert_allclose(np.asarray(fig.data[2].z), np.round(keys[:, 1, :], 4), atol=1e-6)
+    title0, title1 = _annotation(fig, "kv0"), _annotation(fig, "kv1")
+    assert "K/V head 0 → read by q0..3" in title0.text and title0.bgcolor == group_color(0)
+    assert "K/V head 1 → read by q4..7" in title1.text and title1.bgcolor == group_color(1)
+    assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax
+    assert fig.layout.coloraxis2.cmax == pytest.approx(float(np.abs(values).max()))
+    with pytest.raises(ValueError, match="same shape"):
+        kv_heads_figure(keys, values[:, :1], TOKENS, 8)
+    with pytest.raises(ValueError, match="divide"):
+        kv_heads_figure(keys, values, TOKENS, 3)
+    with pytest.raises(ValueError, match="k_labels"):
+        kv_heads_figure(keys, values, TOKENS[:3], 8)
+
+
+def test_dropout_figure():
+    mask = _causal(6)
+    probs = _probs(1, 6, 6, mask)[0]
+    keep = np.random.default_rng(0).random((6, 6)) > 0.5
+    dropped = np.where(keep, probs / 0.5, 0.0).astype(np.float32)
+    fig = dropout_figure(probs, dropped, mask, TOKENS, TOKENS, head=3, rate=0.5, kv_head=1)
+    scores = _scores(fig)
+    assert len(scores) == 2 and {tr.coloraxis for tr in scores} == {"coloraxis"}
+    assert "before dropout" in scores[0].name
+    assert fig.layout.coloraxis.cmax == pytest.approx(float(dropped[mask].max()), rel=1e-4)
+    assert np.isnan(np.asarray(scores[1].z, float)[~mask]).all()
+    assert _annotation(fig, "caption").text == DROPOUT_CAPTION
+    assert "before</b> dropout" in DROPOUT_CAPTION and "Keras returns" in DROPOUT_CAPTION
+    assert "q head 3 (K/V head 1)" in fig.layout.title.text
+    with pytest.raises(ValueError, match="same shape"):
+        dropout_figure(probs, dropped[:5], mask, TOKENS, TOKENS, head=0, rate=0.5)
+
+
+def test_scores_csv_long_format_and_npy():
+    import csv
+    import io
+
+    mask = _causal(3)
+    labels = ["a", "b,c", "d"]
+    values = _probs(4, 3, 3, mask)
+    rows = list(csv.DictReader(io.StringIO(scores_csv(values, mask, labels, labels, 2).decode())))
+    assert len(rows) == 4 * 3 * 3
+    assert list(rows[0]) == SCORES_CSV_HEADER.split(",")
+    row = rows[2 * 9 + 1 * 3 + 0]  # head 2, query 1, key 0
+    assert (row["head"], row["kv_head"], row["query_pos"], row["query_token"]) == (
+        "2",
+        "1",
+        "1",
+        "b,c",
+    )
+    assert (row["key_pos"], row["key_token"], row["masked"]) == ("0", "a", "0")
+    assert float(row["score"]) == pytest.approx(values[2, 1, 0], rel=1e-5)
+    assert rows[0 * 9 + 0 * 3 + 2]["masked"] == "1"
+    mrows = list(csv.DictReader(io.StringIO(mask_csv(mask, labels, labels).decode())))
+    assert len(mrows) == 9 and mrows[1]["allowed"] == "0" and mrows[3]["allowed"] == "1"
+    back = np.load(io.BytesIO(npy_bytes(values)))
+    assert back.dtype == np.float32 and back.shape == (4, 3, 3)
+    np.testing.assert_array_equal(back, values)
+    assert np.load(io.BytesIO(npy_bytes(mask))).dtype == bool
