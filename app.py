@@ -1,8 +1,10 @@
 """gqa-viz: the Streamlit entry point. Run with ``streamlit run app.py``.
 
 It sets the page up, enables JAX's persistent compilation cache, and routes to the pages
-of ``PAGES``. A page whose file does not exist (yet) is left out, so a new page plugs in by
-adding one row.
+of ``PAGES``: a new page plugs in by adding one row. The pages live in ``app_pages/``, not
+``pages/``: Streamlit treats a ``pages/`` folder beside the main script as a legacy multipage
+app until a session has run ``st.navigation``, so a first visit straight to ``/playground``
+on a fresh server would run the page without this file.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ JAX_CACHE_DIR = ROOT / ".jax_cache"
 
 # (file relative to this script, title, icon, url_path); the first row is the default page.
 PAGES = (
-    ("pages/home.py", "Home", ":material/home:", None),
-    ("pages/playground.py", "Playground", ":material/tune:", "playground"),
-    ("pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
+    ("app_pages/home.py", "Home", ":material/home:", None),
+    ("app_pages/playground.py", "Playground", ":material/tune:", "playground"),
+    ("app_pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
 )
 
 
@@ -39,7 +41,6 @@ backend = _start_up()
 pages = [
     st.Page(path, title=title, icon=icon, url_path=url_path, default=i == 0)
     for i, (path, title, icon, url_path) in enumerate(PAGES)
-    if (ROOT / path).exists()
 ]
 page = st.navigation(pages)
 with st.sidebar:

@@ -41,14 +41,13 @@ def _wait_count(page, role: str, expected: int) -> None:
 
 
 def _open_playground(page, base_url: str, query: str = "") -> None:
-    # Home first: on a fresh server, Streamlit takes the `pages/` folder beside app.py for a
-    # v1 multipage app until some session has run app.py's st.navigation; a first request
-    # straight to /playground would then run the page without app.py.
-    page.goto(base_url + "/", timeout=LOAD_MS)
-    # app.py's navigation is up once the sidebar lists the pages by their titles.
-    page.wait_for_function(NAVIGATION_JS, timeout=LOAD_MS)
-    _wait_idle(page)
+    # Straight to /playground, as a shared link would: app.py's navigation must be in charge
+    # even on a fresh server (the pages live in app_pages/, see app.py).
     page.goto(f"{base_url}/playground{query}", timeout=LOAD_MS)
+    page.wait_for_function(NAVIGATION_JS, timeout=LOAD_MS)
+    nav = page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()
+    # Each entry reads "<icon name>\n\n<title>".
+    assert [text.split()[-1] for text in nav] == ["Home", "Playground", "Walkthrough"], nav
     page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
     _wait_idle(page)
 

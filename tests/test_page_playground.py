@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from gqa_viz.settings import MAX_LEN
 
-PAGE = "pages/playground.py"
+PAGE = "app_pages/playground.py"
 TIMEOUT = 60
 
 

@@ -1,7 +1,7 @@
 """The Walkthrough page under Streamlit's AppTest (no browser).
 
-Most tests run ``pages/walkthrough.py`` directly (``AppTest.from_file`` resolves the path
-against this file); one goes through ``app.py``'s ``st.navigation`` with ``switch_page``.
+Each test opens ``app.py`` and switches to the page, as a browser does (``AppTest.from_file``
+resolves its path against this file; ``switch_page`` against app.py).
 Settings come in through the URL (``at.query_params``), as a shared link would bring them.
 """
 
@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from gqa_viz.playground import tokenize
 from gqa_viz.settings import DEFAULT_SENTENCE, DEFAULT_SOURCE
 
-PAGE = "../pages/walkthrough.py"
+PAGE = "app_pages/walkthrough.py"
 APP = Path(__file__).resolve().parent.parent / "app.py"
 TIMEOUT = 180
 
@@ -34,9 +34,10 @@ T_DEFAULT = len(tokenize(DEFAULT_SENTENCE))
 
 
 def page(**params) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
     for name, value in params.items():
         at.query_params[name] = str(value)
+    at.switch_page(PAGE)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -195,7 +196,7 @@ def test_through_app_navigation():
     at.query_params["n"] = "16"
     at.query_params["k"] = "4"
     at.run()
-    at.switch_page("pages/walkthrough.py").run()
+    at.switch_page("app_pages/walkthrough.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(headings(at)) == len(STEPS)
     assert f"`K` : `[B, S, K, H] = [1, {T_DEFAULT}, 4, 16]`" in markdown(at)

@@ -1,6 +1,6 @@
 """Playground: every query head's attention map, grouped by the K/V head it shares.
 
-Thin on purpose: the controls are :func:`pages._controls.settings_controls`, the numbers come
+Thin on purpose: the controls are :func:`app_pages._controls.settings_controls`, the numbers come
 from :func:`gqa_viz.playground.run` (cached per Settings), the figures from
 :mod:`gqa_viz.figures.heads`.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from app_pages._controls import settings_controls
 from gqa_viz.figures.diagram import KIND_NAMES, attention_kind
 from gqa_viz.figures.heads import (
     dropout_figure,
@@ -21,7 +22,6 @@ from gqa_viz.figures.heads import (
 )
 from gqa_viz.playground import Result, run, summary
 from gqa_viz.settings import Settings
-from pages._controls import settings_controls
 
 MAX_CSV_ROWS = 2_000_000  # the long-format CSV has N x T x S rows; beyond this, .npy only
 VIEW_NAMES = {"probs": "probabilities", "logits": "logits"}

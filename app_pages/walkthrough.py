@@ -9,20 +9,13 @@ query head that every figure follows. The numbers are the real intermediates of
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import numpy as np
+import streamlit as st
 
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:  # `streamlit run pages/walkthrough.py` puts only pages/ on the path
-    sys.path.insert(0, _ROOT)
-
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from gqa_viz import codegen, playground, theme  # noqa: E402
-from gqa_viz.figures import steps as F  # noqa: E402
-from gqa_viz.settings import Settings  # noqa: E402
-from pages._controls import settings_controls  # noqa: E402
+from app_pages._controls import settings_controls
+from gqa_viz import codegen, playground, theme
+from gqa_viz.figures import steps as F
+from gqa_viz.settings import Settings
 
 HEAD_KEY = "walkthrough_head"
 

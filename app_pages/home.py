@@ -106,19 +106,18 @@ st.markdown(
 st.subheader("Where to go next")
 NEXT = (
     (
-        "pages/playground.py",
+        "app_pages/playground.py",
         "Playground",
         ":material/tune:",
         "Run the layer on a sentence and compare the attention maps of every head and group.",
     ),
     (
-        "pages/walkthrough.py",
+        "app_pages/walkthrough.py",
         "Walkthrough",
         ":material/school:",
         "Follow one forward pass step by step, from the projections to the output.",
     ),
 )
 for path, label, icon, line in NEXT:
-    if (ROOT / path).exists():
-        st.page_link(path, label=label, icon=icon)
-        st.caption(line)
+    st.page_link(path, label=label, icon=icon)
+    st.caption(line)
