@@ -15,8 +15,9 @@ Parameters are a plain pytree in the layout of Keras' ``GroupQueryAttention`` we
 Three entry points share one forward pass:
 
 * :func:`attention` returns the output (and, with ``return_scores``, the probabilities).
-  Without scores and without active dropout it runs ``jax.nn.dot_product_attention``, the
-  fused path Keras takes too; with scores it computes them explicitly.
+  Without scores and without active dropout, on an accelerator (or when asked with
+  ``implementation``), it runs ``jax.nn.dot_product_attention``, the fused path Keras takes;
+  on a CPU it runs the explicit heads-major contraction, which is faster there.
 * :func:`attention_trace` returns every intermediate a teacher wants to show (an
   :class:`AttentionTrace`). It is a separate compiled function, so the plain path pays
   nothing for it.
@@ -265,6 +266,18 @@ def _explicit(spec, q, k, v, mask, dropout_rng, training, fully_masked_rows):
     )
 
 
+def _fused_is_faster(implementation: str | None) -> bool:
+    """Whether the output-only path calls jax.nn.dot_product_attention.
+
+    ``implementation`` "xla" or "cudnn" asks for it. With None it is used on accelerators,
+    where its fused kernels win; on a CPU the heads-major contraction of :func:`_explicit`
+    measured 0.75-0.97x its time (``python -m bench.core``), so the CPU uses that.
+    """
+    if implementation is not None:
+        return True
+    return jax.default_backend() != "cpu"
+
+
 def _fused(spec, q, k, v, mask, causal_only, fully_masked_rows, implementation):
     """Context through jax.nn.dot_product_attention (Keras' path without scores)."""
     H = q.shape[-1]
@@ -310,7 +323,7 @@ def _forward(
         spec, T, S, B, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
     )
     dropout_active = bool(training) and spec.dropout > 0.0
-    if want == "output" and not dropout_active:
+    if want == "output" and not dropout_active and _fused_is_faster(implementation):
         causal_only = (
             use_causal_mask
             and all(m is None for m in (query_mask, value_mask, key_mask, attention_mask))
@@ -435,8 +448,9 @@ def attention(
     With ``return_scores`` also returns the probabilities [B, N, T, S] before dropout (what
     Keras returns). Masks follow :func:`gqa_viz.masks.keras_mask`. ``fully_masked_rows``:
     "zero" (default; rows with no allowed key give context 0 on both paths) or "uniform"
-    (Keras' fused path: such rows average all S keys). ``implementation`` is passed to
-    ``jax.nn.dot_product_attention`` ("xla", "cudnn" or None) on the fused path.
+    (Keras' fused path: such rows average all S keys). ``implementation`` "xla" or "cudnn"
+    sends the output-only path through ``jax.nn.dot_product_attention`` with that
+    implementation; None chooses by backend (see :func:`_fused_is_faster`).
     """
     return _call(
         "scores" if return_scores else "output",
