@@ -22,6 +22,7 @@ JAX_CACHE_DIR = ROOT / ".jax_cache"
 PAGES = (
     ("app_pages/home.py", "Home", ":material/home:", None),
     ("app_pages/playground.py", "Playground", ":material/tune:", "playground"),
+    ("app_pages/mask_lab.py", "Mask Lab", ":material/grid_on:", "mask-lab"),
     ("app_pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
 )
 

@@ -10,6 +10,11 @@ Predicates use only operators and indexing, so they work on NumPy and traced JAX
 
 :func:`keras_mask` states, in one docstring, how Keras' ``GroupQueryAttention`` merges the
 masks of a call; the attention core builds its mask with it.
+
+Beyond Keras' own masks (causal, sliding window, padding, an explicit array) the module holds
+the common patterns of other models, each a builder whose docstring is its rule:
+:func:`causal_window`, :func:`prefix_lm`, :func:`document`, :func:`dilated_window`,
+:func:`block_sparse` and :func:`padding`. :data:`COMPONENTS` describes each kind in a line.
 """
 
 from __future__ import annotations
@@ -191,3 +196,139 @@ def keras_mask(
     for part in parts[1:]:
         merged = merged & part
     return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# More patterns: the Mask Lab's components. Each builder checks its arguments (ValueError
+# naming the value) and names its mask the way it is called.
+
+
+def _int_arg(what: str, value, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError naming it."""
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{what} must be {kind}, got {value!r}.")
+    return int(value)
+
+
+def _shift(align: str, T: int, S: int) -> int:
+    """How far query q's own position is from key index q: 0 top-left, S - T bottom-right."""
+    return 0 if align == "top_left" else S - T
+
+
+def causal_window(window: int, align: str = "top_left") -> Mask:
+    """Causal window: allowed iff 0 <= q' - k < window; q' = q, or q + S - T for "bottom_right"."""
+    w = _int_arg("causal_window window", window, 1)
+    if align not in ("top_left", "bottom_right"):
+        raise ValueError(
+            f"causal_window align must be 'top_left' or 'bottom_right', got {align!r}."
+        )
+    name = f"causal_window({w})" if align == "top_left" else f'causal_window({w}, "bottom_right")'
+
+    def fn(b, q, k, T, S):
+        d = q + _shift(align, T, S) - k  # how far key k lies behind the query
+        return (d >= 0) & (d < w)
+
+    return Mask(fn, name)
+
+
+def prefix_lm(prefix: int) -> Mask:
+    """Prefix LM: allowed iff k < prefix (seen by every query) or k <= q (causal after it)."""
+    p = _int_arg("prefix_lm prefix", prefix, 0)
+    return Mask(lambda b, q, k, T, S: (k < p) | (k <= q), f"prefix_lm({p})")
+
+
+def _ids(ids, what: str) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.dtype.kind not in "iu" or arr.ndim not in (1, 2) or arr.size == 0:
+        raise ValueError(
+            f"document {what} must be a non-empty integer array [T] or [B, T], got "
+            f"{arr.dtype} array of shape {arr.shape}."
+        )
+    return arr
+
+
+def _gather(ids: np.ndarray, b, pos, what: str, length: int):
+    """ids[pos] ([T] ids) or ids[b, pos] ([B, T] ids), as NumPy or JAX like the index grids."""
+    if ids.shape[-1] != length:
+        axis = "T" if what == "q_ids" else "S"
+        raise ValueError(
+            f"document {what} give {ids.shape[-1]} positions but {axis} = {length}: "
+            f"give exactly one id per position."
+        )
+    table = ids if isinstance(pos, np.ndarray) else jnp.asarray(ids)
+    if ids.ndim == 1:
+        return table[pos]
+    B = b.shape[0]
+    if ids.shape[0] not in (1, B):
+        raise ValueError(
+            f"document {what} have batch size {ids.shape[0]} but the input has B = {B}."
+        )
+    return table[_batch(ids, b), pos]
+
+
+def document(q_ids, k_ids=None) -> Mask:
+    """Packed documents: allowed iff the query's segment id equals the key's (ids [T] or [B, T])."""
+    qi = _ids(q_ids, "q_ids")
+    ki = qi if k_ids is None else _ids(k_ids, "k_ids")
+
+    def fn(b, q, k, T, S):
+        if k_ids is None and T != S:
+            raise ValueError(
+                f"document(q_ids) without k_ids is for self-attention (S = T), but T = {T} and "
+                f"S = {S}: pass k_ids, one id per key."
+            )
+        return _gather(qi, b, q, "q_ids", T) == _gather(ki, b, k, "k_ids", S)
+
+    batch_free = qi.ndim == 1 and ki.ndim == 1
+    return Mask(fn, "document", batch_free=batch_free)
+
+
+def dilated_window(window: int, dilation: int) -> Mask:
+    """Dilated band: allowed iff |q - k| < window * dilation and (q - k) % dilation == 0."""
+    w = _int_arg("dilated_window window", window, 1)
+    d = _int_arg("dilated_window dilation", dilation, 1)
+    return Mask(
+        lambda b, q, k, T, S: (abs(q - k) < w * d) & ((q - k) % d == 0),
+        f"dilated_window({w}, {d})",
+    )
+
+
+def block_sparse(block: int, local_blocks: int = 1, global_tokens: int = 0) -> Mask:
+    """Block sparse: |q // block - k // block| < local_blocks, or k < global_tokens, or q < it."""
+    n = _int_arg("block_sparse block", block, 1)
+    lb = _int_arg("block_sparse local_blocks", local_blocks, 0)
+    g = _int_arg("block_sparse global_tokens", global_tokens, 0)
+    return Mask(
+        lambda b, q, k, T, S: (abs(q // n - k // n) < lb) | (k < g) | (q < g),
+        f"block_sparse({n}, local_blocks={lb}, global_tokens={g})",
+    )
+
+
+def padding(valid_queries: int | None = None, valid_keys: int | None = None) -> Mask:
+    """Padding at the end: allowed iff q < valid_queries and k < valid_keys (None = all real)."""
+    vq = None if valid_queries is None else _int_arg("padding valid_queries", valid_queries, 0)
+    vk = None if valid_keys is None else _int_arg("padding valid_keys", valid_keys, 0)
+
+    def fn(b, q, k, T, S):
+        ok_q = (q >= 0) if vq is None else (q < vq)
+        ok_k = (k >= 0) if vk is None else (k < vk)
+        return ok_q & ok_k
+
+    args = [f"{n}={v}" for n, v in (("valid_queries", vq), ("valid_keys", vk)) if v is not None]
+    return Mask(fn, f"padding({', '.join(args)})")
+
+
+# One line each, for the UI: what each kind of mask lets a query see.
+COMPONENTS: dict[str, str] = {
+    "causal": "query i sees keys j <= i (Keras' use_causal_mask, aligned top-left)",
+    "causal_bottom_right": "query i sees keys j <= i + S - T (KV-cache decoding, flash kernels)",
+    "sliding_window": "query i sees keys with |i - j| < w: w - 1 on each side (Keras)",
+    "causal_window": "query i sees exactly the w keys i - w + 1 .. i (Mistral-style)",
+    "prefix_lm": "the first p keys are seen by every query; causal after them",
+    "document": "packed sequences: a query sees only keys of its own document (segment id)",
+    "dilated_window": "every d-th key within a band of w * d on each side",
+    "block_sparse": "local blocks plus global tokens (BigBird / Longformer style)",
+    "padding": "only the first real queries and keys take part; the rest is padding",
+    "custom": "an uploaded or hand-drawn [T, S] mask",
+}

@@ -42,3 +42,47 @@ PAPER_BG = "white"
 def group_color(kv_head: int) -> str:
     """The colour of KV head ``kv_head`` (and of every query head that reads it)."""
     return GROUP_COLORS[kv_head % len(GROUP_COLORS)]
+
+
+# --- Mask Lab: boolean mask grids and their annotations. ---------------------------------------
+# Two colours for a boolean mask: a pair the query may attend to, and a masked pair (the same
+# grey as masked cells of the attention maps).
+ATTEND_COLOR = "#2B6CB0"
+MASK_OFF_COLOR = MASKED_COLOR
+# Query rows marked beside a mask: no allowed key at all, and exactly one allowed key.
+FULLY_MASKED_ROW_COLOR = "#D55E00"
+SINGLE_KEY_ROW_COLOR = "#E69F00"
+# Causal alignment difference (T != S): pairs only one of the two alignments allows.
+ONLY_TOP_LEFT_COLOR = "#CC79A7"
+ONLY_BOTTOM_RIGHT_COLOR = "#009E73"
+# Block-sparse view: blocks a kernel skips, computes with a mask, and computes in full.
+EMPTY_BLOCK_COLOR = "#9AA5B1"  # dotted outline of an empty tile
+EMPTY_BLOCK_FILL = "#E4E7EB"  # an empty tile drawn as one cell
+PARTIAL_BLOCK_COLOR = "#E69F00"
+FULL_BLOCK_COLOR = "#1F2933"
+EMPTY_BLOCK_FADE = "rgba(255,255,255,0.6)"  # laid over an empty tile's cells
+# Neutral badge (settings, Keras' own masks) and the final mask's badge.
+NEUTRAL_BADGE_COLOR = "#52606D"
+FINAL_MASK_COLOR = "#1F2933"
+# Grid and axis lines of the Mask Lab's side panels.
+GRID_LINE_COLOR = "#E4E7EB"
+AXIS_LINE_COLOR = "#CBD2D9"
+# One colour per Mask Lab component (title badge of its panel); the final mask is dark.
+MASK_COMPONENT_COLORS = {
+    "settings": NEUTRAL_BADGE_COLOR,
+    "causal_bottom_right": "#009E73",
+    "causal_window": "#0072B2",
+    "prefix_lm": "#CC79A7",
+    "document": "#D55E00",
+    "dilated_window": "#56B4E9",
+    "block_sparse": "#882255",
+    "uploaded": "#E69F00",
+    "final": FINAL_MASK_COLOR,
+}
+# Panel and line colours of the window-semantics comparison (Keras, JAX, FlexAttention).
+WINDOW_COLORS = ("#0072B2", "#56B4E9", "#E69F00", "#D55E00", "#009E73", "#CC79A7")
+
+
+def component_color(kind: str) -> str:
+    """The badge colour of a Mask Lab component kind (grey for unknown kinds)."""
+    return MASK_COMPONENT_COLORS.get(kind, NEUTRAL_BADGE_COLOR)

@@ -47,7 +47,8 @@ def _open_playground(page, base_url: str, query: str = "") -> None:
     page.wait_for_function(NAVIGATION_JS, timeout=LOAD_MS)
     nav = page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()
     # Each entry reads "<icon name>\n\n<title>".
-    assert [text.split()[-1] for text in nav] == ["Home", "Playground", "Walkthrough"], nav
+    titles = [text.split("\n")[-1].strip() for text in nav]
+    assert titles == ["Home", "Playground", "Mask Lab", "Walkthrough"], nav
     page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
     _wait_idle(page)
 

@@ -1,0 +1,639 @@
+"""What the Mask Lab page computes. No Streamlit.
+
+Axis letters as in :mod:`gqa_viz.core`: B batch, T query length, S key/value length,
+N query heads, K kv heads, G = N // K, H head_dim, D model dim.
+
+The page's main call is :func:`compose`: it builds the Playground's input for a
+:class:`~gqa_viz.settings.Settings` (the same tokens, embeddings and weights as
+:func:`gqa_viz.playground.run`), materializes each extra mask *component* the person chose
+(hashable specs: :class:`PrefixLM`, :class:`Document`, ...) as a boolean [T, S], combines them
+(AND, or OR between the components), and runs the attention core with that as
+``attention_mask``. The core ANDs it with the masks the settings imply (padding as
+``query_mask`` / ``value_mask``, ``use_causal_mask``, ``sliding_window``), exactly as Keras
+merges them (:func:`gqa_viz.masks.keras_mask`), so the final mask is
+``settings masks & (c1 op c2 op ...)``. The result (:class:`MaskLabResult`) holds every
+component, the settings' Keras masks one by one, the final mask, the scores, and the rows
+a student should look at: rows with no allowed key, and rows where one key is left.
+
+Smaller helpers explain single points: :func:`accept_upload` (a custom mask file, keeping
+the last good one), :func:`compare_readings` (an uploaded mask read as given and inverted),
+:func:`alignment` (top-left against bottom-right causal), :func:`embedding_padding`
+(the masks ``Embedding(mask_zero=True)`` makes Keras derive) and :func:`keras_code`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import numpy as np
+
+from gqa_viz import core, mask_tools, playground
+from gqa_viz import masks as M
+from gqa_viz.settings import Settings
+
+COMBINE = ("and", "or")
+MAX_DOCUMENT_TEXT = 4000  # characters of a document-ids text
+
+
+# ---------------------------------------------------------------------------------------------
+# Components: hashable specs, one per kind, each knows how to build its Mask.
+
+
+@dataclass(frozen=True)
+class Component:
+    """One extra mask of the Mask Lab. ``negate``: use its complement (``~``)."""
+
+    negate: bool = field(default=False, kw_only=True)
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+
+    def mask(self, T: int, S: int) -> M.Mask:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """``name(params)``, as the builder in :mod:`gqa_viz.masks` is called."""
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        return ("~" if self.negate else "") + self.describe()
+
+    def allowed(self, T: int, S: int) -> np.ndarray:
+        """[T, S] bool, True = attend (after ``negate``)."""
+        m = self.mask(T, S)
+        if self.negate:
+            m = ~m
+        return np.asarray(M.materialize(m, T, S, xp=np))[0]
+
+
+def _positive(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class BottomRightCausal(Component):
+    """Causal aligned bottom-right: query i sees keys j <= i + S - T (KV-cache decoding)."""
+
+    kind: ClassVar[str] = "causal_bottom_right"
+    title: ClassVar[str] = "causal, bottom-right aligned"
+
+    def mask(self, T, S):
+        return M.causal("bottom_right")
+
+    def describe(self):
+        return 'causal(align="bottom_right")'
+
+
+@dataclass(frozen=True)
+class CausalWindow(Component):
+    """Causal sliding window (Mistral): the last ``window`` keys up to the query itself."""
+
+    window: int = 4
+    align: str = "top_left"
+    kind: ClassVar[str] = "causal_window"
+    title: ClassVar[str] = "causal window"
+
+    def mask(self, T, S):
+        return M.causal_window(_positive("causal window", self.window), align=self.align)
+
+    def describe(self):
+        extra = "" if self.align == "top_left" else f', align="{self.align}"'
+        return f"causal_window({self.window}{extra})"
+
+
+@dataclass(frozen=True)
+class PrefixLM(Component):
+    """Prefix LM: the first ``prefix`` keys are seen by every query, causal after them."""
+
+    prefix: int = 3
+    kind: ClassVar[str] = "prefix_lm"
+    title: ClassVar[str] = "prefix LM"
+
+    def mask(self, T, S):
+        return M.prefix_lm(_positive("prefix length", self.prefix, 0))
+
+    def describe(self):
+        return f"prefix_lm({self.prefix})"
+
+
+@dataclass(frozen=True)
+class Document(Component):
+    """Packed documents: a query sees only keys of its own document.
+
+    ``every`` > 0 starts a new document every ``every`` positions (queries and keys alike);
+    otherwise ``q_ids`` (and ``k_ids`` for cross-attention; None = the same as ``q_ids``)
+    give one document id per position.
+    """
+
+    q_ids: tuple[int, ...] = ()
+    k_ids: tuple[int, ...] | None = None
+    every: int = 0
+    kind: ClassVar[str] = "document"
+    title: ClassVar[str] = "documents"
+
+    def ids(self, T: int, S: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.every:
+            n = _positive("document length", self.every)
+            return np.arange(T) // n, np.arange(S) // n
+        if not self.q_ids:
+            raise ValueError("Give one document id per query position, e.g. 0,0,0,1,1,2.")
+        q = np.asarray(self.q_ids, np.int32)
+        k = q if self.k_ids is None else np.asarray(self.k_ids, np.int32)
+        if q.size != T:
+            raise ValueError(
+                f"The document ids give {q.size} query positions but the input has T = {T} "
+                f"queries: give exactly {T} ids (or use 'split every n')."
+            )
+        if k.size != S:
+            raise ValueError(
+                f"The document ids give {k.size} key positions but the input has S = {S} keys: "
+                f"give the keys' ids after a '|' (queries | keys), or use 'split every n'."
+            )
+        return q, k
+
+    def mask(self, T, S):
+        q, k = self.ids(T, S)
+        return M.document(q, k)
+
+    def describe(self):
+        if self.every:
+            return f"document(split every {self.every})"
+        ids = ",".join(map(str, self.q_ids))
+        if len(ids) > 24:
+            ids = ids[:22] + "…"
+        return f"document({ids}{'' if self.k_ids is None else ' | …'})"
+
+
+def parse_document_ids(text: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """``"0,0,1,1"`` or ``"0,0,1 | 0,0,0,1,1"`` (queries | keys) -> (q_ids, k_ids or None).
+
+    Raises ValueError with a message for a person: what is wrong and an example.
+    """
+    if len(text) > MAX_DOCUMENT_TEXT:
+        raise ValueError(f"The document ids are limited to {MAX_DOCUMENT_TEXT} characters.")
+    parts = text.split("|")
+    if len(parts) > 2:
+        raise ValueError("Use at most one '|' (query ids | key ids).")
+    out = []
+    for part in parts:
+        items = [x for x in re.split(r"[,\s;]+", part.strip()) if x]
+        if not items:
+            raise ValueError("The document ids are empty: write e.g. 0,0,0,1,1,2.")
+        bad = [x for x in items if not re.fullmatch(r"\d{1,6}", x)]
+        if bad:
+            raise ValueError(
+                f"Document ids must be non-negative whole numbers; {bad[0][:20]!r} is not. "
+                "Example: 0,0,0,1,1,2."
+            )
+        out.append(tuple(int(x) for x in items))
+    return out[0], (out[1] if len(out) == 2 else None)
+
+
+@dataclass(frozen=True)
+class DilatedWindow(Component):
+    """Dilated window: every ``dilation``-th key with |q - k| < window * dilation."""
+
+    window: int = 3
+    dilation: int = 2
+    kind: ClassVar[str] = "dilated_window"
+    title: ClassVar[str] = "dilated window"
+
+    def mask(self, T, S):
+        return M.dilated_window(
+            _positive("dilated window", self.window), _positive("dilation", self.dilation)
+        )
+
+    def describe(self):
+        return f"dilated_window({self.window}, {self.dilation})"
+
+
+@dataclass(frozen=True)
+class BlockSparse(Component):
+    """Block-sparse (BigBird/Longformer-like): local blocks plus global tokens."""
+
+    block: int = 4
+    local_blocks: int = 1
+    global_tokens: int = 0
+    kind: ClassVar[str] = "block_sparse"
+    title: ClassVar[str] = "block sparse"
+
+    def mask(self, T, S):
+        return M.block_sparse(
+            _positive("block size", self.block),
+            local_blocks=_positive("local blocks", self.local_blocks, 0),
+            global_tokens=_positive("global tokens", self.global_tokens, 0),
+        )
+
+    def describe(self):
+        return (
+            f"block_sparse({self.block}, local_blocks={self.local_blocks}, "
+            f"global_tokens={self.global_tokens})"
+        )
+
+
+@dataclass(frozen=True)
+class Uploaded(Component):
+    """An uploaded mask, already read into allowed pairs (bit-packed so the spec hashes)."""
+
+    shape: tuple[int, int] = (0, 0)
+    bits: bytes = b""
+    name: str = "uploaded"
+    kind: ClassVar[str] = "uploaded"
+    title: ClassVar[str] = "uploaded mask"
+
+    @classmethod
+    def from_allowed(cls, allowed, name: str = "uploaded", negate: bool = False) -> Uploaded:
+        a = np.asarray(allowed, bool)
+        if a.ndim != 2:
+            raise ValueError(f"An uploaded mask must be [T, S], got shape {a.shape}.")
+        return cls(shape=a.shape, bits=np.packbits(a).tobytes(), name=name, negate=negate)
+
+    def array(self) -> np.ndarray:
+        T, S = self.shape
+        bits = np.unpackbits(np.frombuffer(self.bits, np.uint8), count=T * S)
+        return bits.reshape(T, S).astype(bool)
+
+    def mask(self, T, S):
+        if self.shape != (T, S):
+            raise ValueError(
+                f"The uploaded mask is [T, S] = {list(self.shape)} but the current input is "
+                f"[{T}, {S}]: upload a mask of that shape, or change the input back."
+            )
+        return M.from_array(self.array(), self.name)
+
+    def describe(self):
+        return f"{self.name} [{self.shape[0]}×{self.shape[1]}]"
+
+
+KINDS: dict[str, type[Component]] = {
+    c.kind: c
+    for c in (PrefixLM, Document, CausalWindow, DilatedWindow, BlockSparse, BottomRightCausal)
+}
+
+
+def combine_allowed(arrays: list[np.ndarray], how: str = "and") -> np.ndarray | None:
+    """AND (or OR) of [T, S] bool arrays; None for none."""
+    if how not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, got {how!r}.")
+    if not arrays:
+        return None
+    out = arrays[0].copy()
+    for a in arrays[1:]:
+        out = (out & a) if how == "and" else (out | a)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The result.
+
+
+@dataclass(frozen=True)
+class KerasPart:
+    """One mask Keras ANDs for this call, as the settings produce it."""
+
+    name: str  # the Keras argument
+    given: str  # the shape it is given in, e.g. "[B, T] = [1, 11]"
+    broadcast: str  # the shape Keras expands it to before the AND
+    rule: str  # one sentence: what it masks
+    allowed: np.ndarray  # [T, S], broadcast, for the shown batch item
+
+
+@dataclass
+class MaskLabResult:
+    """Everything the Mask Lab shows for one (settings, components). Arrays are NumPy."""
+
+    settings: Settings
+    spec: core.GQASpec
+    q_labels: list[str]  # T axis labels
+    k_labels: list[str]  # S axis labels
+    components: list[tuple[str, str, np.ndarray]]  # (kind, label, [T, S]) per component
+    combine: str  # "and" or "or" between the components
+    extra: np.ndarray | None  # [T, S] the combined components: the attention_mask passed
+    keras_parts: list[KerasPart]  # the settings' masks, in Keras' order
+    keras_mask: np.ndarray  # [T, S] the settings' masks merged (all True if none)
+    final: np.ndarray  # [T, S] what the layer applies: keras_mask & extra
+    probs: np.ndarray  # [N, T, S] of the shown batch item
+    logits: np.ndarray  # [N, T, S]
+    output: np.ndarray  # [T, D]
+    output_bias: np.ndarray  # [D] (zeros without use_bias)
+    fully_masked_rows: np.ndarray  # query indices with no allowed key
+    single_key_rows: np.ndarray  # query indices with exactly one allowed key
+    single_keys: np.ndarray  # that key, per single-key row
+    uniform_output: np.ndarray  # [len(fully_masked_rows), D] Keras' fused path there
+    query_mask: np.ndarray  # [B, T] from the padding
+    value_mask: np.ndarray  # [B, S]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def T(self) -> int:
+        return len(self.q_labels)
+
+    @property
+    def S(self) -> int:
+        return len(self.k_labels)
+
+    @property
+    def allowed_fraction(self) -> float:
+        """The fraction of (query, key) pairs the final mask allows."""
+        return mask_tools.sparsity(self.final)
+
+    def block_skip(self, block_q: int = 16, block_k: int = 16) -> dict:
+        """What a block-sparse kernel could skip on the final mask (mask_tools.block_skip)."""
+        return mask_tools.block_skip(
+            self.final,
+            block_q=block_q,
+            block_k=block_k,
+            num_heads=self.spec.num_query_heads,
+            head_dim=self.spec.head_dim,
+        )
+
+
+def _normalize(s: Settings) -> Settings:
+    # A sentence is one batch item (as in playground.run).
+    if s.mode == "sentence" and (s.batch > 1 or s.item):
+        s = replace(s, batch=1, item=0)
+    return s
+
+
+def input_labels(settings: Settings) -> tuple[list[str], list[str]]:
+    """The query and key labels (T and S) of the Playground input for ``settings``."""
+    *_, q_labels, k_labels = playground.build_inputs(_normalize(settings), [])
+    return q_labels, k_labels
+
+
+def _shape(name: str, dims: str, values) -> str:
+    return f"{dims} = [{', '.join(map(str, values))}]"
+
+
+def keras_parts(
+    s: Settings, q_valid: np.ndarray, k_valid: np.ndarray, T: int, S: int, extra=None
+) -> list[KerasPart]:
+    """The masks Keras ANDs for these settings (and ``extra`` as attention_mask), in its order."""
+    B = q_valid.shape[0]
+    item = min(s.item, B - 1)
+    parts = []
+    if not q_valid.all():
+        parts.append(
+            KerasPart(
+                "query_mask",
+                _shape("query_mask", "[B, T]", (B, T)),
+                "[B, T, 1]",
+                "A False query attends to nothing: its whole row is masked.",
+                np.broadcast_to(q_valid[item][:, None], (T, S)).copy(),
+            )
+        )
+    if not k_valid.all():
+        parts.append(
+            KerasPart(
+                "value_mask",
+                _shape("value_mask", "[B, S]", (B, S)),
+                "[B, 1, S]",
+                "A False key is hidden from every query: its whole column is masked.",
+                np.broadcast_to(k_valid[item][None, :], (T, S)).copy(),
+            )
+        )
+    if s.causal:
+        parts.append(
+            KerasPart(
+                "use_causal_mask",
+                "True",
+                f"[1, T, S] = [1, {T}, {S}]",
+                "Query i sees keys j <= i (aligned top-left, even when T != S).",
+                np.asarray(M.materialize(M.causal(), T, S, xp=np))[0],
+            )
+        )
+    if s.window:
+        parts.append(
+            KerasPart(
+                "sliding_window",
+                str(s.window),
+                f"[1, T, S] = [1, {T}, {S}]",
+                f"Query i sees keys j with |i - j| < {s.window}: a symmetric band.",
+                np.asarray(M.materialize(M.sliding_window(s.window), T, S, xp=np))[0],
+            )
+        )
+    if extra is not None:
+        parts.append(
+            KerasPart(
+                "attention_mask",
+                f"[T, S] = [{T}, {S}]",
+                f"[B, T, S] = [{B}, {T}, {S}]",
+                "Your components, combined: True = attend.",
+                np.asarray(extra, bool),
+            )
+        )
+    return parts
+
+
+def _uniform_output(trace, params, spec, item: int, rows: np.ndarray) -> np.ndarray:
+    """The output Keras' fused path gives rows with no allowed key: the mean of all S values."""
+    D = trace.output.shape[-1]
+    if rows.size == 0:
+        return np.zeros((0, D), np.float32)
+    v = np.asarray(trace.value[item], np.float64)  # [S, K, H]
+    ctx = v.mean(axis=0)  # [K, H]
+    ctx = np.repeat(ctx, spec.groups, axis=0)  # [N, H]
+    ctx = np.broadcast_to(ctx, (rows.size, *ctx.shape))  # [R, N, H]
+    if trace.gate is not None:
+        ctx = ctx * np.asarray(trace.gate[item], np.float64)[rows]
+    out_layer = params["attention_output"]
+    out = np.einsum("rnh,nhd->rd", ctx, np.asarray(out_layer["kernel"], np.float64))
+    if "bias" in out_layer:
+        out = out + np.asarray(out_layer["bias"], np.float64)
+    return out.astype(np.float32)
+
+
+def compose(
+    settings: Settings, components: tuple[Component, ...] = (), combine: str = "and"
+) -> MaskLabResult:
+    """Run the Playground's input through the layer with ``components`` as attention_mask.
+
+    ``components`` are combined with ``combine`` ("and": all must allow a pair; "or": one
+    is enough), then ANDed (by the core, as Keras does) with the masks the settings imply.
+    Raises ValueError, with a message for a person, for components that do not fit the input.
+    """
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}.")
+    notes: list[str] = []
+    s = _normalize(settings)
+    spec = core.GQASpec(
+        s.n, s.k, s.h, use_bias=s.bias, use_gate=s.gate, sliding_window=s.window or None
+    )
+    query, value, q_valid, k_valid, q_labels, k_labels = playground.build_inputs(s, notes)
+    T, S = len(q_labels), len(k_labels)
+    comps = [(c.kind, c.label, c.allowed(T, S)) for c in components]
+    extra = combine_allowed([a for _, _, a in comps], combine)
+    params = playground.make_params(s, spec)
+    qm = q_valid if not q_valid.all() else None
+    vm = k_valid if not k_valid.all() else None
+    trace = core.attention_trace(
+        params,
+        query,
+        value,
+        spec=spec,
+        query_mask=qm,
+        value_mask=vm,
+        attention_mask=extra,
+        use_causal_mask=s.causal,
+    )
+    item = min(s.item, query.shape[0] - 1)
+    settings_mask = M.keras_mask(
+        query_mask=qm,
+        value_mask=vm,
+        use_causal_mask=s.causal,
+        sliding_window=s.window or None,
+    )
+    if settings_mask is None:
+        keras_mask = np.ones((T, S), bool)
+    else:
+        m = np.asarray(M.materialize(settings_mask, T, S, query.shape[0], xp=np))
+        keras_mask = m[min(item, m.shape[0] - 1)]
+    final = (
+        np.ones((T, S), bool)
+        if trace.mask is None
+        else np.asarray(trace.mask)[min(item, trace.mask.shape[0] - 1)]
+    )
+    counts = final.sum(axis=1)
+    fully = np.flatnonzero(counts == 0)
+    single = np.flatnonzero(counts == 1)
+    params_np = {layer: {k: np.asarray(v) for k, v in ws.items()} for layer, ws in params.items()}
+    out_layer = params_np["attention_output"]
+    bias = out_layer.get("bias", np.zeros(out_layer["kernel"].shape[-1], np.float32))
+    return MaskLabResult(
+        settings=s,
+        spec=spec,
+        q_labels=q_labels,
+        k_labels=k_labels,
+        components=comps,
+        combine=combine,
+        extra=extra,
+        keras_parts=keras_parts(s, q_valid, k_valid, T, S, extra),
+        keras_mask=keras_mask,
+        final=final,
+        probs=np.asarray(trace.probs[item]),
+        logits=np.asarray(trace.logits[item]),
+        output=np.asarray(trace.output[item]),
+        output_bias=np.asarray(bias),
+        fully_masked_rows=fully,
+        single_key_rows=single,
+        single_keys=np.array([int(np.flatnonzero(final[i])[0]) for i in single], dtype=int),
+        uniform_output=_uniform_output(trace, params_np, spec, item, fully),
+        query_mask=np.asarray(q_valid),
+        value_mask=np.asarray(k_valid),
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads and their readings.
+
+
+def accept_upload(previous, filename: str, data: bytes, T: int, S: int):
+    """(mask, error): the parsed [T, S] array, or ``previous`` and a message for a person."""
+    try:
+        return mask_tools.parse_upload(filename, data, T, S), None
+    except mask_tools.MaskUploadError as e:
+        return previous, str(e)
+
+
+@dataclass
+class Readings:
+    """An uploaded mask read two ways, each run through the layer with the settings' masks."""
+
+    convention: str
+    inverted_convention: str
+    as_read: MaskLabResult
+    inverted: MaskLabResult
+    output_change: np.ndarray  # [T] L2 norm of the output difference, per query row
+    row_outcomes: object  # mask_tools.row_outcomes(as read)
+
+
+def compare_readings(settings: Settings, raw: np.ndarray, convention: str) -> Readings:
+    """``raw`` read with ``convention`` and with its inverse: masks, outputs, their difference."""
+    other = mask_tools.inverted(convention)
+    a = mask_tools.to_allowed(raw, convention)
+    b = mask_tools.to_allowed(raw, other)
+    ra = compose(settings, (Uploaded.from_allowed(a, f"as {convention}"),))
+    rb = compose(settings, (Uploaded.from_allowed(b, f"as {other}"),))
+    change = np.linalg.norm(ra.output.astype(np.float64) - rb.output, axis=-1)
+    return Readings(convention, other, ra, rb, change, mask_tools.row_outcomes(a))
+
+
+# ---------------------------------------------------------------------------------------------
+# Single points the page explains.
+
+
+def alignment(T: int, S: int) -> dict[str, np.ndarray]:
+    """Causal masks [T, S] aligned top-left (Keras) and bottom-right (KV cache, flash kernels)."""
+    top = np.asarray(M.materialize(M.causal("top_left"), T, S, xp=np))[0]
+    bottom = np.asarray(M.materialize(M.causal("bottom_right"), T, S, xp=np))[0]
+    return {"top_left": top, "bottom_right": bottom}
+
+
+def token_ids(labels: list[str], valid: np.ndarray) -> np.ndarray:
+    """[T] ids as a tokenizer with a padding id 0 gives them: 1, 2, ... by first appearance."""
+    vocab: dict[str, int] = {}
+    ids = []
+    for tok, ok in zip(labels, np.asarray(valid, bool)):
+        if not ok:
+            ids.append(0)
+        else:
+            ids.append(vocab.setdefault(tok, len(vocab) + 1))
+    return np.asarray(ids, np.int32)
+
+
+@dataclass
+class EmbeddingPadding:
+    """The masks ``Embedding(mask_zero=True)`` makes Keras derive, for the current input."""
+
+    q_ids: np.ndarray  # [T]
+    k_ids: np.ndarray  # [S]
+    query_mask: np.ndarray  # [T]
+    value_mask: np.ndarray  # [S]
+    merged: np.ndarray  # [T, S] query_mask & value_mask
+    fully_masked_rows: np.ndarray
+
+
+def embedding_padding(result: MaskLabResult) -> EmbeddingPadding:
+    """Token ids (pad = 0) of the shown item and the query_mask / value_mask Keras derives."""
+    item = min(result.settings.item, result.query_mask.shape[0] - 1)
+    q_ids = token_ids(result.q_labels, result.query_mask[item])
+    k_ids = token_ids(result.k_labels, result.value_mask[item])
+    qm, _ = mask_tools.embedding_padding_masks(q_ids[None], pad_id=0)
+    _, vm = mask_tools.embedding_padding_masks(k_ids[None], pad_id=0)
+    qm, vm = np.asarray(qm, bool).reshape(-1), np.asarray(vm, bool).reshape(-1)
+    merged = qm[:, None] & vm[None, :]
+    return EmbeddingPadding(q_ids, k_ids, qm, vm, merged, np.flatnonzero(~merged.any(axis=1)))
+
+
+def keras_code(result: MaskLabResult) -> str:
+    """The Keras call that applies the same masks (mask_tools.keras_call_code)."""
+    s = result.settings
+    return mask_tools.keras_call_code(
+        causal=s.causal,
+        sliding_window=s.window or None,
+        query_mask=None if result.query_mask.all() else result.query_mask,
+        value_mask=None if result.value_mask.all() else result.value_mask,
+        attention_mask=result.extra,
+        num_query_heads=s.n,
+        num_key_value_heads=s.k,
+        head_dim=s.h,
+    )
+
+
+def npy_bytes(allowed) -> bytes:
+    """A bool [T, S] mask as a .npy file (no pickle)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(allowed, bool), allow_pickle=False)
+    return buf.getvalue()
+
+
+def matrix_csv(allowed) -> bytes:
+    """A [T, S] mask as a CSV matrix of 0/1 (row i = query i), which the upload reads back."""
+    a = np.asarray(allowed).astype(np.uint8)
+    return ("\n".join(",".join(map(str, row)) for row in a.tolist()) + "\n").encode()
