@@ -41,6 +41,7 @@ from gqa_viz.figures.heads import (
     _badge,
     _block_labels,
     _categories,
+    _check_labels,
     _figure_base,
     _Geometry,
     _is_positional,
@@ -123,15 +124,6 @@ def _as_cells(cells, T: int, S: int, name: str) -> np.ndarray:
     return a.astype(np.int8) if a.dtype == bool else a.astype(np.int16)
 
 
-def _labels(q_labels, k_labels, T: int, S: int):
-    q, k = [str(t) for t in q_labels], [str(t) for t in k_labels]
-    if len(q) != T:
-        raise ValueError(f"q_labels has {len(q)} labels for T = {T} queries.")
-    if len(k) != S:
-        raise ValueError(f"k_labels has {len(k)} labels for S = {S} keys.")
-    return q, k
-
-
 def _factor(panels: int, T: int, S: int) -> int:
     f = 1
     while panels * math.ceil(T / f) * math.ceil(S / f) > MAX_CELLS:
@@ -205,7 +197,7 @@ def grid_figure(
         raise ValueError(f"operators must have {P - 1} entries, got {len(operators)}.")
     f = 1 if q_axis is not None else _factor(P, T, S)
     if q_axis is None or k_axis is None:
-        q_labels, k_labels = _labels(q_labels, k_labels, T, S)
+        q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
         if f > 1:
             qc, qs = _block_labels(T, f)
             kc, ks = _block_labels(S, f)
