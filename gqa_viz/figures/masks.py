@@ -47,6 +47,7 @@ from gqa_viz.figures.heads import (
     _is_positional,
     _ticks,
 )
+from gqa_viz.mask_tools import block_skip
 from gqa_viz.theme import (
     ATTEND_COLOR,
     AXIS_LINE_COLOR,
@@ -726,20 +727,6 @@ def readings_figure(
 MAX_TILES = 1024  # tiles outlined on the cells; beyond, one cell per tile
 
 
-def tile_states(allowed, block_q: int, block_k: int) -> np.ndarray:
-    """[ceil(T / block_q), ceil(S / block_k)]: 0 empty, 1 partial, 2 full (edge tiles clipped)."""
-    a = np.asarray(allowed, bool)
-    T, S = a.shape
-    Tb, Sb = -(-T // block_q), -(-S // block_k)
-    pad = np.zeros((Tb * block_q, Sb * block_k), np.int32)
-    valid = np.zeros_like(pad)
-    pad[:T, :S] = a
-    valid[:T, :S] = 1
-    ones = pad.reshape(Tb, block_q, Sb, block_k).sum(axis=(1, 3))
-    size = valid.reshape(Tb, block_q, Sb, block_k).sum(axis=(1, 3))
-    return np.where(ones == 0, 0, np.where(ones == size, 2, 1)).astype(np.int8)
-
-
 def block_figure(allowed, block_q: int, block_k: int, q_labels=None, k_labels=None) -> go.Figure:
     """The final mask cut into ``block_q`` × ``block_k`` tiles: empty (skipped), partial, full.
 
@@ -748,7 +735,7 @@ def block_figure(allowed, block_q: int, block_k: int, q_labels=None, k_labels=No
     """
     a = np.asarray(allowed, bool)
     T, S = a.shape
-    states = tile_states(a, block_q, block_k)
+    states = block_skip(a, block_q, block_k)["state"]  # 0 empty, 1 partial, 2 full
     Tb, Sb = states.shape
     counts = {code: int((states == code).sum()) for code in range(3)}
     subtitle = (
