@@ -152,6 +152,17 @@ def settings_controls() -> Settings:
             horizontal=True,
             format_func={"probs": "probabilities", "logits": "logits"}.get,
         )
+        st.radio(
+            "Colour scale",
+            cfg.SCALES,
+            key=_w("scale"),
+            horizontal=True,
+            format_func={"p99": "99th percentile", "max": "full range"}.get,
+            help="'99th percentile': the darkest colour starts at the 99th percentile of the "
+            "shown values, so one dominant cell (query 0 under a causal mask always has p = 1) "
+            "does not wash out the rest; the colour bar says where. 'full range': 0 to the "
+            "maximum. Hover always shows exact values.",
+        )
         st.button("Reset all controls", on_click=_reset)
 
     raw = replace(s, **{f.name: ss[_w(f.name)] for f in fields(Settings)})

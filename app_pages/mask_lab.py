@@ -414,6 +414,7 @@ def _scores(result: L.MaskLabResult) -> None:
         s.k,
         kind=kind,
         title=f"Attention {'probabilities' if kind == 'probs' else 'logits'} with the final mask",
+        saturate=99.0 if s.scale == "p99" else None,
     )
     _plot(fig, "scores_chart", "scores")
 

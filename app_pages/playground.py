@@ -200,7 +200,14 @@ def _show(result: Result) -> None:
     kind = s.view
     values = result.item(kind)  # [N, T, S]
     fig = heads_figure(
-        values, result.mask, result.q_labels, result.k_labels, s.k, kind=kind, title=None
+        values,
+        result.mask,
+        result.q_labels,
+        result.k_labels,
+        s.k,
+        kind=kind,
+        title=None,
+        saturate=99.0 if s.scale == "p99" else None,
     )
     left, right = st.columns([3, 1.15], gap="medium")
     with left:

@@ -31,6 +31,7 @@ MODES = ("sentence", "random")
 ATTENTION_KINDS = ("self", "cross")
 WEIGHT_SOURCES = ("pooled", "independent")
 VIEWS = ("probs", "logits")
+SCALES = ("p99", "max")  # colour scale top: 99th percentile (saturating) or the max
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Settings:
     seed: int = 0
     weights: str = "pooled"  # "pooled": one MHA layer, K/V heads mean-pooled per group
     view: str = "probs"  # "probs" or "logits"
+    scale: str = "p99"  # colour scale top: "p99" (saturates above) or "max"
 
     @property
     def groups(self) -> int:
@@ -172,6 +174,7 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
     v["attn"] = choice("attn", ATTENTION_KINDS)
     v["weights"] = choice("weights", WEIGHT_SOURCES)
     v["view"] = choice("view", VIEWS)
+    v["scale"] = choice("scale", SCALES)
     for name in ("text", "source"):
         text = getattr(s, name)
         if len(text) > MAX_TEXT_CHARS:

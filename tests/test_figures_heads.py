@@ -324,3 +324,20 @@ def test_scores_csv_long_format_and_npy():
     assert back.dtype == np.float32 and back.shape == (4, 3, 3)
     np.testing.assert_array_equal(back, values)
     assert np.load(io.BytesIO(npy_bytes(mask))).dtype == bool
+
+
+def test_saturating_scale_uses_the_percentile_and_says_so():
+    rng = np.random.default_rng(5)
+    values = rng.random((4, 10, 10)).astype(np.float32) * 0.2
+    values[:, 0, 0] = 1.0  # one dominant cell per head, like causal query 0
+    mask = np.ones((10, 10), bool)
+    labels = [str(i) for i in range(10)]
+    fig = heads_figure(values, mask, labels, labels, 2, saturate=99.0)
+    top = float(np.percentile(values[:, mask], 99))
+    assert fig.layout.coloraxis.cmax == pytest.approx(top) and top < 1.0
+    title = fig.layout.coloraxis.colorbar.title.text
+    assert "99th percentile" in title and f"{top:.2g}" in title and "max 1" in title
+    # Without saturation (or when the percentile is the max) the range is [0, max].
+    assert heads_figure(values, mask, labels, labels, 2).layout.coloraxis.cmax == pytest.approx(1.0)
+    logits = heads_figure(values - 0.5, mask, labels, labels, 2, kind="logits", saturate=99.0)
+    assert logits.layout.coloraxis.cmin == -logits.layout.coloraxis.cmax

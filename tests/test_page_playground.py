@@ -178,6 +178,13 @@ def test_every_control_once():
     assert fig["layout"]["coloraxis"]["cmin"] == -fig["layout"]["coloraxis"]["cmax"]
     assert _config(at)["toImageButtonOptions"]["filename"] == "gqa_N4_K1_T20_S30_logits"
     assert [b.label for b in at.get("download_button")][0] == "logits (.csv)"
+    assert "percentile" in fig["layout"]["coloraxis"]["colorbar"]["title"]["text"]  # default
+    fig = change("radio", "scale", "max")  # the full range: up to the largest |logit|
+    z = np.concatenate([_array(t["z"]).ravel() for t in _role(fig, "scores")])
+    assert fig["layout"]["coloraxis"]["cmax"] == pytest.approx(
+        float(np.nanmax(np.abs(z))), rel=1e-3
+    )
+    assert "percentile" not in fig["layout"]["coloraxis"]["colorbar"]["title"]["text"]
 
 
 def test_url_state_round_trip():

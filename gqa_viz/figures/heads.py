@@ -205,16 +205,27 @@ def _check_heads(n: int, k) -> int:
     return int(k)
 
 
-def color_range(values: np.ndarray, mask: np.ndarray, kind: str) -> tuple[float, float]:
-    """One range for every head: [0, max] of the visible values, or ±max|logit| for logits."""
+def color_range(
+    values: np.ndarray, mask: np.ndarray, kind: str, saturate: float | None = None
+) -> tuple[float, float]:
+    """One range for every head: [0, max] of the visible values, or ±max|logit| for logits.
+
+    With ``saturate`` (a percentile, e.g. 99) the top is that percentile of the visible
+    values instead of their max, so one dominant cell (causal query 0 always has p = 1)
+    does not wash out every other head; colours saturate above it.
+    """
     visible = values[..., mask] if mask.any() else values.reshape(-1)[:0]
     visible = visible[np.isfinite(visible)]
     if kind == "logits":
-        top = float(np.abs(visible).max()) if visible.size else 1.0
-        top = top if top > 0 else 1.0
-        return -top, top
-    top = float(visible.max()) if visible.size else 1.0
-    return 0.0, top if top > 0 else 1.0
+        visible = np.abs(visible)
+    if not visible.size:
+        top = 1.0
+    elif saturate is None:
+        top = float(visible.max())
+    else:
+        top = float(np.percentile(visible, saturate))
+    top = top if top > 0 else 1.0
+    return (-top, top) if kind == "logits" else (0.0, top)
 
 
 def _pool(values: np.ndarray, mask: np.ndarray, f: int):
@@ -405,13 +416,15 @@ def heads_figure(
     num_key_value_heads: int,
     kind: str = "probs",
     title: str | None = None,
+    saturate: float | None = None,
 ) -> go.Figure:
     """One heatmap per query head [N, T, S], in rows by the K/V head each one reads.
 
     ``values``: probabilities, logits (before masking) or dropped weights, per ``kind``.
     ``mask``: [T, S] bool, True = the query may attend to the key (None: nothing masked).
     All heads share one colour scale: [0, max] for probabilities, ±max|logit| for logits,
-    over the unmasked cells. Masked cells are grey, never a low score.
+    over the unmasked cells, or up to the ``saturate`` percentile (see :func:`color_range`;
+    the colour bar then says so). Masked cells are grey, never a low score.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
@@ -422,7 +435,12 @@ def heads_figure(
     K = _check_heads(N, num_key_value_heads)
     G = N // K
     quantity, symbol, colorscale = KINDS[kind]
-    zmin, zmax = color_range(values, mask, kind)
+    zmin, zmax = color_range(values, mask, kind, saturate)
+    full_top = color_range(values, mask, kind)[1]
+    if saturate is not None and zmax < full_top:
+        bar_title = f"{quantity}<br><sub>darkest at ≥ {zmax:.2g}<br>({saturate:g}th percentile;<br>max {full_top:.2g})</sub>"
+    else:
+        bar_title = quantity
 
     # Too many cells for a browser: block means of f x f cells (hover says so).
     f = 1
@@ -604,7 +622,7 @@ def heads_figure(
             cmin=zmin,
             cmax=zmax,
             colorbar=dict(
-                title=dict(text=quantity, side="top"),
+                title=dict(text=bar_title, side="top"),
                 x=min(colorbar_x, 1.02),
                 xref="paper",
                 xanchor="left",
