@@ -16,8 +16,10 @@ Three entry points share one forward pass:
 
 * :func:`attention` returns the output (and, with ``return_scores``, the probabilities).
   Without scores and without active dropout, on an accelerator (or when asked with
-  ``implementation``), it runs ``jax.nn.dot_product_attention``, the fused path Keras takes;
-  on a CPU it runs the explicit heads-major contraction, which is faster there.
+  ``implementation``), it runs ``jax.nn.dot_product_attention``, the fused path Keras takes
+  (Keras leaves it whenever ``dropout > 0``, even at inference; here only active dropout
+  does: both paths agree on every row, so only speed differs); on a CPU it runs the explicit
+  heads-major contraction, which is faster there.
 * :func:`attention_trace` returns every intermediate a teacher wants to show (an
   :class:`AttentionTrace`). It is a separate compiled function, so the plain path pays
   nothing for it.
@@ -150,6 +152,19 @@ def check_inputs(
         }
         if spec.use_gate:
             expected[("gate", "kernel")] = (D, N, H)
+        if spec.use_bias:
+            biases = {"query": (N, H), "key": (K, H), "value": (K, H), "attention_output": (D,)}
+            if spec.use_gate:
+                biases["gate"] = (N, H)
+            expected.update({(layer, "bias"): shape for layer, shape in biases.items()})
+        present = {(layer, name) for layer, ws in params.items() for name in ws}
+        if present != set(expected):
+            missing = sorted("/".join(w) for w in set(expected) - present) or "nothing"
+            extra = sorted("/".join(w) for w in present - set(expected)) or "nothing"
+            raise ValueError(
+                f"The weights do not fit use_bias={spec.use_bias}, use_gate={spec.use_gate}: "
+                f"missing {missing}, unexpected {extra}."
+            )
         for (layer, name), shape in expected.items():
             got = tuple(params[layer][name].shape)
             if got != shape:
@@ -513,6 +528,13 @@ def attention_trace(
 WEIGHT_ORDER = ("query", "key", "gate", "value", "attention_output")  # Keras' build order
 # (input_axes, output_axes) of each kernel, as Keras' EinsumDense reads them from its equation:
 # [D, N, H] kernels map D -> (N, H); the output kernel [N, H, D] maps (N, H) -> D.
+# A fixed stream per weight name, whichever optional weights exist.
+_SEED_INDEX = {
+    (layer, name): i
+    for i, (layer, name) in enumerate(
+        (layer, name) for layer in WEIGHT_ORDER for name in ("kernel", "bias")
+    )
+}
 _FAN_AXES = {
     "query": ((0,), (1, 2)),
     "key": ((0,), (1, 2)),
@@ -556,7 +578,10 @@ def init_params(
     bias_initializer="zeros",
     dtype=jnp.float32,
 ) -> Params:
-    """Fresh weights. Each weight draws from its own generator, seeded by ``seed`` and its position.
+    """Fresh weights. Each weight draws from its own generator, seeded by ``seed`` and its name.
+
+    The stream of a weight depends only on its name (``query/kernel``, ...), so turning
+    ``use_bias`` or ``use_gate`` on or off leaves every other weight as it was.
 
     Initializers are Keras names, configs or callables (see :mod:`gqa_viz.keras_objects`).
     An initializer with its own seed uses it for every weight, as Keras does, so equal shapes
@@ -567,8 +592,8 @@ def init_params(
     kinit, binit = get_initializer(kernel_initializer), get_initializer(bias_initializer)
     params: Params = {}
     shapes = param_shapes(spec, query_dim, value_dim, key_dim)
-    for i, ((layer, name), shape) in enumerate(shapes.items()):
-        rng = np.random.default_rng([seed, i])
+    for (layer, name), shape in shapes.items():
+        rng = np.random.default_rng([seed, _SEED_INDEX[(layer, name)]])
         if name == "kernel":
             value = initialize(kinit, shape, dtype, rng, fan_axes=_FAN_AXES[layer])
         else:

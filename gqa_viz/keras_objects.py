@@ -77,7 +77,8 @@ def serialize(obj) -> dict[str, Any] | None:
 
 
 def compute_fans(shape, input_axes=None, output_axes=None) -> tuple[int, int]:
-    """Keras' fans. For a [D, N, H] EinsumDense kernel: fan_in = N * D, fan_out = H * D."""
+    """Keras' fans. With EinsumDense's axes, a [D, N, H] kernel has fan_in = D, fan_out = N * H;
+    without axes Keras falls back to convolution-style fans (fan_in = N * D, fan_out = H * D)."""
     shape = tuple(shape)
     if input_axes is not None and output_axes is not None:
         return math.prod(shape[a] for a in input_axes), math.prod(shape[a] for a in output_axes)

@@ -10,10 +10,13 @@ Decisions where Keras leaves room, written down once:
   path averages all keys there instead); see :func:`gqa_viz.masks.keras_mask`.
 * ``seed`` seeds dropout, as in Keras, and also weight initialization for initializers
   without a seed of their own, so one integer makes the whole layer reproducible. Without
-  any seed the weights are random, as in Keras. Random numbers come from JAX's PRNG and
-  differ from Keras' draws for the same seed.
-* ``flash_attention=True`` on a CPU runs the same fused XLA kernel (Keras would raise because
-  cuDNN is missing); on a GPU it asks for cuDNN and falls back to XLA where cuDNN declines.
+  any seed the weights are random, as in Keras. Initial weights come from NumPy's seeded
+  generator and dropout from JAX's PRNG, so they differ from Keras' draws for the same seed.
+* ``flash_attention=True`` on a CPU runs the usual CPU path (Keras would raise because cuDNN
+  is missing); on a GPU it asks for cuDNN and falls back to XLA where cuDNN declines.
+* A numeric ``attention_mask`` given alone is read as ``> 0.5`` on every path, as Keras'
+  scores path does (its fused path reads any nonzero as "attend"); see
+  :func:`gqa_viz.masks.keras_mask`, rule 6.
 * Constraints are applied only by :meth:`apply_constraints` (call it after an optimizer
   step, as Keras' optimizers do); ``set_weights`` and ``load_weights`` keep weights exactly.
 """
@@ -160,7 +163,6 @@ class GroupedQueryAttention:
             bias_initializer=self.bias_initializer,
             dtype=self.variable_dtype,
         )
-        self._shapes = (tuple(query_shape), tuple(value_shape), tuple(key_shape))
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         """The output's shape (= the query's); Keras' checks and messages."""
@@ -261,6 +263,7 @@ class GroupedQueryAttention:
         """Every intermediate of a call (see :class:`gqa_viz.core.AttentionTrace`)."""
         query, value, key = (None if x is None else self._cast(x) for x in (query, value, key))
         if not self.built:
+            core.check_inputs(self.spec, None, query, value, key)
             self.build(query.shape, value.shape, None if key is None else key.shape)
         if kwargs.pop("return_attention_scores", False) and self.flash_attention:
             raise ValueError(_FLASH_SCORES_ERROR)

@@ -156,7 +156,9 @@ def keras_mask(
     6. An explicit ``attention_mask`` [B, T, S] is ANDed with everything above. Non-boolean
        masks are cast to bool (nonzero is True), with one Keras quirk kept: when
        ``attention_mask`` is the only mask, Keras' Softmax reads a numeric mask as ``> 0.5``,
-       so a 0.3 entry masks there but attends once any other mask is present.
+       so a 0.3 entry masks there but attends once any other mask is present. (Keras' fused
+       path, without scores, reads any nonzero as "attend" even then; gqa_viz uses ``> 0.5``
+       on both of its paths so they agree.)
     7. A row with no allowed key: with ``return_attention_scores=True`` Keras' probabilities
        there are all 0, so the row's context is 0 and its output is the output bias. Without
        scores (and dropout 0) Keras calls the fused ``dot_product_attention``, which returns a

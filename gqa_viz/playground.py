@@ -5,8 +5,9 @@ G = N // K, H head_dim, D model dim.
 
 Inputs a person can read: a sentence is split into tokens, and each distinct token gets one
 seeded random embedding (no positional encoding), so repeated tokens have equal keys and a
-query matches them equally. Padding appends ``<pad>`` tokens to a sentence (zero embedding,
-as an id-0 token under ``Embedding(mask_zero=True)``); in random mode the last ``pad``
+query matches them equally. Padding appends ``<pad>`` tokens to a sentence (zero vectors;
+what they hold does not matter, since query_mask and value_mask hide them, as
+``Embedding(mask_zero=True)`` makes Keras do for token id 0); in random mode the last ``pad``
 positions are marked as padding.
 
 Weights: "pooled" initializes one multi-head layer (N kv heads) from the seed and mean-pools

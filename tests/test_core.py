@@ -245,3 +245,23 @@ def test_mha_to_gqa_pools_heads_and_is_exact_at_k_equals_n():
     np.testing.assert_allclose(pooled["key"]["kernel"], expected, rtol=1e-6)
     assert spec2.num_key_value_heads == 2
     np.testing.assert_array_equal(pooled["query"]["kernel"], params["query"]["kernel"])
+
+
+def test_optional_weights_do_not_reseed_the_others():
+    """Turning use_bias or use_gate on or off keeps every other weight exactly as it was."""
+    base = core.init_params(core.GQASpec(4, 2, 8), 16, seed=3)
+    for spec in (core.GQASpec(4, 2, 8, use_bias=False), core.GQASpec(4, 2, 8, use_gate=True)):
+        other = core.init_params(spec, 16, seed=3)
+        for layer in base:
+            np.testing.assert_array_equal(other[layer]["kernel"], base[layer]["kernel"])
+
+
+def test_weights_must_fit_the_spec():
+    spec = core.GQASpec(2, 1, 4, use_gate=True)
+    params = core.init_params(core.GQASpec(2, 1, 4), 8, seed=0)  # no gate weights
+    x = np.ones((1, 3, 8), np.float32)
+    with pytest.raises(ValueError, match=r"use_gate=True: missing \['gate/bias', 'gate/kernel'\]"):
+        core.attention(params, x, x, spec=spec)
+    nobias = core.GQASpec(2, 1, 4, use_bias=False)
+    with pytest.raises(ValueError, match="unexpected"):
+        core.attention(core.init_params(core.GQASpec(2, 1, 4), 8, seed=0), x, x, spec=nobias)
