@@ -23,6 +23,7 @@ PAGES = (
     ("app_pages/home.py", "Home", ":material/home:", None),
     ("app_pages/playground.py", "Playground", ":material/tune:", "playground"),
     ("app_pages/mask_lab.py", "Mask Lab", ":material/grid_on:", "mask-lab"),
+    ("app_pages/kv_sharing.py", "KV sharing", ":material/memory:", "kv-sharing"),
     ("app_pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
 )
 
