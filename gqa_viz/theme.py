@@ -35,6 +35,10 @@ GROUP_COLORS = [
     "#9C755F",
 ]
 
+# Text on figures: titles and labels, and secondary notes.
+TEXT_DARK = "#1F2933"
+TEXT_MUTED = "#52606D"
+
 FONT_FAMILY = "Inter, 'Source Sans Pro', 'Helvetica Neue', Arial, sans-serif"
 PAPER_BG = "white"
 
@@ -86,3 +90,11 @@ WINDOW_COLORS = ("#0072B2", "#56B4E9", "#E69F00", "#D55E00", "#009E73", "#CC79A7
 def component_color(kind: str) -> str:
     """The badge colour of a Mask Lab component kind (grey for unknown kinds)."""
     return MASK_COMPONENT_COLORS.get(kind, NEUTRAL_BADGE_COLOR)
+
+
+def text_color(hex_color: str) -> str:
+    """Dark text on light fills, white on dark ones (WCAG relative luminance)."""
+    rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return TEXT_DARK if lum > 0.3 else "white"

@@ -14,7 +14,7 @@ from numbers import Integral
 import plotly.graph_objects as go
 
 from gqa_viz.settings import MAX_QUERY_HEADS
-from gqa_viz.theme import FONT_FAMILY, PAPER_BG, group_color
+from gqa_viz.theme import FONT_FAMILY, PAPER_BG, TEXT_DARK, group_color, text_color
 
 KIND_NAMES = {
     "MHA": "multi-head attention",
@@ -26,7 +26,6 @@ _WIDTH = 100.0  # data units spanned by the query row, whatever N is
 _LEFT = -19.0  # room for the row labels left of the boxes
 _GAP = 18.0  # vertical distance between the two rows (wire length)
 _NOMINAL_PX = 900.0  # assumed figure width in px, to size fonts and hover targets
-_TEXT_DARK = "#1F2933"
 
 
 def _check(num_query_heads, num_key_value_heads) -> tuple[int, int]:
@@ -89,14 +88,6 @@ def describe(num_query_heads: int, num_key_value_heads: int) -> str:
         f"{share}: the K/V cache stores {_plural(k, 'head')} instead of {n}, "
         f"**{g}× smaller** than MHA ({saved} less memory)."
     )
-
-
-def _text_color(hex_color: str) -> str:
-    """Dark text on light fills, white text on dark fills (WCAG relative luminance)."""
-    rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
-    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
-    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-    return _TEXT_DARK if lum > 0.3 else "white"
 
 
 def _labelled(count: int, step: int) -> list[int]:
@@ -163,7 +154,7 @@ def _row_labels(
             textposition=out_position if outside else "middle center",
             textfont=dict(
                 size=size,
-                color=[_TEXT_DARK if outside else _text_color(fills[i]) for i in idx],
+                color=[TEXT_DARK if outside else text_color(fills[i]) for i in idx],
             ),
             hoverinfo="skip",
             showlegend=False,
@@ -327,7 +318,7 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
             text=text,
             showarrow=False,
             align="right",
-            font=dict(size=13, color=_TEXT_DARK),
+            font=dict(size=13, color=TEXT_DARK),
         )
         for text, y0, y1 in (
             (f"<b>N = {n}</b><br>{'query head' if n == 1 else 'query heads'}", q_y0, q_y1),
@@ -345,14 +336,14 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
         f"G = {n}/{k} = {g} per group"
     )
     fig.update_layout(
-        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=17, color=_TEXT_DARK)),
+        title=dict(text=title, x=0.0, xanchor="left", font=dict(size=17, color=TEXT_DARK)),
         shapes=shapes,
         annotations=annotations,
         height=height,
         margin=margin,
         paper_bgcolor=PAPER_BG,
         plot_bgcolor=PAPER_BG,
-        font=dict(family=FONT_FAMILY, color=_TEXT_DARK),
+        font=dict(family=FONT_FAMILY, color=TEXT_DARK),
         showlegend=False,
         hovermode="closest",
         dragmode=False,

@@ -39,7 +39,10 @@ from gqa_viz.theme import (
     MASKED_COLOR,
     PAPER_BG,
     PROB_COLORSCALE,
+    TEXT_DARK,
+    TEXT_MUTED,
     group_color,
+    text_color,
 )
 
 # What each kind of value is called, its symbol in the hover label, and its colour scale.
@@ -53,8 +56,6 @@ NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
 MAX_CELLS = 250_000  # drawn cells per figure (N x T x S); larger maps are shown as block means
 MAX_TOKEN_TICKS = 40  # tokens as tick labels up to this length, positions beyond
-_TEXT_DARK = "#1F2933"
-_MUTED = "#52606D"
 _TICK_FONT = 10
 _CHAR_PX = 6.2  # average width of one tick-label character at _TICK_FONT
 _MAX_TICK_CHARS = 12  # longer tokens are cut in tick labels (hover shows them whole)
@@ -63,14 +64,6 @@ _WIDTH_SLACK = 0.8  # x tick labels are spaced for a figure drawn at 80% of NOMI
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers.
-
-
-def _text_color(hex_color: str) -> str:
-    """Dark text on light fills, white on dark ones (WCAG relative luminance)."""
-    rgb = [int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
-    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
-    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
-    return _TEXT_DARK if lum > 0.3 else "white"
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -330,12 +323,12 @@ def _figure_base(fig: go.Figure, title: str, subtitle: str, height: float, margi
             yref="container",
             yanchor="top",
             pad=dict(l=12, t=14),
-            font=dict(size=17, color=_TEXT_DARK),
-            subtitle=dict(text=subtitle, font=dict(size=12, color=_MUTED)),
+            font=dict(size=17, color=TEXT_DARK),
+            subtitle=dict(text=subtitle, font=dict(size=12, color=TEXT_MUTED)),
         ),
         height=int(round(height)),
         margin=margin,
-        font=dict(family=FONT_FAMILY, size=12, color=_TEXT_DARK),
+        font=dict(family=FONT_FAMILY, size=12, color=TEXT_DARK),
         paper_bgcolor=PAPER_BG,
         plot_bgcolor=PAPER_BG,
         showlegend=False,
@@ -356,7 +349,7 @@ def _axis(domain, anchor: str, ticks: _Ticks, cats: list[str], show: bool, rever
         ticktext=ticks.text,
         tickangle=ticks.angle,
         showticklabels=show,
-        tickfont=dict(size=_TICK_FONT, color=_MUTED),
+        tickfont=dict(size=_TICK_FONT, color=TEXT_MUTED),
         ticks="",
         showgrid=False,
         zeroline=False,
@@ -383,7 +376,7 @@ def _badge(x, y, text, color, *, xanchor="left", size=11, name=None) -> dict:
         showarrow=False,
         bgcolor=color,
         borderpad=2,
-        font=dict(size=size, color=_text_color(color)),
+        font=dict(size=size, color=text_color(color)),
         name=name,
     )
 
@@ -398,7 +391,7 @@ def _mask_legend(x: float, y: float, extra: str = "", xanchor: str = "right") ->
         yanchor="bottom",
         showarrow=False,
         align="right",
-        font=dict(size=12, color=_MUTED),
+        font=dict(size=12, color=TEXT_MUTED),
         text=f"<span style='color:{MASKED_COLOR}'>■</span> grey = masked (not attended){extra}",
         name="mask legend",
     )
@@ -752,7 +745,7 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
                         textangle=-90,
                         showarrow=False,
                         text="keys K" if part == 0 else "values V",
-                        font=dict(size=12, color=_MUTED),
+                        font=dict(size=12, color=TEXT_MUTED),
                         name=f"row {name}",
                     )
                 )
@@ -947,7 +940,7 @@ def dropout_figure(
             showarrow=False,
             text=DROPOUT_CAPTION,
             align="left",
-            font=dict(size=12, color=_MUTED),
+            font=dict(size=12, color=TEXT_MUTED),
             name="caption",
         )
     )

@@ -34,8 +34,6 @@ import plotly.graph_objects as go
 from gqa_viz.figures.heads import (
     _CHAR_PX,
     _MAX_TICK_CHARS,
-    _MUTED,
-    _TEXT_DARK,
     _TICK_FONT,
     _axis,
     _badge,
@@ -65,6 +63,8 @@ from gqa_viz.theme import (
     PAPER_BG,
     PARTIAL_BLOCK_COLOR,
     SINGLE_KEY_ROW_COLOR,
+    TEXT_DARK,
+    TEXT_MUTED,
     WINDOW_COLORS,
     component_color,
 )
@@ -327,7 +327,7 @@ def grid_figure(
                     yanchor="middle",
                     showarrow=False,
                     text=f"<b>{operators[i]}</b>",
-                    font=dict(size=20, color=_TEXT_DARK),
+                    font=dict(size=20, color=TEXT_DARK),
                     name=f"op {i}",
                 )
             )
@@ -394,8 +394,8 @@ def grid_figure(
             zeroline=False,
             showline=True,
             linecolor=AXIS_LINE_COLOR,
-            tickfont=dict(size=_TICK_FONT, color=_MUTED),
-            title=dict(text=side.x_title, font=dict(size=11, color=_MUTED), standoff=4),
+            tickfont=dict(size=_TICK_FONT, color=TEXT_MUTED),
+            title=dict(text=side.x_title, font=dict(size=11, color=TEXT_MUTED), standoff=4),
             fixedrange=True,
         )
         fig.layout[f"yaxis{n_axes}"] = dict(
@@ -408,7 +408,7 @@ def grid_figure(
             tickmode="array",
             tickvals=yt.vals,
             ticktext=yt.text,
-            tickfont=dict(size=_TICK_FONT, color=_MUTED),
+            tickfont=dict(size=_TICK_FONT, color=TEXT_MUTED),
             showticklabels=True,
             ticks="",
             showgrid=False,
@@ -460,7 +460,7 @@ def grid_figure(
                     showarrow=False,
                     align="left",
                     text="colours as the panels' titles",
-                    font=dict(size=10, color=_MUTED),
+                    font=dict(size=10, color=TEXT_MUTED),
                     name="side legend",
                 )
             )
@@ -489,7 +489,7 @@ def grid_figure(
             showarrow=False,
             align="left",
             text=_legend_text(items),
-            font=dict(size=12, color=_MUTED),
+            font=dict(size=12, color=TEXT_MUTED),
             name="legend",
         )
     )

@@ -26,14 +26,14 @@ from gqa_viz.theme import (
     GRID_LINE_COLOR,
     MASKED_COLOR,
     PAPER_BG,
+    TEXT_DARK,
+    TEXT_MUTED,
     group_color,
 )
 
-_TEXT_DARK = "#1F2933"
-_MUTED = "#52606D"
 VARIANT_COLORS = {"mha": "#D55E00", "configured": "#0072B2", "mqa": "#009E73"}
 VARIANT_NAMES = {"mha": "MHA (K = N)", "configured": "as configured", "mqa": "MQA (K = 1)"}
-GPU_LINE_COLOR = "#1F2933"
+GPU_LINE_COLOR = TEXT_DARK
 
 
 def _base(fig: go.Figure, title: str, subtitle: str, height: int) -> None:
@@ -48,11 +48,11 @@ def _base(fig: go.Figure, title: str, subtitle: str, height: int) -> None:
             yref="container",
             y=1.0,
             yanchor="top",
-            font=dict(size=16, color=_TEXT_DARK),
-            subtitle=dict(text=subtitle, font=dict(size=12, color=_MUTED)),
+            font=dict(size=16, color=TEXT_DARK),
+            subtitle=dict(text=subtitle, font=dict(size=12, color=TEXT_MUTED)),
         ),
         height=height,
-        font=dict(family=FONT_FAMILY, size=12, color=_TEXT_DARK),
+        font=dict(family=FONT_FAMILY, size=12, color=TEXT_DARK),
         paper_bgcolor=PAPER_BG,
         plot_bgcolor=PAPER_BG,
         hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12), align="left"),
@@ -279,7 +279,7 @@ def cache_figure(
                 y=y,
                 mode="lines",
                 name=VARIANT_NAMES.get(key, key),
-                line=dict(color=VARIANT_COLORS.get(key, "#52606D"), width=2.5),
+                line=dict(color=VARIANT_COLORS.get(key, TEXT_MUTED), width=2.5),
                 hovertemplate=f"%{{x:,}} tokens<br>%{{y:,.2f}} {unit_name}<extra>"
                 f"{VARIANT_NAMES.get(key, key)}</extra>",
                 meta={"role": "cache", "variant": key},
@@ -299,7 +299,7 @@ def cache_figure(
             )
         )
     if current is not None:
-        fig.add_vline(x=current, line=dict(color=_MUTED, width=1, dash="dot"))
+        fig.add_vline(x=current, line=dict(color=TEXT_MUTED, width=1, dash="dot"))
     ticks = [2**i for i in range(0, 31, 2) if x[0] <= 2**i <= x[-1]]
     fig.update_xaxes(
         title_text="context length (tokens per sequence)",
