@@ -19,7 +19,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Keras must use the JAX backend (tests compare against keras.layers.GroupQueryAttention).
 export KERAS_BACKEND := jax
 
-.PHONY: help venv system-deps run test lint format bench clean distclean
+.PHONY: help venv system-deps run test lint format bench bench-app clean distclean
 
 help:
 	@echo "make venv         create .venv and install requirements-dev.txt"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint         ruff check + ruff format --check"
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make bench        python -m bench.core"
+	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
 	@echo "make clean        remove caches and test artifacts (distclean: also .venv)"
 
 venv: $(STAMP)
@@ -65,6 +66,9 @@ format: venv
 
 bench: venv
 	$(PY) -m bench.core
+
+bench-app: venv system-deps
+	$(PY) -m bench.interactive
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -9,14 +9,17 @@ on a fresh server would run the page without this file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
 
-from gqa_viz import runtime
+from gqa_viz import playground, runtime
 
 ROOT = Path(__file__).resolve().parent
-JAX_CACHE_DIR = ROOT / ".jax_cache"
+# JAX's persistent compilation cache; GQA_VIZ_JAX_CACHE_DIR moves it (a container's volume,
+# or a benchmark's empty directory).
+JAX_CACHE_DIR = Path(os.environ.get("GQA_VIZ_JAX_CACHE_DIR", ROOT / ".jax_cache"))
 
 # (file relative to this script, title, icon, url_path); the first row is the default page.
 PAGES = (
@@ -30,8 +33,15 @@ PAGES = (
 
 @st.cache_resource(show_spinner=False)
 def _start_up() -> str:
-    """Once per server process: the compilation cache, and the sidebar's backend label."""
+    """Once per server process: the compilation cache, prewarming, the backend label.
+
+    Prewarming compiles the programs of the default view and of every head count the
+    controls offer in a background thread that gives way to requests (about 30 s of
+    compiling on a 2-core CPU the first time, a few seconds from the persistent cache after
+    a restart). ``GQA_VIZ_PREWARM=0`` turns it off.
+    """
     runtime.enable_compilation_cache(JAX_CACHE_DIR)
+    runtime.start_background(playground.prewarm, "gqa-viz-prewarm")
     return runtime.backend_label()
 
 

@@ -15,8 +15,6 @@ import streamlit as st
 from gqa_viz import settings as cfg
 from gqa_viz.settings import Settings
 
-HEAD_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-MODEL_DIMS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 _KEY = "settings"
 _MESSAGES = "settings_messages"
 
@@ -49,6 +47,61 @@ def _options(choices, current):
     return sorted(set(choices) | {current})
 
 
+# Fields that change only how a result is drawn, not what is computed.
+VIEW_FIELDS = ("view", "scale", "pool")
+
+
+def compute_key(s: Settings) -> Settings:
+    """``s`` with the drawing-only fields at their defaults: the key of a computed result."""
+    return replace(s, **{name: getattr(cfg.DEFAULTS, name) for name in VIEW_FIELDS})
+
+
+def view_controls(pooled: bool) -> Settings:
+    """The heatmap's toolbar (values shown, colour scale, downsampling): the current settings.
+
+    Call it inside a fragment: changing these redraws the figure without recomputing, and
+    the settings and the URL are brought up to date here, since the sidebar does not rerun.
+    """
+    ss = st.session_state
+    _seed_widgets(ss[_KEY])
+    cols = st.columns([1, 1.25, 1.1])
+    cols[0].radio(
+        "Show",
+        cfg.VIEWS,
+        key=_w("view"),
+        horizontal=True,
+        format_func={"probs": "probabilities", "logits": "logits"}.get,
+    )
+    cols[1].radio(
+        "Colour scale",
+        cfg.SCALES,
+        key=_w("scale"),
+        horizontal=True,
+        format_func={"p99": "99th percentile", "max": "full range"}.get,
+        help="'99th percentile': the darkest colour starts at the 99th percentile of the "
+        "shown values, so one dominant cell (query 0 under a causal mask always has p = 1) "
+        "does not wash out the rest; the colour bar says where. 'full range': 0 to the "
+        "maximum. Hover always shows exact values.",
+    )
+    if pooled:
+        cols[2].radio(
+            "Downsampling",
+            cfg.POOLS,
+            key=_w("pool"),
+            horizontal=True,
+            format_func={"max": "block max", "mean": "block mean"}.get,
+            help="The map has too many cells to draw one by one, so each drawn cell stands "
+            "for a block. 'block max' keeps the strongest cell of each block, so a thin band "
+            "or one hot key stays visible; 'block mean' shows the average. Zoom in below for "
+            "exact values.",
+        )
+    current = replace(ss[_KEY], **{name: ss[_w(name)] for name in VIEW_FIELDS})
+    if current != ss[_KEY]:
+        ss[_KEY] = current
+        st.query_params.from_dict(cfg.to_query_params(current))
+    return current
+
+
 def settings_controls() -> Settings:
     """Render the controls in the sidebar and return the validated settings they describe."""
     s = _load()
@@ -59,7 +112,7 @@ def settings_controls() -> Settings:
     with sb.expander("Heads", expanded=True):
         st.selectbox(
             "num_query_heads (N)",
-            _options(HEAD_CHOICES, ss[_w("n")]),
+            _options(cfg.HEAD_CHOICES, ss[_w("n")]),
             key=_w("n"),
             help=f"Query heads, 1 to {cfg.MAX_QUERY_HEADS}.",
         )
@@ -73,7 +126,7 @@ def settings_controls() -> Settings:
             help="Shared K/V heads; must divide N. K = N is multi-head, K = 1 multi-query.",
         )
         st.selectbox("head_dim (H)", _options(cfg.HEAD_DIMS, ss[_w("h")]), key=_w("h"))
-        st.selectbox("model dim (D)", _options(MODEL_DIMS, ss[_w("d")]), key=_w("d"))
+        st.selectbox("model dim (D)", _options(cfg.MODEL_DIMS, ss[_w("d")]), key=_w("d"))
         st.radio(
             "Weights",
             cfg.WEIGHT_SOURCES,
@@ -145,24 +198,6 @@ def settings_controls() -> Settings:
         st.toggle("training (dropout active)", key=_w("training"))
         st.toggle("use_bias", key=_w("bias"))
         st.toggle("use_gate", key=_w("gate"))
-        st.radio(
-            "Show",
-            cfg.VIEWS,
-            key=_w("view"),
-            horizontal=True,
-            format_func={"probs": "probabilities", "logits": "logits"}.get,
-        )
-        st.radio(
-            "Colour scale",
-            cfg.SCALES,
-            key=_w("scale"),
-            horizontal=True,
-            format_func={"p99": "99th percentile", "max": "full range"}.get,
-            help="'99th percentile': the darkest colour starts at the 99th percentile of the "
-            "shown values, so one dominant cell (query 0 under a causal mask always has p = 1) "
-            "does not wash out the rest; the colour bar says where. 'full range': 0 to the "
-            "maximum. Hover always shows exact values.",
-        )
         st.button("Reset all controls", on_click=_reset)
 
     raw = replace(s, **{f.name: ss[_w(f.name)] for f in fields(Settings)})

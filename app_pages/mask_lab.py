@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages._controls import settings_controls
+from app_pages._controls import compute_key, settings_controls, view_controls
 from gqa_viz import mask_lab as L
 from gqa_viz import mask_tools as MT
 from gqa_viz import masks as M
 from gqa_viz import theme
 from gqa_viz.figures import masks as F
-from gqa_viz.figures.heads import heads_figure
+from gqa_viz.figures.heads import heads_figure, pool_factor
 from gqa_viz.settings import MAX_LEN, Settings
 
 UPLOAD = "ml_upload"  # the last good upload
@@ -54,9 +54,10 @@ HELP = {
 HELP["causal_bottom_right"] += " Turn off use_causal_mask in the sidebar to see it alone."
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the layer with your mask…")
+@st.cache_resource(max_entries=16, show_spinner="Running the layer with your mask…")
 def _compose(settings: Settings, components: tuple, combine: str) -> L.MaskLabResult:
-    return L.compose(settings, components, combine)
+    # cache_resource: results are read-only, and copying arrays on every rerun would cost.
+    return L.compose(compute_key(settings), components, combine)
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading your mask both ways…")
@@ -401,10 +402,12 @@ def _outcome(result: L.MaskLabResult) -> None:
         )
 
 
+@st.fragment
 def _scores(result: L.MaskLabResult) -> None:
     s = result.settings
     st.subheader("The attention the final mask produces")
-    kind = s.view
+    view = view_controls(pool_factor(s.n, result.T, result.S) > 1)
+    kind = view.view
     values = result.probs if kind == "probs" else result.logits
     fig = heads_figure(
         values,
@@ -414,7 +417,8 @@ def _scores(result: L.MaskLabResult) -> None:
         s.k,
         kind=kind,
         title=f"Attention {'probabilities' if kind == 'probs' else 'logits'} with the final mask",
-        saturate=99.0 if s.scale == "p99" else None,
+        saturate=99.0 if view.scale == "p99" else None,
+        pool=view.pool,
     )
     _plot(fig, "scores_chart", "scores")
 

@@ -1,8 +1,10 @@
 """Playground: every query head's attention map, grouped by the K/V head it shares.
 
 Thin on purpose: the controls are :func:`app_pages._controls.settings_controls`, the numbers come
-from :func:`gqa_viz.playground.run` (cached per Settings), the figures from
-:mod:`gqa_viz.figures.heads`.
+from :func:`gqa_viz.playground.cached_run` (shared by all sessions), the figures from
+:mod:`gqa_viz.figures.heads`. The parts below the sidebar are fragments: the view toolbar and
+the heads figure, the zoom, and the dropout panel each rerun alone when their own widgets
+change, reusing the computed result.
 """
 
 from __future__ import annotations
@@ -10,26 +12,57 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages._controls import settings_controls
+from app_pages._controls import compute_key, settings_controls, view_controls
 from gqa_viz.figures.diagram import KIND_NAMES, attention_kind
 from gqa_viz.figures.heads import (
+    MAX_CELLS,
     dropout_figure,
     heads_figure,
     kv_heads_figure,
     mask_csv,
     npy_bytes,
+    pool_factor,
     scores_csv,
+    zoom_figure,
 )
-from gqa_viz.playground import Result, run, summary
+from gqa_viz.playground import Result, cached_run, summary
 from gqa_viz.settings import Settings
 
 MAX_CSV_ROWS = 2_000_000  # the long-format CSV has N x T x S rows; beyond this, .npy only
+MAX_NPY_BYTES = 256 * 2**20  # a bigger .npy download is refused (the server builds it in memory)
 VIEW_NAMES = {"probs": "probabilities", "logits": "logits"}
 
 
-@st.cache_data(max_entries=64, show_spinner="Running the layer…")
-def _run(settings: Settings) -> Result:
-    return run(settings)
+def _compute(settings: Settings) -> Result:
+    s = settings
+    B = 1 if s.mode == "sentence" else s.batch
+    T = s.t if s.mode == "random" else None
+    big = T is not None and B * s.n * T * (s.s if s.cross else T) > 4_000_000
+    what = f" for {B * s.n * T * (s.s if s.cross else T):,} scores" if big else ""
+    with st.spinner(f"Running the layer{what}…", show_time=True):
+        return cached_run(compute_key(settings))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _heads_fig(key: Settings, view: str, scale: str, pool: str):
+    result = cached_run(key)
+    return heads_figure(
+        result.item(view),
+        result.mask,
+        result.q_labels,
+        result.k_labels,
+        key.k,
+        kind=view,
+        title=None,
+        saturate=99.0 if scale == "p99" else None,
+        pool=pool,
+    )
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _kv_fig(key: Settings):
+    result = cached_run(key)
+    return kv_heads_figure(result.item("key"), result.item("value"), result.k_labels, key.n)
 
 
 def _bytes(n: int) -> str:
@@ -115,13 +148,20 @@ def _downloads(result: Result, values: np.ndarray, kind: str, stem: str) -> None
         ),
         icon=":material/download:",
     )
+    npy_too_big = values.size * 4 > MAX_NPY_BYTES
     cols[1].download_button(
         f"{what} (.npy)",
         data=lambda: npy_bytes(values.astype(np.float32)),
         file_name=f"{stem}.npy",
         mime="application/octet-stream",
         key="dl_scores_npy",
-        help="float32 [N, T, S]; np.load() it.",
+        disabled=npy_too_big,
+        help=(
+            f"{values.size * 4 / 2**20:,.0f} MiB: above the {MAX_NPY_BYTES // 2**20} MiB limit "
+            "for downloads; zoom in and download a region's figure, or run gqa_viz locally"
+            if npy_too_big
+            else "float32 [N, T, S]; np.load() it."
+        ),
         icon=":material/download:",
     )
     cols[2].download_button(
@@ -143,6 +183,7 @@ def _downloads(result: Result, values: np.ndarray, kind: str, stem: str) -> None
     )
 
 
+@st.fragment
 def _dropout_section(result: Result) -> None:
     s = result.settings
     st.subheader("Dropout")
@@ -195,27 +236,82 @@ def _config(result: Result, kind: str) -> dict:
     }
 
 
-def _show(result: Result) -> None:
-    s = result.settings
-    kind = s.view
-    values = result.item(kind)  # [N, T, S]
-    fig = heads_figure(
-        values,
-        result.mask,
-        result.q_labels,
-        result.k_labels,
-        s.k,
-        kind=kind,
-        title=None,
-        saturate=99.0 if s.scale == "p99" else None,
-    )
+@st.fragment
+def _heads_panel(result: Result) -> None:
+    """The view toolbar, the heads figure and the summary; reruns alone when the view changes."""
+    T, S = len(result.q_labels), len(result.k_labels)
+    pooled = pool_factor(result.settings.n, T, S) > 1
+    view = view_controls(pooled)
+    key = result.settings
+    with st.spinner("Drawing…", show_time=True):
+        fig = _heads_fig(key, view.view, view.scale, view.pool)
     left, right = st.columns([3, 1.15], gap="medium")
     with left:
-        st.plotly_chart(fig, theme=None, key="heads_chart", config=_config(result, kind))
+        st.plotly_chart(fig, theme=None, key="heads_chart", config=_config(result, view.view))
     with right:
         st.markdown(_summary_markdown(result))
     for note in result.notes:
         st.info(note, icon="ℹ️")
+    if pooled:
+        _zoom_panel(result, view)
+    s = result.settings
+    stem = f"gqa_N{s.n}_K{s.k}_T{T}_S{S}_{view.view}_item{s.item}"
+    _downloads(result, result.item(view.view), view.view, stem)
+
+
+@st.fragment
+def _zoom_panel(result: Result, view: Settings) -> None:
+    """A region of the map at full resolution, for maps too big to draw cell by cell."""
+    s = result.settings
+    T, S, G = len(result.q_labels), len(result.k_labels), s.groups
+    ss = st.session_state
+    st.subheader("Zoom in: exact scores of a region")
+    st.caption(
+        "The map above is downsampled. Pick a region and a K/V group: its cells are drawn one "
+        f"by one (at most {MAX_CELLS:,} cells), on the same colour scale as the overview."
+    )
+    side = max(1, min(T, S, 128))
+    for name, top, default in (("zoom_q", T, (0, side - 1)), ("zoom_k", S, (0, side - 1))):
+        lo, hi = ss.get(name, default)
+        ss[name] = (min(lo, top - 1), min(hi, top - 1))
+    if ss.get("zoom_group", 0) >= s.k:
+        ss["zoom_group"] = 0
+    cols = st.columns([1, 2, 2], gap="medium")
+    group = cols[0].selectbox(
+        "K/V group",
+        range(s.k),
+        key="zoom_group",
+        format_func=lambda j: f"K/V head {j} (q{j * G}–q{j * G + G - 1})" if G > 1 else f"q{j}",
+    )
+    q0, q1 = cols[1].slider("Queries", 0, T - 1, key="zoom_q")
+    k0, k1 = cols[2].slider("Keys", 0, S - 1, key="zoom_k")
+    cells = G * (q1 - q0 + 1) * (k1 - k0 + 1)
+    if cells > MAX_CELLS:
+        st.warning(
+            f"This region is {G} head(s) × {q1 - q0 + 1} queries × {k1 - k0 + 1} keys = "
+            f"{cells:,} cells; at most {MAX_CELLS:,} are drawn at full resolution. Narrow the "
+            "query or key range.",
+            icon="⚠️",
+        )
+        return
+    fig = zoom_figure(
+        result.item(view.view),
+        result.mask,
+        result.q_labels,
+        result.k_labels,
+        s.k,
+        group=group,
+        queries=(q0, q1),
+        keys=(k0, k1),
+        kind=view.view,
+        saturate=99.0 if view.scale == "p99" else None,
+    )
+    st.plotly_chart(fig, theme=None, key="zoom_chart", config=_config(result, "zoom"))
+
+
+def _show(result: Result) -> None:
+    s = result.settings
+    _heads_panel(result)
 
     if s.dropout > 0:
         _dropout_section(result)
@@ -229,11 +325,7 @@ def _show(result: Result) -> None:
             "the query and output projections stay the same. In **'fresh'** mode every K gets "
             f"new random weights. (Now: **{s.weights}**.)"
         )
-        kv = kv_heads_figure(result.item("key"), result.item("value"), result.k_labels, s.n)
-        st.plotly_chart(kv, theme=None, key="kv_chart", config=_config(result, "kv_heads"))
-
-    T, S = len(result.q_labels), len(result.k_labels)
-    _downloads(result, values, kind, f"gqa_N{s.n}_K{s.k}_T{T}_S{S}_{kind}_item{s.item}")
+        st.plotly_chart(_kv_fig(s), theme=None, key="kv_chart", config=_config(result, "kv_heads"))
 
 
 settings = settings_controls()
@@ -244,6 +336,8 @@ st.markdown(
     "and grey cells are masked."
 )
 try:
-    _show(_run(settings))
+    result = _compute(settings)
 except ValueError as error:
     st.error(f"These settings cannot run: {error}", icon="🚫")
+else:
+    _show(result)

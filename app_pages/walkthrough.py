@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages._controls import settings_controls
+from app_pages._controls import compute_key, settings_controls
 from gqa_viz import codegen, playground, theme
 from gqa_viz.figures import steps as F
-from gqa_viz.settings import Settings
+from gqa_viz.settings import WALKTHROUGH_MAX_LEN, Settings
 
 HEAD_KEY = "walkthrough_head"
 
@@ -31,9 +31,9 @@ AXES = (
 )
 
 
-@st.cache_resource(max_entries=16, show_spinner="Running the forward pass...")
 def _run(settings: Settings) -> playground.Result:
-    return playground.run(settings)
+    with st.spinner("Running the forward pass…", show_time=True):
+        return playground.cached_run(compute_key(settings))
 
 
 def _plot(fig, key: str) -> None:
@@ -89,7 +89,20 @@ st.markdown(
 )
 
 settings = settings_controls()
-result = _run(settings)
+_, T_in, S_in = playground.input_shape(settings)
+if max(T_in, S_in) > WALKTHROUGH_MAX_LEN:
+    st.error(
+        f"The Walkthrough draws every step at full resolution, for up to {WALKTHROUGH_MAX_LEN} "
+        f"positions per axis; this input has T = {T_in}, S = {S_in}. Lower the query length T "
+        "(and S) in the sidebar; the Playground shows lengths up to 2048.",
+        icon="🚫",
+    )
+    st.stop()
+try:
+    result = _run(settings)
+except ValueError as error:
+    st.error(f"These settings cannot run: {error}", icon="🚫")
+    st.stop()
 s = result.settings
 d = F.dims(result)
 B, T, S, N, K, G, H, D = (d[c] for c in "BTSNKGHD")

@@ -30,9 +30,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from gqa_viz import core, mask_tools, playground
+from gqa_viz import buckets, core, mask_tools, playground
 from gqa_viz import masks as M
-from gqa_viz.settings import Settings
+from gqa_viz.settings import MASK_LAB_MAX_LEN, Settings
 
 COMBINE = ("and", "or")
 MAX_DOCUMENT_TEXT = 4000  # characters of a document-ids text
@@ -361,9 +361,22 @@ def _normalize(s: Settings) -> Settings:
 
 
 def input_labels(settings: Settings) -> tuple[list[str], list[str]]:
-    """The query and key labels (T and S) of the Playground input for ``settings``."""
+    """The query and key labels (T and S) of the Playground input for ``settings``.
+
+    Raises ValueError above ``MASK_LAB_MAX_LEN`` positions, naming the limit.
+    """
     *_, q_labels, k_labels = playground.build_inputs(_normalize(settings), [])
+    _check_length(len(q_labels), len(k_labels))
     return q_labels, k_labels
+
+
+def _check_length(T: int, S: int) -> None:
+    if max(T, S) > MASK_LAB_MAX_LEN:
+        raise ValueError(
+            f"the Mask Lab works on up to {MASK_LAB_MAX_LEN} positions per axis; this input has "
+            f"T = {T}, S = {S}. Lower the query length T (and S) in the sidebar; the Playground "
+            "shows lengths up to 2048."
+        )
 
 
 def _shape(name: str, dims: str, values) -> str:
@@ -466,12 +479,13 @@ def compose(
     )
     query, value, q_valid, k_valid, q_labels, k_labels = playground.build_inputs(s, notes)
     T, S = len(q_labels), len(k_labels)
+    _check_length(T, S)
     comps = [(c.kind, c.label, c.allowed(T, S)) for c in components]
     extra = combine_allowed([a for _, _, a in comps], combine)
     params = playground.make_params(s, spec)
     qm = q_valid if not q_valid.all() else None
     vm = k_valid if not k_valid.all() else None
-    trace = core.attention_trace(
+    trace = buckets.bucketed_trace(
         params,
         query,
         value,

@@ -24,8 +24,17 @@ from dataclasses import dataclass, field, replace
 import jax
 import numpy as np
 
-from gqa_viz import core
-from gqa_viz.settings import MAX_LEN, MAX_TOKENS, Settings
+from gqa_viz import buckets, core
+from gqa_viz.cache import ResultCache
+from gqa_viz.settings import (
+    DEFAULTS,
+    HEAD_CHOICES,
+    MAX_LEN,
+    MAX_TOKENS,
+    Settings,
+    check_size,
+    divisors,
+)
 
 PAD = "<pad>"
 _TOKEN = re.compile(r"[\w']+|[^\w\s]")
@@ -108,17 +117,35 @@ def build_inputs(s: Settings, notes: list[str]):
     return query, value, q_valid, k_valid, [str(i) for i in range(T)], [str(j) for j in range(S)]
 
 
+def input_shape(s: Settings) -> tuple[int, int, int]:
+    """(B, T, S) of the input ``s`` describes, without building it."""
+    if s.mode == "sentence":
+        T = len(_sentence(s.text, s.pad, [], "query"))
+        S = len(_sentence(s.source, s.kpad, [], "source")) if s.cross else T
+        return 1, T, S
+    return s.batch, s.t, (s.s if s.cross else s.t)
+
+
 def make_params(s: Settings, spec: core.GQASpec) -> core.Params:
-    """The layer's weights for ``s.weights`` (see the module docstring)."""
+    """The layer's weights for ``s.weights`` (see the module docstring), as NumPy arrays.
+
+    NumPy, not JAX: pooling K/V heads eagerly in JAX would compile small programs for each
+    new shape.
+    """
     if s.weights == "pooled":
         mha = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias, use_gate=s.gate)
-        params, _ = core.mha_to_gqa(core.init_params(mha, s.d, seed=s.seed), mha, s.k)
+        mha_params = jax.tree.map(np.asarray, core.init_params(mha, s.d, seed=s.seed))
+        params, _ = core.mha_to_gqa(mha_params, mha, s.k)
         return params
-    return core.init_params(spec, s.d, seed=s.seed)
+    return jax.tree.map(np.asarray, core.init_params(spec, s.d, seed=s.seed))
 
 
 def run(s: Settings) -> Result:
-    """Inputs, weights and the full trace of one forward pass for the settings ``s``."""
+    """Inputs, weights and the full trace of one forward pass for the settings ``s``.
+
+    Runs at bucketed lengths (:mod:`gqa_viz.buckets`), so lengths within a bucket share one
+    compiled program. Raises ValueError when the scores would exceed ``MAX_SCORE_CELLS``.
+    """
     notes: list[str] = []
     if s.mode == "sentence" and (s.batch > 1 or s.item):
         notes.append("A sentence is one batch item; batch size applies in random mode.")
@@ -133,8 +160,9 @@ def run(s: Settings) -> Result:
         dropout=s.dropout,
     )
     query, value, q_valid, k_valid, q_labels, k_labels = build_inputs(s, notes)
+    check_size(s, len(q_labels), len(k_labels), query.shape[0])
     params = make_params(s, spec)
-    trace = core.attention_trace(
+    trace = buckets.bucketed_trace(
         params,
         query,
         value,
@@ -145,8 +173,6 @@ def run(s: Settings) -> Result:
         training=s.training,
         dropout_rng=jax.random.key(s.seed) if s.training and s.dropout > 0 else None,
     )
-    trace = core.AttentionTrace(*(None if a is None else np.asarray(a) for a in trace))
-    params = jax.tree.map(np.asarray, params)
     result = Result(s, spec, q_labels, k_labels, trace, params, q_valid, k_valid, notes)
     empty = np.flatnonzero(~result.mask.any(axis=1))
     if empty.size:
@@ -157,6 +183,42 @@ def run(s: Settings) -> Result:
             "all keys there instead)."
         )
     return result
+
+
+# Shared by every session of a server: equal settings are computed once. 1.5 GiB holds one
+# run at the size limit (logits and probabilities, 512 MiB each) beside many small ones.
+RESULTS = ResultCache(max_bytes=int(1.5 * 2**30), max_concurrent=1)
+
+
+def cached_run(s: Settings) -> Result:
+    """:func:`run` through the process-wide :data:`RESULTS` cache (treat the result as read-only)."""
+    return RESULTS.get(s, lambda: run(s))
+
+
+def prewarm_programs(s: Settings = DEFAULTS) -> list[buckets.Program]:
+    """The compiled programs a visitor is likeliest to need, likeliest first.
+
+    The view ``s`` (its sentence and its random-vector length), then every K for its N, then
+    every N and K the controls offer, all at its head_dim and model dim. Other head_dims and
+    model dims compile on first use (once per server, then from the persistent cache).
+    """
+    sentence = bucket_len(len(tokenize(s.text)))
+    lengths = list(dict.fromkeys([sentence, bucket_len(s.t)]))
+    heads = [(s.n, s.k)] + [(s.n, k) for k in divisors(s.n)]
+    heads += [(n, k) for n in HEAD_CHOICES for k in divisors(n)]
+    programs = [
+        buckets.Program(n, k, s.h, s.d, 1, T, T) for n, k in dict.fromkeys(heads) for T in lengths
+    ]
+    return list(dict.fromkeys(programs))
+
+
+def bucket_len(length: int) -> int:
+    return buckets.bucket(max(1, min(length, MAX_LEN)))
+
+
+def prewarm(stop=None) -> int:
+    """Compile :func:`prewarm_programs` in turn, yielding to requests (see app.py)."""
+    return buckets.prewarm(prewarm_programs(), stop, RESULTS.background)
 
 
 def _positions(rows: np.ndarray, labels: list[str]) -> str:

@@ -6,6 +6,8 @@ No Streamlit here; ``app.py`` calls these once per server process.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -23,7 +25,26 @@ def enable_compilation_cache(path: str | os.PathLike) -> Path:
     jax.config.update("jax_compilation_cache_dir", str(cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    # Least recently used programs are evicted beyond this, so the directory stays bounded.
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return cache_dir
+
+
+CACHE_MAX_BYTES = 512 * 2**20
+PREWARM_ENV = "GQA_VIZ_PREWARM"  # "0" turns start-up prewarming off (the tests do)
+
+
+def start_background(work: Callable[[threading.Event], object], name: str):
+    """Run ``work(stop_event)`` in a daemon thread; returns (thread, stop_event).
+
+    Returns (None, None) when the environment variable ``GQA_VIZ_PREWARM`` is "0".
+    """
+    if os.environ.get(PREWARM_ENV, "1") == "0":
+        return None, None
+    stop = threading.Event()
+    thread = threading.Thread(target=work, args=(stop,), name=name, daemon=True)
+    thread.start()
+    return thread, stop
 
 
 def backend_label() -> str:

@@ -16,13 +16,21 @@ from typing import Any
 MAX_QUERY_HEADS = 64
 MAX_HEAD_DIM = 256
 MAX_MODEL_DIM = 4096
-MAX_LEN = 512  # T and S in the Playground
+MAX_LEN = 2048  # T and S (random inputs)
+# Scores one forward pass may hold, B x N x T x S: 32 heads at T = S = 2048. The trace keeps
+# logits and probabilities of this size (512 MiB each in float32).
+MAX_SCORE_CELLS = 32 * 2048 * 2048
+MASK_LAB_MAX_LEN = 512  # T and S on the Mask Lab, whose per-pair tools scale with T x S
+WALKTHROUGH_MAX_LEN = 256  # T and S on the Walkthrough, whose step figures are full-resolution
 MAX_TOKENS = 64  # words in a sentence input
 MAX_TEXT_CHARS = 1000
 MAX_BATCH = 8
 MAX_DROPOUT = 0.9
 MAX_SEED = 2**31 - 1
 HEAD_DIMS = (4, 8, 16, 32, 64, 128, 256)
+# What the controls offer (a URL may ask for other values within the limits).
+HEAD_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+MODEL_DIMS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 DEFAULT_SENTENCE = "the cat sat on the mat because the cat was tired"
 DEFAULT_SOURCE = "le chat est assis sur le tapis"
@@ -32,6 +40,7 @@ ATTENTION_KINDS = ("self", "cross")
 WEIGHT_SOURCES = ("pooled", "independent")
 VIEWS = ("probs", "logits")
 SCALES = ("p99", "max")  # colour scale top: 99th percentile (saturating) or the max
+POOLS = ("max", "mean")  # how a big heatmap is downsampled: block max or block mean
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Settings:
     weights: str = "pooled"  # "pooled": one MHA layer, K/V heads mean-pooled per group
     view: str = "probs"  # "probs" or "logits"
     scale: str = "p99"  # colour scale top: "p99" (saturates above) or "max"
+    pool: str = "max"  # downsampling of maps too big to draw: "max" or "mean" of each block
 
     @property
     def groups(self) -> int:
@@ -175,6 +185,7 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
     v["weights"] = choice("weights", WEIGHT_SOURCES)
     v["view"] = choice("view", VIEWS)
     v["scale"] = choice("scale", SCALES)
+    v["pool"] = choice("pool", POOLS)
     for name in ("text", "source"):
         text = getattr(s, name)
         if len(text) > MAX_TEXT_CHARS:
@@ -192,6 +203,17 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
     v["seed"] = clamp("seed", 0, MAX_SEED, "seed")
     v["causal"], v["training"], v["bias"], v["gate"] = s.causal, s.training, s.bias, s.gate
     return Settings(**v), msgs
+
+
+def check_size(s: Settings, T: int, S: int, B: int) -> None:
+    """Raise ValueError, naming the limit, when B x N x T x S scores are too many to compute."""
+    cells = B * s.n * T * S
+    if cells > MAX_SCORE_CELLS:
+        raise ValueError(
+            f"B x N x T x S = {B} x {s.n} x {T} x {S} = {cells:,} attention scores; the limit is "
+            f"{MAX_SCORE_CELLS:,} (32 heads at T = S = 2048). Lower the batch size, the number "
+            "of query heads or the lengths."
+        )
 
 
 def to_query_params(s: Settings) -> dict[str, str]:

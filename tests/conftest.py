@@ -21,6 +21,10 @@ from pathlib import Path
 
 import pytest
 
+# The app prewarms its compiled programs in a background thread at start-up; in tests (and
+# the servers they start) that would only compete with the tests for the two cores.
+os.environ.setdefault("GQA_VIZ_PREWARM", "0")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "app.py"
 

@@ -98,3 +98,31 @@ def test_playground_url_state(streamlit_server, page, tmp_path):
     assert page.get_by_text("K/V head 0 · query heads 0–3").count() >= 1
     _no_exception(page)
     page.screenshot(path=str(tmp_path / "playground_url.png"), full_page=True)
+
+
+def test_the_largest_map_renders_and_zooms(streamlit_server, page, tmp_path):
+    """T = S = 2048 with 32 query heads: drawn downsampled, and a region at full resolution."""
+    _open_playground(page, streamlit_server, "?mode=random&t=2048&n=32&k=8")
+    _wait_count(page, "scores", 32)  # the overview: every query head
+    _no_exception(page)
+    plots = page.locator(".js-plotly-plot")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2")
+    assert plots.count() >= 2  # the overview and the zoom
+    sizes = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map((gd) => {
+            const s = gd.data.filter((d) => d.meta && d.meta.role === 'scores');
+            return [s.length, s[0].z.length, s[0].z[0].length];
+        })"""
+    )
+    assert sizes[0][0] == 32 and sizes[0][1] < 100  # pooled overview
+    assert sizes[1] == [4, 128, 128]  # one K/V group, 128 x 128 exact cells
+    assert page.get_by_text("Zoom in: exact scores of a region").count() == 1
+    # The page still answers: the view toolbar redraws the overview.
+    page.get_by_text("logits", exact=True).first.click()
+    page.wait_for_function(
+        """() => document.querySelector('.js-plotly-plot').layout.coloraxis.cmin < 0""",
+        timeout=RERUN_MS,
+    )
+    _wait_idle(page)
+    _no_exception(page)
+    page.screenshot(path=str(tmp_path / "playground_2048.png"), full_page=True)

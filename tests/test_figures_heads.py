@@ -219,7 +219,7 @@ def test_many_heads_stay_usable():
     assert len([s for s in fig.layout.shapes if s.name and s.name.startswith("kv")]) == 64
 
 
-def test_huge_maps_are_block_averaged():
+def test_huge_maps_are_max_pooled_by_default():
     T = 400
     mask = _causal(T)
     labels = [str(i) for i in range(T)]
@@ -227,8 +227,10 @@ def test_huge_maps_are_block_averaged():
     fig = heads_figure(values, mask, labels, labels, 2)
     cells = sum(np.asarray(tr.z).size for tr in _scores(fig))
     assert cells <= MAX_CELLS
-    assert "block" in fig.layout.title.subtitle.text
-    assert "block mean" in _scores(fig)[0].hovertemplate
+    assert "largest value of a 3×3 block" in fig.layout.title.subtitle.text
+    assert "(max of the block)" in _scores(fig)[0].hovertemplate
+    mean = heads_figure(values, mask, labels, labels, 2, pool="mean")
+    assert "the mean of a 3×3 block" in mean.layout.title.subtitle.text
 
 
 def test_dropped_kind():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import html
 import io
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +53,9 @@ KINDS = {
 
 NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its container
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
-MAX_CELLS = 250_000  # drawn cells per figure (N x T x S); larger maps are shown as block means
+MAX_CELLS = 250_000  # drawn cells per figure (N x T x S); larger maps are downsampled
+PERCENTILE_SAMPLE = 2_000_000  # cells a colour-scale percentile is estimated from, at most
+POOLS = ("max", "mean")
 MAX_TOKEN_TICKS = 40  # tokens as tick labels up to this length, positions beyond
 _TICK_FONT = 10
 _CHAR_PX = 6.2  # average width of one tick-label character at _TICK_FONT
@@ -87,11 +88,14 @@ def _is_positional(labels: list[str]) -> bool:
     return list(labels) == [str(i) for i in range(len(labels))]
 
 
-def _categories(labels: list[str]) -> list[str]:
-    """Unique axis categories: ``"'tok' @i"``, or ``"@i"`` for positional labels."""
+def _categories(labels: list[str], start: int = 0) -> list[str]:
+    """Unique axis categories: ``"'tok' @i"``, or ``"@i"`` for positional labels.
+
+    ``start`` is the position of the first label (a zoomed region starts mid-sequence).
+    """
     if _is_positional(labels):
-        return [f"@{i}" for i in range(len(labels))]
-    return [f"'{html.escape(str(tok), quote=False)}' @{i}" for i, tok in enumerate(labels)]
+        return [f"@{i + start}" for i in range(len(labels))]
+    return [f"'{html.escape(str(tok), quote=False)}' @{i + start}" for i, tok in enumerate(labels)]
 
 
 def _nth(n: int) -> str:
@@ -198,6 +202,12 @@ def _check_heads(n: int, k) -> int:
     return int(k)
 
 
+def _visible(head: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
+    v = head[..., mask]
+    v = v[np.isfinite(v)]
+    return np.abs(v) if kind == "logits" else v
+
+
 def color_range(
     values: np.ndarray, mask: np.ndarray, kind: str, saturate: float | None = None
 ) -> tuple[float, float]:
@@ -205,40 +215,93 @@ def color_range(
 
     With ``saturate`` (a percentile, e.g. 99) the top is that percentile of the visible
     values instead of their max, so one dominant cell (causal query 0 always has p = 1)
-    does not wash out every other head; colours saturate above it.
+    does not wash out every other head; colours saturate above it. Above
+    ``PERCENTILE_SAMPLE`` cells the percentile is taken on an evenly strided sample of rows
+    and columns (the max is always exact).
     """
-    visible = values[..., mask] if mask.any() else values.reshape(-1)[:0]
-    visible = visible[np.isfinite(visible)]
-    if kind == "logits":
-        visible = np.abs(visible)
-    if not visible.size:
-        top = 1.0
-    elif saturate is None:
-        top = float(visible.max())
+    N, T, S = values.shape
+    if saturate is None:
+        top = 0.0
+        if mask.any():
+            with np.errstate(invalid="ignore"):
+                hi = np.fmax.reduce(values, axis=(1, 2), where=mask, initial=-np.inf)
+                lo = np.fmin.reduce(values, axis=(1, 2), where=mask, initial=np.inf)
+            ends = np.concatenate([hi, -lo]) if kind == "logits" else hi
+            ends = ends[np.isfinite(ends)]
+            top = float(ends.max()) if ends.size else 0.0
     else:
-        top = float(np.percentile(visible, saturate))
+        step = max(1, math.ceil(math.sqrt(N * T * S / PERCENTILE_SAMPLE)))
+        sample = _visible(values[:, ::step, ::step], mask[::step, ::step], kind)
+        top = float(np.percentile(sample, saturate)) if sample.size else 1.0
     top = top if top > 0 else 1.0
     return (-top, top) if kind == "logits" else (0.0, top)
 
 
-def _pool(values: np.ndarray, mask: np.ndarray, f: int):
-    """Block means over f x f cells (masked cells left out); a block is masked if all of it is."""
+def pool_factor(n_heads: int, T: int, S: int, max_cells: int = MAX_CELLS) -> int:
+    """The smallest block side f with ``n_heads`` x ceil(T / f) x ceil(S / f) <= max_cells."""
+    f = max(1, math.floor(math.sqrt(n_heads * T * S / max_cells)))
+    while n_heads * math.ceil(T / f) * math.ceil(S / f) > max_cells:
+        f += 1
+    return f
+
+
+def pool_blocks(values: np.ndarray, mask: np.ndarray, f: int, how: str = "max", kind="probs"):
+    """Downsample [N, T, S] to blocks of f x f cells, leaving masked cells out.
+
+    ``how="max"`` keeps each block's largest value, so a thin band or one hot key stays
+    visible at any size; for logits it keeps the value of largest magnitude, sign included.
+    ``how="mean"`` averages the block's unmasked cells. A block is masked only when all of
+    its cells are; the last block of an axis may be smaller than f. Returns the pooled
+    [N, ceil(T/f), ceil(S/f)] values (NaN where masked) and the pooled [.., ..] mask.
+    """
+    if how not in POOLS:
+        raise ValueError(f"how must be one of {', '.join(POOLS)}, got {how!r}.")
     N, T, S = values.shape
-    Tp, Sp = -(-T // f), -(-S // f)
-    v = np.full((N, Tp * f, Sp * f), np.nan, np.float32)
-    v[:, :T, :S] = np.where(mask, values, np.nan)
-    m = np.zeros((Tp * f, Sp * f), bool)
-    m[:T, :S] = mask
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks: masked
-        pooled = np.nanmean(v.reshape(N, Tp, f, Sp, f), axis=(2, 4))
-    pooled_mask = m.reshape(Tp, f, Sp, f).any(axis=(1, 3))
-    return pooled.astype(np.float32), pooled_mask
+    rows, cols = np.arange(0, T, f), np.arange(0, S, f)
+    counts = np.add.reduceat(np.add.reduceat(mask.astype(np.int32), rows, 0), cols, 1)
+    pooled_mask = counts > 0
+    out = np.empty((N, rows.size, cols.size), np.float32)
+
+    def blocks(ufunc, head, fill):
+        return ufunc.reduceat(ufunc.reduceat(np.where(mask, head, fill), rows, 0), cols, 1)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for n in range(N):  # one head at a time: a [T, S] temporary, not [N, T, S]
+            head = values[n]
+            if how == "mean":
+                out[n] = blocks(np.add, head, 0.0) / counts
+            elif kind == "logits":
+                hi, lo = blocks(np.maximum, head, -np.inf), blocks(np.minimum, head, np.inf)
+                out[n] = np.where(np.abs(lo) > np.abs(hi), lo, hi)
+            else:
+                out[n] = blocks(np.maximum, head, -np.inf)
+    out[:, ~pooled_mask] = np.nan
+    return out, pooled_mask
 
 
-def _block_labels(length: int, f: int) -> tuple[list[str], list[int]]:
+_POOL_HOVER = {
+    ("max", False): "max",
+    ("max", True): "largest |logit|",
+    ("mean", False): "mean",
+    ("mean", True): "mean",
+}
+
+
+def _pool_sentence(f: int, how: str, kind: str) -> str:
+    what = {
+        ("max", False): "the largest value",
+        ("max", True): "the logit of largest magnitude",
+    }.get((how, kind == "logits"), "the mean")
+    return (
+        f"Too many cells to draw: each cell is {what} of a {f}×{f} block of unmasked cells "
+        "(grey only where the whole block is masked)."
+    )
+
+
+def _block_labels(length: int, f: int, start: int = 0) -> tuple[list[str], list[int]]:
     starts = list(range(0, length, f))
-    return [f"@{a}–{min(a + f, length) - 1}" for a in starts], starts
+    labels = [f"@{a + start}–{min(a + f, length) - 1 + start}" for a in starts]
+    return labels, [a + start for a in starts]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +473,13 @@ def heads_figure(
     kind: str = "probs",
     title: str | None = None,
     saturate: float | None = None,
+    pool: str = "max",
+    *,
+    first_head: int = 0,
+    q_start: int = 0,
+    k_start: int = 0,
+    max_cells: int = MAX_CELLS,
+    color_limits: tuple[float, float] | None = None,
 ) -> go.Figure:
     """One heatmap per query head [N, T, S], in rows by the K/V head each one reads.
 
@@ -418,6 +488,12 @@ def heads_figure(
     All heads share one colour scale: [0, max] for probabilities, ±max|logit| for logits,
     over the unmasked cells, or up to the ``saturate`` percentile (see :func:`color_range`;
     the colour bar then says so). Masked cells are grey, never a low score.
+
+    More than ``max_cells`` cells are drawn as f x f blocks, pooled by ``pool`` (see
+    :func:`pool_blocks`); the subtitle and hover labels say so. A zoomed region passes its
+    place in the whole: ``first_head`` (a multiple of G, so groups stay whole), ``q_start``
+    and ``k_start`` (positions of its first query and key), and the whole map's
+    ``color_limits`` so its colours mean what they mean in the overview.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
@@ -427,27 +503,32 @@ def heads_figure(
     q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
     K = _check_heads(N, num_key_value_heads)
     G = N // K
+    if first_head % G:
+        raise ValueError(f"first_head ({first_head}) must be a multiple of G = {G}.")
     quantity, symbol, colorscale = KINDS[kind]
-    zmin, zmax = color_range(values, mask, kind, saturate)
-    full_top = color_range(values, mask, kind)[1]
-    if saturate is not None and zmax < full_top:
-        bar_title = f"{quantity}<br><sub>darkest at ≥ {zmax:.2g}<br>({saturate:g}th percentile;<br>max {full_top:.2g})</sub>"
-    else:
+    if color_limits is not None:
+        zmin, zmax = color_limits
         bar_title = quantity
+    else:
+        zmin, zmax = color_range(values, mask, kind, saturate)
+        full_top = color_range(values, mask, kind)[1] if saturate is not None else zmax
+        if saturate is not None and zmax < full_top:
+            bar_title = f"{quantity}<br><sub>darkest at ≥ {zmax:.2g}<br>({saturate:g}th percentile;<br>max {full_top:.2g})</sub>"
+        else:
+            bar_title = quantity
 
-    # Too many cells for a browser: block means of f x f cells (hover says so).
-    f = 1
-    while N * math.ceil(T / f) * math.ceil(S / f) > MAX_CELLS:
-        f += 1
+    # Too many cells for a browser: f x f blocks, pooled (subtitle and hover say how).
+    f = pool_factor(N, T, S, max_cells)
     if f > 1:
-        shown, shown_mask = _pool(values, mask, f)
-        q_cats, q_starts = _block_labels(T, f)
-        k_cats, k_starts = _block_labels(S, f)
+        shown, shown_mask = pool_blocks(values, mask, f, pool, kind)
+        q_cats, q_starts = _block_labels(T, f, q_start)
+        k_cats, k_starts = _block_labels(S, f, k_start)
         q_tick_labels, k_tick_labels = [str(a) for a in q_starts], [str(a) for a in k_starts]
     else:
         shown, shown_mask = values, mask
-        q_cats, k_cats = _categories(q_labels), _categories(k_labels)
-        q_starts = k_starts = None
+        q_cats, k_cats = _categories(q_labels, q_start), _categories(k_labels, k_start)
+        q_starts = list(range(q_start, q_start + T)) if q_start else None
+        k_starts = list(range(k_start, k_start + S)) if k_start else None
         q_tick_labels, k_tick_labels = q_labels, k_labels
     Tv, Sv = shown_mask.shape
     raw_masked = np.where(shown_mask, np.nan, shown).astype(np.float32)
@@ -511,15 +592,15 @@ def heads_figure(
         f"Query head n reads K/V head n // G (G = {G}): the heads in one frame share it."
     )
     if f > 1:
-        subtitle += f"<br>Too many cells to draw: each cell is the mean of a {f}×{f} block."
+        subtitle += f"<br>{_pool_sentence(f, pool, kind)}"
     _figure_base(fig, title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin)
 
     where = "queries %{y}<br>keys %{x}" if f > 1 else "query %{y}<br>key %{x}"
     value_fmt = ":.2f" if kind == "logits" else ":.3f"
-    agg = " (block mean)" if f > 1 else ""
+    agg = f" ({_POOL_HOVER[pool, kind == 'logits']} of the block)" if f > 1 else ""
     annotations, shapes = [], []
     for head in range(N):
-        j = head // G
+        j = (head + first_head) // G  # the K/V head it reads, numbered in the whole layer
         r, c = grid.cells[head]
         x0, x1 = col_x[c], col_x[c] + panel_w
         y0, y1 = row_top[r], row_top[r] + panel_h
@@ -531,7 +612,7 @@ def heads_figure(
         fig.layout[f"yaxis{'' if i == 1 else i}"] = _axis(
             [geo.y(y1), geo.y(y0)], xa, yt, q_cats, c == 0, True
         )
-        who = f"q head {head} (K/V head {j})"
+        who = f"q head {head + first_head} (K/V head {j})"
         if any_masked:
             masked_z = raw_masked[head] if kind == "logits" else np.where(shown_mask, np.nan, 1.0)
             masked_note = (
@@ -547,8 +628,8 @@ def heads_figure(
                     colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],
                     showscale=False,
                     hoverongaps=False,
-                    name=f"q{head} masked",
-                    meta={"role": "mask", "head": head, "kv_head": j},
+                    name=f"q{head + first_head} masked",
+                    meta={"role": "mask", "head": head + first_head, "kv_head": j},
                     hovertemplate=f"{who}<br>{where}<br>{masked_note}<extra></extra>",
                 )
             )
@@ -561,20 +642,28 @@ def heads_figure(
                 yaxis=ya,
                 coloraxis="coloraxis",
                 hoverongaps=False,
-                name=f"q{head}",
-                meta={"role": "scores", "head": head, "kv_head": j},
+                name=f"q{head + first_head}",
+                meta={"role": "scores", "head": head + first_head, "kv_head": j},
                 hovertemplate=f"{who}<br>{where}<br>{symbol} = %{{z{value_fmt}}}{agg}<extra></extra>",
             )
         )
         annotations.append(
-            _badge(geo.x(x0), geo.y(y0 - 2), f"q{head}", group_color(j), size=10, name=f"q{head}")
+            _badge(
+                geo.x(x0),
+                geo.y(y0 - 2),
+                f"q{head + first_head}",
+                group_color(j),
+                size=10,
+                name=f"q{head + first_head}",
+            )
         )
 
     # One frame and one label per K/V group.
-    for j in range(K):
-        heads = range(j * G, (j + 1) * G)
+    for jj in range(K):
+        j = jj + first_head // G
+        heads = range(jj * G, (jj + 1) * G)
         cols = [grid.cells[h][1] for h in heads]
-        rows = grid.group_rows(j)
+        rows = grid.group_rows(jj)
         gx0 = col_x[min(cols)] - 5 - (yt.extent_px if min(cols) == 0 else 0)
         gx1 = col_x[max(cols)] + panel_w + 5
         gy0 = row_top[rows[0]] - title_h - label_h + 2
@@ -635,6 +724,70 @@ def heads_figure(
         annotations.append(_mask_legend(geo.x(-yt.extent_px), 1.0 + 6.0 / plot_h, extra, "left"))
     fig.update_layout(annotations=annotations)
     return fig
+
+
+def _region_labels(labels, first: int, last: int) -> list[str]:
+    # Positional labels restart at "0": heads_figure adds the region's start to them.
+    labels = [str(t) for t in labels]
+    if _is_positional(labels):
+        return [str(i) for i in range(last - first + 1)]
+    return labels[first : last + 1]
+
+
+def zoom_figure(
+    values,
+    mask,
+    q_labels,
+    k_labels,
+    num_key_value_heads: int,
+    *,
+    group: int | None,
+    queries: tuple[int, int],
+    keys: tuple[int, int],
+    kind: str = "probs",
+    saturate: float | None = None,
+) -> go.Figure:
+    """A region of :func:`heads_figure`'s map at full resolution, on the whole map's colours.
+
+    ``group``: the K/V head whose G query heads are shown (None: all heads); ``queries`` and
+    ``keys``: inclusive (first, last) positions. Raises ValueError when the region has more
+    than ``MAX_CELLS`` cells, rather than pooling it.
+    """
+    values = _as_float_array(values, "values [N, T, S]", 3)
+    N, T, S = values.shape
+    mask = _as_mask(mask, (T, S))
+    K = _check_heads(N, num_key_value_heads)
+    G = N // K
+    (q0, q1), (k0, k1) = queries, keys
+    if not (0 <= q0 <= q1 < T and 0 <= k0 <= k1 < S):
+        raise ValueError(
+            f"The region queries {q0}–{q1}, keys {k0}–{k1} is outside the map "
+            f"(queries 0–{T - 1}, keys 0–{S - 1})."
+        )
+    if group is not None and not 0 <= group < K:
+        raise ValueError(f"group must be a K/V head, 0 to {K - 1}, got {group}.")
+    heads = slice(0, N) if group is None else slice(group * G, group * G + G)
+    region = values[heads, q0 : q1 + 1, k0 : k1 + 1]
+    if region.size > MAX_CELLS:
+        raise ValueError(
+            f"The region has {region.size:,} cells; at most {MAX_CELLS:,} are drawn at full "
+            "resolution."
+        )
+    span = f"queries {q0}–{q1}, keys {k0}–{k1}"
+    who = "all heads" if group is None else group_label(group, G)
+    return heads_figure(
+        region,
+        mask[q0 : q1 + 1, k0 : k1 + 1],
+        _region_labels(q_labels, q0, q1),
+        _region_labels(k_labels, k0, k1),
+        K if group is None else 1,
+        kind=kind,
+        title=f"Zoom: {who}, {span} (every cell exact)",
+        first_head=heads.start,
+        q_start=q0,
+        k_start=k0,
+        color_limits=color_range(values, mask, kind, saturate),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

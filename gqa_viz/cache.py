@@ -1,0 +1,123 @@
+"""A process-wide cache of computed results, bounded by bytes, and a cap on heavy work.
+
+Shared by every session of the server: equal inputs are computed once, even when two
+sessions ask at the same moment (the second waits for the first), and at most
+``max_concurrent`` computations run at once, so one large request cannot starve the others
+of both CPU cores. No Streamlit here; the pages call :meth:`ResultCache.get`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+
+def nbytes(obj: Any, _seen: set[int] | None = None) -> int:
+    """The bytes of the NumPy/JAX arrays reachable from ``obj`` (each array counted once)."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if hasattr(obj, "nbytes") and hasattr(obj, "shape"):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(nbytes(v, seen) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(nbytes(v, seen) for v in obj)
+    if hasattr(obj, "__dict__"):
+        return nbytes(vars(obj), seen)
+    return 0
+
+
+class ResultCache:
+    """Least-recently-used results, at most ``max_bytes`` of arrays in all.
+
+    A result larger than the whole budget is returned but not kept. ``compute`` runs outside
+    the cache's lock and inside the heavy-work semaphore.
+    """
+
+    def __init__(self, max_bytes: int, max_concurrent: int = 1):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._pending: dict[Hashable, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._heavy = threading.BoundedSemaphore(max_concurrent)
+        self.hits = self.misses = 0
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in self._items.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The cached value for ``key``, computing it with ``compute()`` if missing.
+
+        If ``compute`` raises, the error goes to its caller, nothing is cached, and a caller
+        that was waiting for that key computes it itself.
+        """
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    self.hits += 1
+                    return self._items[key][0]
+                waiting = self._pending.get(key)
+                if waiting is None:
+                    self._pending[key] = threading.Event()
+                    self.misses += 1
+                    break
+            waiting.wait()  # another thread computes it; then look again
+        try:
+            with self._heavy:
+                value = compute()
+            self._store(key, value)
+            return value
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
+
+    @contextlib.contextmanager
+    def background(self, poll_s: float = 0.02):
+        """Hold the heavy-work slot for background work (prewarming) once no caller waits.
+
+        Foreground computations come first: this waits while any is pending, so a person's
+        request waits at most for one background item.
+        """
+        while True:
+            with self._lock:
+                idle = not self._pending
+            if idle and self._heavy.acquire(timeout=poll_s):
+                with self._lock:
+                    idle = not self._pending
+                if idle:
+                    break
+                self._heavy.release()
+            time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            self._heavy.release()
+
+    def _store(self, key: Hashable, value: Any) -> None:
+        size = nbytes(value)
+        with self._lock:
+            if size > self.max_bytes:
+                return
+            self._items[key] = (value, size)
+            self._items.move_to_end(key)
+            total = sum(s for _, s in self._items.values())
+            while total > self.max_bytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                total -= dropped

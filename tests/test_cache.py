@@ -1,0 +1,104 @@
+"""The process-wide result cache: bounded by bytes, shared, computing equal inputs once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from gqa_viz.cache import ResultCache, nbytes
+
+
+def _mib(n: int) -> np.ndarray:
+    return np.zeros(n * 2**18, np.float32)  # n MiB
+
+
+def test_it_keeps_the_most_recently_used_results_within_its_byte_budget():
+    cache = ResultCache(max_bytes=3 * 2**20)
+    for key in "abc":
+        cache.get(key, lambda: _mib(1))
+    cache.get("a", lambda: pytest.fail("'a' is cached"))  # touch a: b is now the oldest
+    cache.get("d", lambda: _mib(1))
+    assert len(cache) == 3 and cache.size_bytes == 3 * 2**20
+    calls = []
+    cache.get("b", lambda: calls.append("b") or _mib(1))
+    assert calls == ["b"]  # b was evicted
+    assert cache.get("big", lambda: _mib(5)).nbytes == 5 * 2**20  # returned, not kept
+    assert "big" not in cache._items and cache.size_bytes <= 3 * 2**20
+
+
+def test_equal_inputs_from_many_sessions_are_computed_once():
+    cache = ResultCache(max_bytes=2**30, max_concurrent=2)
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.2)
+        return _mib(1)
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get("k", slow))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 8
+    assert all(r is results[0] for r in results)
+
+
+def test_heavy_work_is_capped():
+    cache = ResultCache(max_bytes=2**30, max_concurrent=1)
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def work():
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return 1
+
+    threads = [threading.Thread(target=cache.get, args=(i, work)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1
+
+
+def test_errors_are_not_cached():
+    cache = ResultCache(max_bytes=2**20)
+    with pytest.raises(ValueError, match="bad"):
+        cache.get("x", lambda: (_ for _ in ()).throw(ValueError("bad")))
+    assert cache.get("x", lambda: 5) == 5
+
+
+def test_background_work_waits_for_requests():
+    cache = ResultCache(max_bytes=2**30)
+    order = []
+    started = threading.Event()
+
+    def request():
+        started.set()
+        time.sleep(0.2)
+        order.append("request")
+        return 1
+
+    t = threading.Thread(target=cache.get, args=("r", request))
+    t.start()
+    started.wait()
+    with cache.background():
+        order.append("background")
+    t.join()
+    assert order == ["request", "background"]
+
+
+def test_nbytes_counts_each_array_once():
+    a = _mib(1)
+    assert nbytes({"x": a, "y": [a, (a,)], "z": "text"}) == 2**20
