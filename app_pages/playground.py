@@ -25,7 +25,7 @@ from gqa_viz.figures.heads import (
     scores_csv,
     zoom_figure,
 )
-from gqa_viz.playground import Result, cached_run, summary
+from gqa_viz.playground import Result, cached_run, input_shape, summary
 from gqa_viz.settings import Settings
 
 MAX_CSV_ROWS = 2_000_000  # the long-format CSV has N x T x S rows; beyond this, .npy only
@@ -33,14 +33,12 @@ MAX_NPY_BYTES = 256 * 2**20  # a bigger .npy download is refused (the server bui
 VIEW_NAMES = {"probs": "probabilities", "logits": "logits"}
 
 
-def _compute(settings: Settings) -> Result:
-    s = settings
-    B = 1 if s.mode == "sentence" else s.batch
-    T = s.t if s.mode == "random" else None
-    big = T is not None and B * s.n * T * (s.s if s.cross else T) > 4_000_000
-    what = f" for {B * s.n * T * (s.s if s.cross else T):,} scores" if big else ""
-    with st.spinner(f"Running the layer{what}…", show_time=True):
-        return cached_run(compute_key(settings))
+def _compute(key: Settings) -> Result:
+    B, T, S = input_shape(key)
+    cells = B * key.n * T * S
+    what = f" for {cells:,} attention scores" if cells > 4_000_000 else ""
+    with st.spinner(f"Running the layer{what}…", show_time=True):  # shown after 0.5 s
+        return cached_run(key)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -237,12 +235,14 @@ def _config(result: Result, kind: str) -> dict:
 
 
 @st.fragment
-def _heads_panel(result: Result) -> None:
-    """The view toolbar, the heads figure and the summary; reruns alone when the view changes."""
+def _heads_panel(result: Result, key: Settings) -> None:
+    """The view toolbar, the heads figure and the summary; reruns alone when the view changes.
+
+    ``key``: the settings ``result`` was computed for (figures are cached by it).
+    """
     T, S = len(result.q_labels), len(result.k_labels)
     pooled = pool_factor(result.settings.n, T, S) > 1
     view = view_controls(pooled)
-    key = result.settings
     with st.spinner("Drawing…", show_time=True):
         fig = _heads_fig(key, view.view, view.scale, view.pool)
     left, right = st.columns([3, 1.15], gap="medium")
@@ -309,23 +309,32 @@ def _zoom_panel(result: Result, view: Settings) -> None:
     st.plotly_chart(fig, theme=None, key="zoom_chart", config=_config(result, "zoom"))
 
 
-def _show(result: Result) -> None:
+def _show(result: Result, key: Settings) -> None:
     s = result.settings
-    _heads_panel(result)
+    _heads_panel(result, key)
 
     if s.dropout > 0:
         _dropout_section(result)
 
-    with st.expander("K/V heads: what the query heads of each group share"):
-        st.markdown(
-            "Each K/V head is one key projection and one value projection, computed once and "
-            f"read by its {s.groups} query head{'s' if s.groups > 1 else ''}. "
-            "In **'pooled'** weights mode the layer starts from one seeded multi-head layer and "
-            "averages the K/V projections of each group, so moving K changes only the sharing: "
-            "the query and output projections stay the same. In **'fresh'** mode every K gets "
-            f"new random weights. (Now: **{s.weights}**.)"
-        )
-        st.plotly_chart(_kv_fig(s), theme=None, key="kv_chart", config=_config(result, "kv_heads"))
+    _kv_section(result, key)
+
+
+@st.fragment
+def _kv_section(result: Result, key: Settings) -> None:
+    """The K/V heads themselves, drawn only when asked for (a second figure costs every rerun)."""
+    s = result.settings
+    if not st.toggle("Show the K/V heads: what the query heads of each group share", key="show_kv"):
+        return
+    st.markdown(
+        "Each K/V head is one key projection and one value projection, computed once and "
+        f"read by its {s.groups} query head{'s' if s.groups > 1 else ''}. "
+        "In **'pooled'** weights mode the layer starts from one seeded multi-head layer and "
+        "averages the K/V projections of each group, so moving K changes only the sharing: "
+        "the query and output projections stay the same. In **'fresh'** mode every K gets "
+        f"new random weights. (Now: **{s.weights}**.)"
+    )
+    kv = _kv_fig(key)
+    st.plotly_chart(kv, theme=None, key="kv_chart", config=_config(result, "kv_heads"))
 
 
 settings = settings_controls()
@@ -335,9 +344,10 @@ st.markdown(
     "K/V head it shares**: the heads in one coloured frame read the same keys and values, "
     "and grey cells are masked."
 )
+key = compute_key(settings)
 try:
-    result = _compute(settings)
+    result = _compute(key)
 except ValueError as error:
     st.error(f"These settings cannot run: {error}", icon="🚫")
 else:
-    _show(result)
+    _show(result, key)

@@ -175,7 +175,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server(cache_dir: str):
+def _server(cache_dir: str, log_path: str):
     port = _free_port()
     env = {**os.environ, "GQA_VIZ_JAX_CACHE_DIR": cache_dir, "GQA_VIZ_PREWARM": "1"}
     cmd = [
@@ -183,9 +183,8 @@ def _server(cache_dir: str):
         "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={port}",
         "--browser.gatherUsageStats=false",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -203,10 +202,10 @@ def _wait_health(url: str, proc) -> None:
     raise RuntimeError("streamlit did not start")
 
 
-def _first_heatmap(browser, cache_dir: str):
+def _first_heatmap(browser, cache_dir: str, log_path: str):
     """(seconds from launch to the first heatmap, server process, url, page)."""
     t0 = time.perf_counter()
-    proc, url = _server(cache_dir)
+    proc, url = _server(cache_dir, log_path)
     _wait_health(url, proc)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}/playground?mode=random", timeout=120_000)
@@ -222,10 +221,15 @@ def bench_browser() -> dict[str, list[float]]:
     cache_dir = tempfile.mkdtemp(prefix="gqa-bench-jax-")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
-        seconds, proc, _, page = _first_heatmap(browser, cache_dir)
+        log = Path(cache_dir) / "server.log"
+        seconds, proc, _, page = _first_heatmap(browser, cache_dir, str(log))
         out["cold start, empty compilation cache (s)"] = [seconds]
         try:
-            time.sleep(45)  # let prewarming finish: the slider is timed on a settled server
+            # The slider is timed on a settled server: once prewarming has finished.
+            deadline = time.monotonic() + 300
+            while "prewarm done" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            print("  " + next(x for x in log.read_text().splitlines() if "prewarm done" in x))
             slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']").filter(
                 has_text="Query length T"
             )
@@ -246,7 +250,7 @@ def bench_browser() -> dict[str, list[float]]:
             proc.wait(timeout=20)
         restarts = []
         for _ in range(2):
-            seconds, proc, _, page = _first_heatmap(browser, cache_dir)
+            seconds, proc, _, page = _first_heatmap(browser, cache_dir, str(log))
             restarts.append(seconds)
             page.close()
             proc.terminate()

@@ -6,7 +6,9 @@ No Streamlit here; ``app.py`` calls these once per server process.
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,12 +39,21 @@ PREWARM_ENV = "GQA_VIZ_PREWARM"  # "0" turns start-up prewarming off (the tests 
 def start_background(work: Callable[[threading.Event], object], name: str):
     """Run ``work(stop_event)`` in a daemon thread; returns (thread, stop_event).
 
+    When it ends, one line on stderr says how long it took (``gqa-viz: <name> done ...``).
+
     Returns (None, None) when the environment variable ``GQA_VIZ_PREWARM`` is "0".
     """
     if os.environ.get(PREWARM_ENV, "1") == "0":
         return None, None
     stop = threading.Event()
-    thread = threading.Thread(target=work, args=(stop,), name=name, daemon=True)
+
+    def timed(stop_event: threading.Event) -> None:
+        t0 = time.perf_counter()
+        result = work(stop_event)
+        took = time.perf_counter() - t0
+        print(f"gqa-viz: {name} done ({result}) in {took:.1f} s", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=timed, args=(stop,), name=name, daemon=True)
     thread.start()
     return thread, stop
 

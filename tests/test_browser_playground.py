@@ -109,10 +109,10 @@ def test_the_largest_map_renders_and_zooms(streamlit_server, page, tmp_path):
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 2")
     assert plots.count() >= 2  # the overview and the zoom
     sizes = page.evaluate(
-        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map((gd) => {
-            const s = gd.data.filter((d) => d.meta && d.meta.role === 'scores');
-            return [s.length, s[0].z.length, s[0].z[0].length];
-        })"""
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .map((gd) => (gd.data || []).filter((d) => d.meta && d.meta.role === 'scores'))
+            .filter((s) => s.length)
+            .map((s) => [s.length, s[0].y.length, s[0].x.length])"""
     )
     assert sizes[0][0] == 32 and sizes[0][1] < 100  # pooled overview
     assert sizes[1] == [4, 128, 128]  # one K/V group, 128 x 128 exact cells

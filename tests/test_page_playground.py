@@ -95,7 +95,10 @@ def test_defaults_render_one_heads_chart():
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["probabilities (.csv)", "probabilities (.npy)", "mask (.csv)", "mask (.npy)"]
     assert all(b.proto.HasField("deferred_file_id") for b in at.get("download_button"))
-    assert any("K/V heads" in e.label for e in at.expander)
+    assert len(_charts(at)) == 1  # the K/V heads are drawn on request
+    at.toggle(key="show_kv").set_value(True).run()
+    _ok(at)
+    text = _text(at)
     assert "'pooled'" in text and "changes only the sharing" in text
     kv = _charts(at)[1]
     assert [d["meta"]["role"] for d in kv["data"]] == ["keys", "values"] * 2
@@ -130,7 +133,9 @@ def test_every_control_once():
     before = _array(_role(_heads(at), "scores")[0]["z"])
     fig = change("radio", "weights", "independent")
     assert not np.array_equal(before, _array(_role(fig, "scores")[0]["z"]), equal_nan=True)
+    at.toggle(key="show_kv").set_value(True).run()
     assert "Now: **independent**" in _text(at)
+    at.toggle(key="show_kv").set_value(False).run()
     fig = change("toggle", "causal", False)
     assert _role(fig, "mask") == [] and _masked(fig) == 0
     fig = change("number_input", "window", 2)
@@ -163,7 +168,7 @@ def test_every_control_once():
     change("slider", "dropout", 0.25)
     assert any("inactive" in c.value for c in at.caption)
     change("toggle", "training", True)
-    assert len(_charts(at)) == 3  # heads, dropout, K/V heads
+    assert len(_charts(at)) == 2  # heads, dropout
     dropout = _charts(at)[1]
     assert "rate 0.25" in dropout["layout"]["title"]["text"]
     assert at.selectbox(key="dropout_head").value == 0

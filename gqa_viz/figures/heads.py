@@ -293,8 +293,8 @@ def _pool_sentence(f: int, how: str, kind: str) -> str:
         ("max", True): "the logit of largest magnitude",
     }.get((how, kind == "logits"), "the mean")
     return (
-        f"Too many cells to draw: each cell is {what} of a {f}×{f} block of unmasked cells "
-        "(grey only where the whole block is masked)."
+        f"Downsampled: each cell is {what} of a {f}×{f} block of unmasked cells;<br>"
+        "grey only where the whole block is masked."
     )
 
 
@@ -508,7 +508,7 @@ def heads_figure(
     quantity, symbol, colorscale = KINDS[kind]
     if color_limits is not None:
         zmin, zmax = color_limits
-        bar_title = quantity
+        bar_title = f"{quantity}<br><sub>the overview's scale</sub>"
     else:
         zmin, zmax = color_range(values, mask, kind, saturate)
         full_top = color_range(values, mask, kind)[1] if saturate is not None else zmax
@@ -547,7 +547,7 @@ def heads_figure(
         if not _is_positional(q_labels) and T <= MAX_TOKEN_TICKS and f == 1
         else len(str(T)) * _CHAR_PX + 12
     )
-    margin = dict(l=int(ylab + 14), r=110, t=112 if f == 1 else 128, b=16)
+    margin = dict(l=int(ylab + 14), r=110, t=112 if f == 1 else 142, b=16)
     avail = NOMINAL_WIDTH - margin["l"] - margin["r"]
     n_block_gaps = (grid.groups_per_row - 1) if packed else 0
     panel_w = (avail - (ncols - 1) * hgap - n_block_gaps * (group_gap - hgap)) / ncols
