@@ -15,7 +15,8 @@ Every figure here is a plain ``go.Figure`` whose axes are placed by hand (no
 Axes are categorical: a query or key is named ``"'cat' @1"`` (token and position; ``"@1"``
 for random inputs), which the hover labels show as they are. Tick labels are the bare
 tokens for short inputs and every few positions otherwise. Maps of more than ``MAX_CELLS``
-cells are drawn as block means (the subtitle and hover labels say so).
+cells are downsampled, by block max unless asked otherwise (:func:`pool_blocks`; the subtitle
+and hover labels say so), and :func:`zoom_figure` draws a region of one at full resolution.
 
 Also here: :func:`kv_heads_figure` (the K/V heads' keys and values), :func:`dropout_figure`
 (one head's returned scores beside its dropped weights) and the data behind the heads
