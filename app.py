@@ -41,7 +41,7 @@ def _start_up() -> str:
     a restart). ``GQA_VIZ_PREWARM=0`` turns it off.
     """
     runtime.enable_compilation_cache(JAX_CACHE_DIR)
-    runtime.start_background(playground.prewarm, "prewarm")
+    runtime.start_prewarm(playground.prewarm)
     return runtime.backend_label()
 
 

@@ -109,24 +109,23 @@ def bucketed_trace(
     B, T, D = query.shape
     S = value.shape[1]
     Tb, Sb = bucket(T), bucket(S)
-    as_np = {
-        name: None if m is None else np.asarray(m)
-        for name, m in (("q", query_mask), ("v", value_mask), ("a", attention_mask))
-    }
+    query_mask, value_mask, attention_mask = (
+        None if m is None else np.asarray(m) for m in (query_mask, value_mask, attention_mask)
+    )
     core.check_inputs(
         spec,
         params,
         query,
         value,
         None,
-        query_mask=as_np["q"],
-        value_mask=as_np["v"],
-        attention_mask=as_np["a"],
+        query_mask=query_mask,
+        value_mask=value_mask,
+        attention_mask=attention_mask,
     )
     merged = M.keras_mask(
-        query_mask=as_np["q"],
-        value_mask=as_np["v"],
-        attention_mask=as_np["a"],
+        query_mask=query_mask,
+        value_mask=value_mask,
+        attention_mask=attention_mask,
         use_causal_mask=use_causal_mask,
         sliding_window=spec.sliding_window,
     )

@@ -36,11 +36,10 @@ CACHE_MAX_BYTES = 512 * 2**20
 PREWARM_ENV = "GQA_VIZ_PREWARM"  # "0" turns start-up prewarming off (the tests do)
 
 
-def start_background(work: Callable[[threading.Event], object], name: str):
-    """Run ``work(stop_event)`` in a daemon thread; returns (thread, stop_event).
+def start_prewarm(work: Callable[[threading.Event], object], name: str = "prewarm"):
+    """Run prewarming, ``work(stop_event)``, in a daemon thread; returns (thread, stop_event).
 
-    When it ends, one line on stderr says how long it took (``gqa-viz: <name> done ...``).
-
+    When it ends, one line on stderr says how long it took (``gqa-viz: prewarm done ...``).
     Returns (None, None) when the environment variable ``GQA_VIZ_PREWARM`` is "0".
     """
     if os.environ.get(PREWARM_ENV, "1") == "0":

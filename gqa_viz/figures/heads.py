@@ -280,19 +280,17 @@ def pool_blocks(values: np.ndarray, mask: np.ndarray, f: int, how: str = "max", 
     return out, pooled_mask
 
 
-_POOL_HOVER = {
-    ("max", False): "max",
-    ("max", True): "largest |logit|",
-    ("mean", False): "mean",
-    ("mean", True): "mean",
+# (pool, logits?) -> (hover label word, subtitle phrase) for a downsampled cell.
+_POOL_WORDS = {
+    ("max", False): ("max", "the largest value"),
+    ("max", True): ("largest |logit|", "the logit of largest magnitude"),
+    ("mean", False): ("mean", "the mean"),
+    ("mean", True): ("mean", "the mean"),
 }
 
 
 def _pool_sentence(f: int, how: str, kind: str) -> str:
-    what = {
-        ("max", False): "the largest value",
-        ("max", True): "the logit of largest magnitude",
-    }.get((how, kind == "logits"), "the mean")
+    what = _POOL_WORDS[how, kind == "logits"][1]
     return (
         f"Downsampled: each cell is {what} of a {f}×{f} block of unmasked cells;<br>"
         "grey only where the whole block is masked."
@@ -598,7 +596,7 @@ def heads_figure(
 
     where = "queries %{y}<br>keys %{x}" if f > 1 else "query %{y}<br>key %{x}"
     value_fmt = ":.2f" if kind == "logits" else ":.3f"
-    agg = f" ({_POOL_HOVER[pool, kind == 'logits']} of the block)" if f > 1 else ""
+    agg = f" ({_POOL_WORDS[pool, kind == 'logits'][0]} of the block)" if f > 1 else ""
     annotations, shapes = [], []
     for head in range(N):
         j = (head + first_head) // G  # the K/V head it reads, numbered in the whole layer
@@ -770,9 +768,11 @@ def zoom_figure(
     heads = slice(0, N) if group is None else slice(group * G, group * G + G)
     region = values[heads, q0 : q1 + 1, k0 : k1 + 1]
     if region.size > MAX_CELLS:
+        n, rows, cols = region.shape
         raise ValueError(
-            f"The region has {region.size:,} cells; at most {MAX_CELLS:,} are drawn at full "
-            "resolution."
+            f"This region is {n} head(s) × {rows} queries × {cols} keys = {region.size:,} "
+            f"cells; at most {MAX_CELLS:,} are drawn at full resolution. Narrow the query or "
+            "key range."
         )
     span = f"queries {q0}–{q1}, keys {k0}–{k1}"
     who = "all heads" if group is None else group_label(group, G)
