@@ -30,6 +30,8 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make bench        python -m bench.core"
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
+	@echo "make warm         compile the prewarmed programs into .jax_cache (python -m gqa_viz.warm)"
+	@echo "make docker       docker build -t gqa-viz . (needs a Docker engine; not run in CI)"
 	@echo "make clean        remove caches and test artifacts (distclean: also .venv)"
 
 venv: $(STAMP)
@@ -69,6 +71,15 @@ bench: venv
 
 bench-app: venv system-deps
 	$(PY) -m bench.interactive
+
+.PHONY: warm docker
+
+warm: venv
+	$(PY) -m gqa_viz.warm
+
+# The CPU image (Dockerfile); deploy/README.md has the GPU image and Kubernetes.
+docker:
+	docker build -t gqa-viz .
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

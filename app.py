@@ -14,6 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages._controls import note_page
 from gqa_viz import playground, runtime
 
 ROOT = Path(__file__).resolve().parent
@@ -55,6 +56,7 @@ pages = [
     for i, (path, title, icon, url_path) in enumerate(PAGES)
 ]
 page = st.navigation(pages)
+note_page(page.url_path)
 with st.sidebar:
     st.caption(backend, help="The JAX backend and device every computation of this app runs on.")
 page.run()

@@ -17,6 +17,7 @@ from gqa_viz.settings import Settings
 
 _KEY = "settings"
 _MESSAGES = "settings_messages"
+_PAGES = "pages_shown"  # (page of the previous full run, page of this run)
 
 
 def _w(name: str) -> str:
@@ -31,11 +32,45 @@ def _load() -> Settings:
     return st.session_state[_KEY]
 
 
-def _seed_widgets(s: Settings) -> None:
-    # Widget state is dropped when a page stops rendering a widget; re-seed it from Settings.
+def note_page(url_path: str) -> None:
+    """Record the page of this run (``app.py`` calls it on every full run)."""
+    previous = st.session_state.get(_PAGES, (None, None))[1]
+    st.session_state[_PAGES] = (previous, url_path)
+
+
+def _arrived() -> bool:
+    """Whether the previous full run showed another page (or none: a new session)."""
+    previous, current = st.session_state.get(_PAGES, (None, None))
+    return previous != current
+
+
+def _seed_widgets(s: Settings, force: bool = False) -> None:
+    # Widget state is dropped when a page stops rendering a widget, and after a page switch a
+    # browser can send back values of the other page's widgets (even empty ones, read as the
+    # first option): on arrival, and for any missing widget, the saved Settings win.
     for f in fields(Settings):
-        if _w(f.name) not in st.session_state:
+        if force or _w(f.name) not in st.session_state:
             st.session_state[_w(f.name)] = getattr(s, f.name)
+
+
+def _sanitize_widgets(s: Settings) -> list[str]:
+    """Give every widget value its field's type before any widget is drawn in this run.
+
+    Values come from the browser, which can send anything; one that cannot be read as its
+    type falls back to the current setting, with a message.
+    """
+    messages = []
+    for f in fields(Settings):
+        key = _w(f.name)
+        value = st.session_state[key]
+        try:
+            fixed = cfg.coerce(f.name, value)
+        except (ValueError, OverflowError):
+            fixed = getattr(s, f.name)
+            messages.append(f"{f.name}: {str(value)[:40]!r} is not valid; kept {fixed!r}.")
+        if type(fixed) is not type(value) or fixed != value:
+            st.session_state[key] = fixed
+    return messages
 
 
 def _reset() -> None:
@@ -105,7 +140,8 @@ def view_controls(pooled: bool) -> Settings:
 def settings_controls() -> Settings:
     """Render the controls in the sidebar and return the validated settings they describe."""
     s = _load()
-    _seed_widgets(s)
+    _seed_widgets(s, force=_arrived())
+    bad_values = _sanitize_widgets(s)
     ss = st.session_state
     sb = st.sidebar
 
@@ -204,6 +240,6 @@ def settings_controls() -> Settings:
     settings, messages = cfg.validate(raw)
     ss[_KEY] = settings
     st.query_params.from_dict(cfg.to_query_params(settings))
-    for message in ss.pop(_MESSAGES, []) + messages:
+    for message in ss.pop(_MESSAGES, []) + bad_values + messages:
         st.warning(message, icon="⚠️")
     return settings

@@ -120,6 +120,28 @@ def _parse(field_type, raw: str):
 
 
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str}
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` as the type of the field ``name``, parsed like a URL parameter if it is not.
+
+    Widget state normally arrives typed, but a client can send any value for any widget (and
+    Streamlit can hand back the serialized form of a widget not yet drawn in this run, e.g.
+    after a page switch): "12" for a number becomes 12. Raises ValueError when it cannot.
+    """
+    kind = _TYPES[_FIELD_TYPES[name]]
+    if isinstance(value, bool):
+        if kind is bool:
+            return value
+        raise ValueError(f"expected {kind.__name__}, got a boolean")
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, kind):
+        return value
+    return _parse(kind, str(value)[: MAX_TEXT_CHARS + 1])
 
 
 def from_query_params(params: dict[str, Any]) -> tuple[Settings, list[str]]:

@@ -31,3 +31,34 @@ def test_page_renders_in_chromium(streamlit_server, page, tmp_path, path, headin
     )
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(tmp_path / f"{path.strip('/') or 'home'}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("via", ["Mask Lab", "Walkthrough", "Home"])
+def test_settings_survive_a_visit_to_another_page(streamlit_server, page, via):
+    """A student's settings are all still there after clicking to another page and back."""
+    link = "/playground?n=16&k=4&h=32&mode=random&t=48&causal=0"
+    page.goto(streamlit_server + link, timeout=LOAD_MS)
+    page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
+    page.wait_for_function(RERUN_DONE_JS, timeout=LOAD_MS)
+    before = page.evaluate("() => location.search")
+    assert before == "?" + link.split("?")[1]
+    nav = page.locator("[data-testid='stSidebarNav'] a")
+    nav.filter(has_text=via).click()
+    page.wait_for_function(
+        f"() => document.querySelector('h1') && document.querySelector('h1').innerText"
+        f".startsWith({'Grouped' if via == 'Home' else via!r})",
+        timeout=LOAD_MS,
+    )
+    page.wait_for_function(RERUN_DONE_JS, timeout=LOAD_MS)
+    nav.filter(has_text="Playground").click()
+    page.wait_for_function("() => location.pathname.endsWith('/playground')", timeout=LOAD_MS)
+    page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
+    page.wait_for_function(RERUN_DONE_JS, timeout=LOAD_MS)
+    assert page.evaluate("() => location.search") == before
+    # The figure is the one of those settings: 16 heads of 48 queries.
+    rows = page.evaluate(
+        "() => { const p = document.querySelector('.js-plotly-plot');"
+        " return [p.data.filter(t => t.type === 'heatmap').length, p.data[0].y.length]; }"
+    )
+    assert rows[0] >= 16 and rows[1] == 48
+    assert page.locator("[data-testid='stException']").count() == 0
