@@ -84,6 +84,7 @@ class LightSession:
         self.values: dict[str, object] = {}  # user key -> WidgetState set by this student
         self.page = "playground"
         self.page_hashes: dict[str, str] = {}  # url path -> page script hash
+        self.query_string = ""  # the page's URL parameters, as the app last set them
         self.ws = None
 
     async def connect(self) -> None:
@@ -127,6 +128,8 @@ class LightSession:
                 kind = fwd.WhichOneof("type")
                 if kind == "delta":
                     self._read_delta(fwd.delta, action)
+                elif kind == "page_info_changed":
+                    self.query_string = fwd.page_info_changed.query_string
                 elif kind == "navigation":
                     for page in fwd.navigation.app_pages:
                         self.page_hashes[page.url_pathname] = page.page_script_hash

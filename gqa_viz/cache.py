@@ -1,9 +1,10 @@
 """A process-wide cache of computed results, bounded by bytes, and a cap on heavy work.
 
 Shared by every session of the server: equal inputs are computed once, even when two
-sessions ask at the same moment (the second waits for the first), and at most
-``max_concurrent`` computations run at once, so one large request cannot starve the others
-of both CPU cores. No Streamlit here; the pages call :meth:`ResultCache.get`.
+sessions ask at the same moment (the second waits for the first). Heavy computations (the
+caller says which) take one of ``max_concurrent`` slots, so a few large requests cannot take
+every core from a classroom; light ones skip the queue, so they never wait behind a large
+one. No Streamlit here; the pages call :meth:`ResultCache.get`.
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ class ResultCache:
         with self._lock:
             self._items.clear()
 
-    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+    def get(self, key: Hashable, compute: Callable[[], Any], *, heavy: bool = True) -> Any:
         """The cached value for ``key``, computing it with ``compute()`` if missing.
 
-        If ``compute`` raises, the error goes to its caller, nothing is cached, and a caller
+        A ``heavy`` computation waits for a heavy-work slot; a light one runs at once. If
+        ``compute`` raises, the error goes to its caller, nothing is cached, and a caller
         that was waiting for that key computes it itself.
         """
         while True:
@@ -80,7 +82,7 @@ class ResultCache:
                     break
             waiting.wait()  # another thread computes it; then look again
         try:
-            with self._heavy:
+            with self._heavy if heavy else contextlib.nullcontext():
                 value = compute()
             self._store(key, value)
             return value

@@ -29,6 +29,7 @@ from gqa_viz.cache import ResultCache
 from gqa_viz.settings import (
     DEFAULTS,
     HEAD_CHOICES,
+    HEAVY_SCORE_CELLS,
     MAX_LEN,
     MAX_TOKENS,
     Settings,
@@ -190,9 +191,18 @@ def run(s: Settings) -> Result:
 RESULTS = ResultCache(max_bytes=int(1.5 * 2**30), max_concurrent=1)
 
 
+def is_heavy(s: Settings) -> bool:
+    """Whether ``s`` computes more than ``HEAVY_SCORE_CELLS`` scores (B x N x T x S)."""
+    B, T, S = input_shape(s)
+    return B * s.n * T * S > HEAVY_SCORE_CELLS
+
+
 def cached_run(s: Settings) -> Result:
-    """:func:`run` through the process-wide :data:`RESULTS` cache (treat the result as read-only)."""
-    return RESULTS.get(s, lambda: run(s))
+    """:func:`run` through the process-wide :data:`RESULTS` cache (treat the result as read-only).
+
+    Heavy settings (:func:`is_heavy`) run one at a time; the rest never wait for them.
+    """
+    return RESULTS.get(s, lambda: run(s), heavy=is_heavy(s))
 
 
 def prewarm_programs(s: Settings = DEFAULTS) -> list[buckets.Program]:

@@ -20,6 +20,10 @@ MAX_LEN = 2048  # T and S (random inputs)
 # Scores one forward pass may hold, B x N x T x S: 32 heads at T = S = 2048. The trace keeps
 # logits and probabilities of this size (512 MiB each in float32).
 MAX_SCORE_CELLS = 32 * 2048 * 2048
+# Above this many scores a computation is "heavy": it waits for the server's one heavy-work
+# slot (gqa_viz/cache.py), so several large requests run one after another while small ones
+# (the classroom's usual 10-300 tokens) never queue behind them. 16 heads at T = S = 512.
+HEAVY_SCORE_CELLS = 16 * 512 * 512
 MASK_LAB_MAX_LEN = 512  # T and S on the Mask Lab, whose per-pair tools scale with T x S
 WALKTHROUGH_MAX_LEN = 256  # T and S on the Walkthrough, whose step figures are full-resolution
 MAX_TOKENS = 64  # words in a sentence input

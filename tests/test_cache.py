@@ -72,6 +72,36 @@ def test_heavy_work_is_capped():
     assert peak[0] == 1
 
 
+def test_light_work_never_waits_behind_heavy_work():
+    """A classroom's small requests go ahead while one large request holds the heavy slot."""
+    cache = ResultCache(max_bytes=2**30, max_concurrent=1)
+    release = threading.Event()
+    big = threading.Thread(target=cache.get, args=("big", lambda: release.wait(10) and 1))
+    big.start()
+    time.sleep(0.05)  # the large request now holds the only heavy slot
+    t0 = time.perf_counter()
+    assert [cache.get(i, lambda i=i: i, heavy=False) for i in range(20)] == list(range(20))
+    waited = time.perf_counter() - t0
+    second = threading.Thread(target=cache.get, args=("big2", lambda: 2))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()  # another heavy request queues for the slot
+    release.set()
+    big.join()
+    second.join()
+    assert waited < 1.0 and cache.get("big2", lambda: 0) == 2
+
+
+def test_playground_marks_large_settings_heavy():
+    from gqa_viz import playground
+    from gqa_viz.settings import HEAVY_SCORE_CELLS, Settings
+
+    assert not playground.is_heavy(Settings())  # the default sentence
+    assert not playground.is_heavy(Settings(mode="random", t=256, n=32))
+    big = Settings(mode="random", t=2048, n=32, k=8)
+    assert playground.is_heavy(big) and 32 * 2048 * 2048 > HEAVY_SCORE_CELLS
+
+
 def test_errors_are_not_cached():
     cache = ResultCache(max_bytes=2**20)
     with pytest.raises(ValueError, match="bad"):
