@@ -30,6 +30,7 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make bench        python -m bench.core"
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
+	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained)"
 	@echo "make warm         compile the prewarmed programs into .jax_cache (python -m gqa_viz.warm)"
 	@echo "make docker       docker build -t gqa-viz . (needs a Docker engine; not run in CI)"
 	@echo "make clean        remove caches and test artifacts (distclean: also .venv)"
@@ -71,6 +72,10 @@ bench: venv
 
 bench-app: venv system-deps
 	$(PY) -m bench.interactive
+
+.PHONY: train
+train: venv
+	$(PY) -m scripts.train_tiny
 
 .PHONY: warm docker
 

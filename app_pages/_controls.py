@@ -13,6 +13,7 @@ from dataclasses import fields, replace
 import streamlit as st
 
 from gqa_viz import settings as cfg
+from gqa_viz import trained
 from gqa_viz.settings import Settings
 
 _KEY = "settings"
@@ -26,7 +27,9 @@ def _w(name: str) -> str:
 
 def _load() -> Settings:
     if _KEY not in st.session_state:
-        settings, messages = cfg.from_query_params(st.query_params.to_dict())
+        # Every value of a repeated parameter (to_dict() keeps only the last): one is allowed.
+        params = {name: st.query_params.get_all(name) for name in st.query_params}
+        settings, messages = cfg.from_query_params(params)
         st.session_state[_KEY] = settings
         st.session_state[_MESSAGES] = messages
     return st.session_state[_KEY]
@@ -57,17 +60,26 @@ def _sanitize_widgets(s: Settings) -> list[str]:
     """Give every widget value its field's type before any widget is drawn in this run.
 
     Values come from the browser, which can send anything; one that cannot be read as its
-    type falls back to the current setting, with a message.
+    type, or is outside its limits, falls back to the current setting, with a message that
+    says why. (Streamlit would silently put an out-of-range number back to the widget's
+    lowest value.)
     """
     messages = []
     for f in fields(Settings):
         key = _w(f.name)
         value = st.session_state[key]
+        kept = getattr(s, f.name)
+        shown = repr(kept) if len(repr(kept)) <= 40 else "the previous value"
         try:
             fixed = cfg.coerce(f.name, value)
-        except (ValueError, OverflowError):
-            fixed = getattr(s, f.name)
-            messages.append(f"{f.name}: {str(value)[:40]!r} is not valid; kept {fixed!r}.")
+        except (ValueError, OverflowError) as e:
+            fixed = kept
+            messages.append(f"{f.name}: {str(value)[:40]!r} is not valid; kept {shown} ({e}).")
+        else:
+            why = cfg.out_of_limits(f.name, fixed)
+            if why is not None:
+                fixed = kept
+                messages.append(f"{why}; kept {shown}.")
         if type(fixed) is not type(value) or fixed != value:
             st.session_state[key] = fixed
     return messages
@@ -145,12 +157,24 @@ def settings_controls() -> Settings:
     ss = st.session_state
     sb = st.sidebar
 
+    trained_layer = ss[_w("weights")] == "trained"
+    if trained_layer:  # the shipped model fixes the shape: show its values, read-only
+        if ss[_w("model")] not in trained.names():
+            ss[_w("model")] = cfg.DEFAULT_MODEL
+        model = trained.load(ss[_w("model")]).cfg
+        ss[_w("n")], ss[_w("k")] = model.num_query_heads, model.num_key_value_heads
+        ss[_w("h")], ss[_w("d")] = model.head_dim, model.d_model
+        ss[_w("layer")] = min(max(ss[_w("layer")], 0), model.num_layers - 1)
+        ss[_w("attn")], ss[_w("bias")], ss[_w("gate")] = "self", True, False
+    fixed = "Fixed by the trained model." if trained_layer else None
+
     with sb.expander("Heads", expanded=True):
         st.selectbox(
             "num_query_heads (N)",
             _options(cfg.HEAD_CHOICES, ss[_w("n")]),
             key=_w("n"),
-            help=f"Query heads, 1 to {cfg.MAX_QUERY_HEADS}.",
+            help=fixed or f"Query heads, 1 to {cfg.MAX_QUERY_HEADS}.",
+            disabled=trained_layer,
         )
         n = ss[_w("n")]
         if n % ss[_w("k")]:
@@ -159,19 +183,53 @@ def settings_controls() -> Settings:
             "num_key_value_heads (K)",
             cfg.divisors(n),
             key=_w("k"),
-            help="Shared K/V heads; must divide N. K = N is multi-head, K = 1 multi-query.",
+            help=fixed
+            or "Shared K/V heads; must divide N. K = N is multi-head, K = 1 multi-query.",
+            disabled=trained_layer,
         )
-        st.selectbox("head_dim (H)", _options(cfg.HEAD_DIMS, ss[_w("h")]), key=_w("h"))
-        st.selectbox("model dim (D)", _options(cfg.MODEL_DIMS, ss[_w("d")]), key=_w("d"))
+        st.selectbox(
+            "head_dim (H)",
+            _options(cfg.HEAD_DIMS, ss[_w("h")]),
+            key=_w("h"),
+            help=fixed,
+            disabled=trained_layer,
+        )
+        st.selectbox(
+            "model dim (D)",
+            _options(cfg.MODEL_DIMS, ss[_w("d")]),
+            key=_w("d"),
+            help=fixed,
+            disabled=trained_layer,
+        )
         st.radio(
             "Weights",
             cfg.WEIGHT_SOURCES,
             key=_w("weights"),
-            horizontal=True,
-            format_func={"pooled": "one MHA layer, pooled", "independent": "fresh GQA layer"}.get,
+            format_func={
+                "pooled": "one MHA layer, pooled",
+                "independent": "fresh GQA layer",
+                "trained": "a trained layer",
+            }.get,
             help="'pooled': one seeded multi-head layer whose K/V heads are mean-pooled per "
-            "group, so changing K changes only the sharing. 'fresh': a new GQA layer per K.",
+            "group, so changing K changes only the sharing. 'fresh': a new GQA layer per K. "
+            "'trained': an attention layer of a tiny transformer trained on a synthetic task "
+            "(Trained heads page), with the input it really sees on a prompt of that task.",
         )
+        if trained_layer:
+            st.selectbox(
+                "Trained model",
+                trained.names(),
+                key=_w("model"),
+                format_func=trained.label,
+                help="Task and K/V heads of a shipped model; K = 8 is multi-head.",
+            )
+            st.radio(
+                "Layer",
+                list(range(model.num_layers)),
+                key=_w("layer"),
+                horizontal=True,
+                help="Which attention layer of the model (0 is the first).",
+            )
 
     with sb.expander("Input", expanded=True):
         st.radio(
@@ -180,16 +238,25 @@ def settings_controls() -> Settings:
             key=_w("attn"),
             horizontal=True,
             format_func={"self": "self-attention", "cross": "cross-attention"}.get,
-        )
-        st.radio(
-            "Inputs",
-            cfg.MODES,
-            key=_w("mode"),
-            horizontal=True,
-            format_func={"sentence": "a sentence", "random": "random vectors"}.get,
+            disabled=trained_layer,
         )
         cross = ss[_w("attn")] == "cross"
-        if ss[_w("mode")] == "sentence":
+        if trained_layer:
+            st.caption(
+                f"Input: a prompt of the {trained.task_of(ss[_w('model')])} task, drawn with "
+                "the seed below, as the trained layer reads it."
+            )
+        else:
+            st.radio(
+                "Inputs",
+                cfg.MODES,
+                key=_w("mode"),
+                horizontal=True,
+                format_func={"sentence": "a sentence", "random": "random vectors"}.get,
+            )
+        if trained_layer:
+            pass  # the prompt is drawn from the seed below
+        elif ss[_w("mode")] == "sentence":
             st.text_input(
                 "Query sentence" if cross else "Sentence",
                 key=_w("text"),
@@ -205,7 +272,13 @@ def settings_controls() -> Settings:
             st.number_input("Batch size B", 1, cfg.MAX_BATCH, key=_w("batch"))
             ss[_w("item")] = min(ss[_w("item")], ss[_w("batch")] - 1)
             st.number_input("Batch item shown", 0, cfg.MAX_BATCH - 1, key=_w("item"))
-        st.number_input("Seed", 0, cfg.MAX_SEED, key=_w("seed"))
+        st.number_input(
+            "Prompt seed" if trained_layer else "Seed",
+            0,
+            cfg.MAX_SEED,
+            key=_w("seed"),
+            help="Draws a new prompt of the task." if trained_layer else None,
+        )
 
     with sb.expander("Masks", expanded=True):
         st.toggle("use_causal_mask", key=_w("causal"))
@@ -217,7 +290,9 @@ def settings_controls() -> Settings:
             help="Keras' band: query i sees keys j with |i - j| < window.",
         )
         pad_help = (
-            "Appends <pad> tokens" if ss[_w("mode")] == "sentence" else "Marks the last positions"
+            "Appends <pad> tokens"
+            if ss[_w("mode")] == "sentence" and not trained_layer
+            else "Marks the last positions"
         )
         st.number_input(
             "Query padding" if cross else "Padding",
@@ -232,8 +307,8 @@ def settings_controls() -> Settings:
     with sb.expander("Layer options"):
         st.slider("dropout", 0.0, cfg.MAX_DROPOUT, step=0.05, key=_w("dropout"))
         st.toggle("training (dropout active)", key=_w("training"))
-        st.toggle("use_bias", key=_w("bias"))
-        st.toggle("use_gate", key=_w("gate"))
+        st.toggle("use_bias", key=_w("bias"), disabled=trained_layer, help=fixed)
+        st.toggle("use_gate", key=_w("gate"), disabled=trained_layer, help=fixed)
         st.button("Reset all controls", on_click=_reset)
 
     raw = replace(s, **{f.name: ss[_w(f.name)] for f in fields(Settings)})

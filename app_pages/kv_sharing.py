@@ -11,18 +11,19 @@ import numpy as np
 import streamlit as st
 
 from app_pages._controls import settings_controls
-from gqa_viz import core, kv_cache
+from gqa_viz import core, kv_cache, trained
 from gqa_viz.figures.heads import heads_figure
 from gqa_viz.figures.sharing import cache_figure, diff_figure, drift_figure
 from gqa_viz.kv_cache import DTYPE_BYTES, GB, GiB
 from gqa_viz.models import PRESETS, ModelShape
-from gqa_viz.playground import build_inputs
-from gqa_viz.settings import Settings
+from gqa_viz.playground import build_inputs, input_shape
+from gqa_viz.settings import KV_SHARING_MAX_SCORE_CELLS, MAX_SCORE_CELLS, Settings, check_size
 from gqa_viz.sharing import controlled_mha, drift_curve, explain
 
 SETTING_NAMES = {
     "random": "random heads (mean-pooled)",
     "controlled": "controlled: shared head + eps·noise",
+    "trained": "trained heads (the task's multi-head model)",
 }
 METHOD_NAMES = {"mean": "mean of the group", "first": "first head", "random": "random head"}
 CUSTOM = "custom"
@@ -32,19 +33,23 @@ _CONFIG = {"displaylogo": False}
 
 @st.cache_data(max_entries=32, show_spinner="Grouping the heads for every K…")
 def _curve(settings: Settings, setting: str, eps: float, method: str):
-    """drift_curve for the sidebar's input, and the axis labels and mask of batch item 0."""
+    """drift_curve for the sidebar's input, the axis labels and mask of batch item 0, and the
+    notes on the input (a sentence cut or replaced)."""
     s = settings
     notes: list[str] = []
     query, value, _, _, q_labels, k_labels = build_inputs(s, notes)
     spec = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias)
-    if setting == "controlled":
+    if setting == "trained":  # the MHA model of the sidebar's task, on the same prompt
+        view = trained.layer_view(trained.mha_name(trained.task_of(s.model)), s.layer, s.seed)
+        params, spec, query, value = view.params, view.spec, view.x, view.x
+    elif setting == "controlled":
         params = controlled_mha(spec, s.d, groups_of=s.n // s.k, eps=eps, seed=s.seed)
     else:
         params = core.init_params(spec, s.d, seed=s.seed)
     curve = drift_curve(params, spec, query, value, method=method, causal=s.causal, seed=s.seed)
     T, S = len(q_labels), len(k_labels)
     mask = np.tril(np.ones((T, S), bool)) if s.causal else None
-    return curve, q_labels, k_labels, mask
+    return curve, q_labels, k_labels, mask, notes
 
 
 def _gb(b: float) -> str:
@@ -57,14 +62,30 @@ def _gb(b: float) -> str:
 
 def _effect_section(s: Settings) -> None:
     st.header("Effect of sharing on attention")
+    B, T, S = input_shape(s)
+    check_size(
+        s,
+        T,
+        S,
+        B,
+        KV_SHARING_MAX_SCORE_CELLS,
+        "on this page, which runs the layer twice for every K dividing N; the Playground "
+        f"allows {MAX_SCORE_CELLS:,}",
+    )
     c1, c2, c3 = st.columns([1.3, 1, 1])
+    is_trained = s.weights == "trained"
+    if st.session_state.get("kv_setting") == "trained" and not is_trained:
+        st.session_state["kv_setting"] = "random"
     setting = c1.radio(
         "Setting",
-        list(SETTING_NAMES),
+        list(SETTING_NAMES) if is_trained else list(SETTING_NAMES)[:2],
+        index=2 if is_trained else 0,
         format_func=SETTING_NAMES.get,
         key="kv_setting",
         help="Random weights: the heads of a group are independent, so pooling them is harsh. "
-        "Controlled: each group of N // K heads is one shared head plus eps times noise.",
+        "Controlled: each group of N // K heads is one shared head plus eps times noise. "
+        "Trained (with 'a trained layer' as the sidebar's weights): the multi-head model of "
+        "the chosen task, grouped down to the sidebar's K, on the task's prompt.",
     )
     eps = c2.slider(
         "eps (noise on the shared head)",
@@ -80,13 +101,18 @@ def _effect_section(s: Settings) -> None:
         "Grouping method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, key="kv_method"
     )
     eps = float(eps) if setting == "controlled" else 0.0
-    curve, q_labels, k_labels, mask = _curve(s, setting, eps, method)
+    curve, q_labels, k_labels, mask, notes = _curve(s, setting, eps, method)
+    for note in notes:
+        st.info(note, icon="ℹ️")
     row = next(r for r in curve if r["K"] == s.k)
     shown = (
         f"Shown: **{SETTING_NAMES[setting]}**"
         + (
             f" with eps = {eps:g} (groups of {s.n // s.k} near-copies)"
             if setting == "controlled"
+            else f": layer {s.layer} of {trained.mha_name(trained.task_of(s.model))}, on a "
+            f"prompt of the {trained.task_of(s.model)} task"
+            if setting == "trained"
             else ""
         )
         + f", grouped by **{METHOD_NAMES[method]}**; N = {s.n}, K = {s.k} (G = {s.n // s.k}), "

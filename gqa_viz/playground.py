@@ -12,7 +12,10 @@ positions are marked as padding.
 
 Weights: "pooled" initializes one multi-head layer (N kv heads) from the seed and mean-pools
 its K/V heads per group (Ainslie et al., 2023), so changing K changes only how heads are
-shared; "independent" initializes a fresh GQA layer with K kv heads.
+shared; "independent" initializes a fresh GQA layer with K kv heads; "trained" takes one
+attention layer of a shipped tiny model (:mod:`gqa_viz.trained`) together with the input it
+really sees on a prompt of its task drawn with the seed (tokens on the axes, as
+"position:token"); padding then marks the prompt's last positions, as in random mode.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import jax
 import numpy as np
 
-from gqa_viz import buckets, core
+from gqa_viz import buckets, core, trained
 from gqa_viz.cache import ResultCache
 from gqa_viz.settings import (
     DEFAULTS,
@@ -100,6 +103,11 @@ def _sentence(text: str, pad: int, notes: list[str], what: str) -> list[str]:
 
 def build_inputs(s: Settings, notes: list[str]):
     """query [B, T, D], value [B, S, D], their masks [B, T], [B, S], and axis labels."""
+    if s.weights == "trained":
+        view = trained.layer_view(s.model, s.layer, s.seed)
+        L = view.x.shape[1]
+        valid = (np.arange(L) < L - min(s.pad, L - 1))[None]  # [1, L]
+        return view.x, view.x, valid, valid, view.labels, view.labels
     if s.mode == "sentence":
         q_tokens = _sentence(s.text, s.pad, notes, "query")
         k_tokens = _sentence(s.source, s.kpad, notes, "source") if s.cross else q_tokens
@@ -120,6 +128,9 @@ def build_inputs(s: Settings, notes: list[str]):
 
 def input_shape(s: Settings) -> tuple[int, int, int]:
     """(B, T, S) of the input ``s`` describes, without building it."""
+    if s.weights == "trained":
+        L = trained.load(s.model).cfg.seq_len
+        return 1, L, L
     if s.mode == "sentence":
         T = len(_sentence(s.text, s.pad, [], "query"))
         S = len(_sentence(s.source, s.kpad, [], "source")) if s.cross else T
@@ -133,6 +144,8 @@ def make_params(s: Settings, spec: core.GQASpec) -> core.Params:
     NumPy, not JAX: pooling K/V heads eagerly in JAX would compile small programs for each
     new shape.
     """
+    if s.weights == "trained":
+        return trained.layer_view(s.model, s.layer, s.seed).params
     if s.weights == "pooled":
         mha = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias, use_gate=s.gate)
         mha_params = jax.tree.map(np.asarray, core.init_params(mha, s.d, seed=s.seed))
@@ -148,7 +161,12 @@ def run(s: Settings) -> Result:
     compiled program. Raises ValueError when the scores would exceed ``MAX_SCORE_CELLS``.
     """
     notes: list[str] = []
-    if s.mode == "sentence" and (s.batch > 1 or s.item):
+    if s.weights == "trained":
+        notes.append(
+            f"Trained layer {s.layer} of {trained.label(s.model)}, on a prompt of its task drawn "
+            f"with seed {s.seed}: the input is what that layer really reads."
+        )
+    elif s.mode == "sentence" and (s.batch > 1 or s.item):
         notes.append("A sentence is one batch item; batch size applies in random mode.")
         s = replace(s, batch=1, item=0)
     spec = core.GQASpec(

@@ -8,6 +8,7 @@ change is reported in a message that names the parameter and its limit.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -26,6 +27,12 @@ MAX_SCORE_CELLS = 32 * 2048 * 2048
 HEAVY_SCORE_CELLS = 16 * 512 * 512
 MASK_LAB_MAX_LEN = 512  # T and S on the Mask Lab, whose per-pair tools scale with T x S
 WALKTHROUGH_MAX_LEN = 256  # T and S on the Walkthrough, whose step figures are full-resolution
+# Scores on the KV sharing page, B x N x T x S: it runs the layer twice for every K dividing N
+# and keeps every probability map (64 heads at T = S = 256: about 5 s and 220 MiB on 2 cores).
+KV_SHARING_MAX_SCORE_CELLS = 64 * 256 * 256
+# Uploads (masks, weights), in MB. Streamlit enforces it first: .streamlit/config.toml's
+# server.maxUploadSize must say the same (a test checks).
+MAX_UPLOAD_MB = 2
 MAX_TOKENS = 64  # words in a sentence input
 MAX_TEXT_CHARS = 1000
 MAX_BATCH = 8
@@ -41,7 +48,8 @@ DEFAULT_SOURCE = "le chat est assis sur le tapis"
 
 MODES = ("sentence", "random")
 ATTENTION_KINDS = ("self", "cross")
-WEIGHT_SOURCES = ("pooled", "independent")
+WEIGHT_SOURCES = ("pooled", "independent", "trained")
+DEFAULT_MODEL = "recall-k8"  # a shipped tiny model (gqa_viz/trained.py), when weights="trained"
 VIEWS = ("probs", "logits")
 SCALES = ("p99", "max")  # colour scale top: 99th percentile (saturating) or the max
 POOLS = ("max", "mean")  # how a big heatmap is downsampled: block max or block mean
@@ -73,6 +81,8 @@ class Settings:
     gate: bool = False  # use_gate
     seed: int = 0
     weights: str = "pooled"  # "pooled": one MHA layer, K/V heads mean-pooled per group
+    model: str = DEFAULT_MODEL  # weights="trained": which shipped model (it fixes n, k, h, d)
+    layer: int = 1  # weights="trained": which of its attention layers; input = its task prompt
     view: str = "probs"  # "probs" or "logits"
     scale: str = "p99"  # colour scale top: "p99" (saturates above) or "max"
     pool: str = "max"  # downsampling of maps too big to draw: "max" or "mean" of each block
@@ -112,15 +122,20 @@ def _parse(field_type, raw: str):
             return False
         raise ValueError("expected 1/0 or true/false")
     if field_type is int:
-        if not re.fullmatch(r"[+-]?\d{1,12}", raw.strip()):
+        # Any number of digits (the text is cut at MAX_TEXT_CHARS first): an out-of-range one is
+        # then clamped with a message naming the limit, like any other.
+        if not re.fullmatch(r"[+-]?\d+", raw.strip()):
             raise ValueError("expected a whole number")
         return int(raw)
     if field_type is float:
-        value = float(raw)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("expected a finite number")
-        return value
+        return _finite(float(raw))
     return raw
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str}
@@ -140,7 +155,7 @@ def coerce(name: str, value: Any) -> Any:
             return value
         raise ValueError(f"expected {kind.__name__}, got a boolean")
     if kind is float and isinstance(value, int | float):
-        return float(value)
+        return _finite(float(value))
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, kind):
@@ -157,6 +172,11 @@ def from_query_params(params: dict[str, Any]) -> tuple[Settings, list[str]]:
             continue
         raw = params[f.name]
         if isinstance(raw, list):
+            if len({str(r) for r in raw}) > 1:
+                messages.append(
+                    f"URL parameter {f.name} is given {len(raw)} times; only one is allowed, "
+                    f"using the last, {str(raw[-1])[:40]!r}."
+                )
             raw = raw[-1] if raw else ""
         raw = str(raw)[: MAX_TEXT_CHARS + 1]
         try:
@@ -173,17 +193,64 @@ def from_query_params(params: dict[str, Any]) -> tuple[Settings, list[str]]:
     return settings, messages + more
 
 
+# The numeric fields' limits: (lowest, highest, the name messages use). The highest batch item
+# is batch - 1; this is the most any batch allows.
+RANGES: dict[str, tuple[Any, Any, str]] = {
+    "n": (1, MAX_QUERY_HEADS, "num_query_heads (n)"),
+    "k": (1, MAX_QUERY_HEADS, "num_key_value_heads (k)"),
+    "h": (HEAD_DIMS[0], MAX_HEAD_DIM, "head_dim (h)"),
+    "d": (1, MAX_MODEL_DIM, "model dim (d)"),
+    "t": (1, MAX_LEN, "query length T (t)"),
+    "s": (1, MAX_LEN, "key/value length S (s)"),
+    "batch": (1, MAX_BATCH, "batch size (batch)"),
+    "item": (0, MAX_BATCH - 1, "batch item (item)"),
+    "window": (0, MAX_LEN, "sliding_window (window, 0 = off)"),
+    "pad": (0, MAX_LEN, "query padding (pad)"),
+    "kpad": (0, MAX_LEN, "key padding (kpad)"),
+    "dropout": (0.0, MAX_DROPOUT, "dropout"),
+    "seed": (0, MAX_SEED, "seed"),
+}
+TEXT_FIELDS = ("text", "source")
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def out_of_limits(name: str, value: Any, hi: Any = None) -> str | None:
+    """Why ``value`` is outside the limits of the field ``name``, naming them; None if within.
+
+    ``hi`` overrides the highest value of :data:`RANGES` (the batch item's, for a batch).
+    """
+    if name in TEXT_FIELDS:
+        return (
+            f"{name} is limited to {MAX_TEXT_CHARS} characters"
+            if len(value) > MAX_TEXT_CHARS
+            else None
+        )
+    if name not in RANGES:
+        return None
+    lo, top, what = RANGES[name]
+    hi = top if hi is None else hi
+    if lo <= value <= hi:  # False for NaN too
+        return None
+    return f"{what} must be between {lo} and {hi}; got {_short(value)}"
+
+
 def validate(s: Settings) -> tuple[Settings, list[str]]:
     """Clamp every field into its limits; one message per change, naming the limit."""
     msgs: list[str] = []
 
-    def clamp(name: str, lo, hi, what: str):
+    def clamp(name: str, hi=None):
         value = getattr(s, name)
-        if value < lo or value > hi:
-            fixed = min(max(value, lo), hi)
-            msgs.append(f"{what} must be between {lo} and {hi}; got {value}, using {fixed}.")
-            return fixed
-        return value
+        why = out_of_limits(name, value, hi)
+        if why is None:
+            return value
+        lo, top, _ = RANGES[name]
+        fixed = lo if value != value else min(max(value, lo), top if hi is None else hi)
+        msgs.append(f"{why}, using {fixed}.")
+        return fixed
 
     def choice(name: str, options: tuple[str, ...]):
         value = getattr(s, name)
@@ -193,8 +260,8 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
         return value
 
     v: dict[str, Any] = {}
-    v["n"] = clamp("n", 1, MAX_QUERY_HEADS, "num_query_heads (n)")
-    k = clamp("k", 1, MAX_QUERY_HEADS, "num_key_value_heads (k)")
+    v["n"] = clamp("n")
+    k = clamp("k")
     if v["n"] % k:
         fixed = nearest_divisor(v["n"], k)
         msgs.append(
@@ -203,42 +270,81 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
         )
         k = fixed
     v["k"] = k
-    h = clamp("h", HEAD_DIMS[0], MAX_HEAD_DIM, "head_dim (h)")
-    v["h"] = h
-    v["d"] = clamp("d", 1, MAX_MODEL_DIM, "model dim (d)")
+    v["h"] = clamp("h")
+    v["d"] = clamp("d")
     v["mode"] = choice("mode", MODES)
     v["attn"] = choice("attn", ATTENTION_KINDS)
     v["weights"] = choice("weights", WEIGHT_SOURCES)
     v["view"] = choice("view", VIEWS)
     v["scale"] = choice("scale", SCALES)
     v["pool"] = choice("pool", POOLS)
-    for name in ("text", "source"):
+    for name in TEXT_FIELDS:
         text = getattr(s, name)
-        if len(text) > MAX_TEXT_CHARS:
-            msgs.append(f"{name} is limited to {MAX_TEXT_CHARS} characters; it was cut.")
+        why = out_of_limits(name, text)
+        if why is not None:
+            msgs.append(f"{why}; it was cut.")
             text = text[:MAX_TEXT_CHARS]
         v[name] = text
-    v["t"] = clamp("t", 1, MAX_LEN, "query length T (t)")
-    v["s"] = clamp("s", 1, MAX_LEN, "key/value length S (s)")
-    v["batch"] = clamp("batch", 1, MAX_BATCH, "batch size (batch)")
-    v["item"] = clamp("item", 0, v["batch"] - 1, "batch item (item)")
-    v["window"] = clamp("window", 0, MAX_LEN, "sliding_window (window, 0 = off)")
-    v["pad"] = clamp("pad", 0, MAX_LEN, "query padding (pad)")
-    v["kpad"] = clamp("kpad", 0, MAX_LEN, "key padding (kpad)")
-    v["dropout"] = clamp("dropout", 0.0, MAX_DROPOUT, "dropout")
-    v["seed"] = clamp("seed", 0, MAX_SEED, "seed")
+    for name in ("t", "s", "batch", "window", "pad", "kpad", "dropout", "seed"):
+        v[name] = clamp(name)
+    v["item"] = clamp("item", v["batch"] - 1)
     v["causal"], v["training"], v["bias"], v["gate"] = s.causal, s.training, s.bias, s.gate
+    v["model"], v["layer"] = DEFAULT_MODEL, DEFAULTS.layer
+    if v["weights"] == "trained":
+        _trained(s, v, msgs)
     return Settings(**v), msgs
 
 
-def check_size(s: Settings, T: int, S: int, B: int) -> None:
-    """Raise ValueError, naming the limit, when B x N x T x S scores are too many to compute."""
+def _trained(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
+    """A trained layer fixes the shape (N, K, H, D, bias, no gate) and the input (its task's
+    prompt, drawn with the seed: self-attention, one batch item)."""
+    from gqa_viz import trained  # loads model files: only when a trained layer is asked for
+
+    names = trained.names()
+    if s.model not in names:
+        msgs.append(f"model must be one of {', '.join(names)}; got {s.model[:40]!r}.")
+    model = s.model if s.model in names else DEFAULT_MODEL
+    cfg = trained.load(model).cfg
+    v["model"] = model
+    top = cfg.num_layers - 1
+    v["layer"] = min(max(s.layer, 0), top)
+    if v["layer"] != s.layer:
+        msgs.append(f"layer must be between 0 and {top}; got {s.layer}, using {v['layer']}.")
+    fixed = {
+        "n": cfg.num_query_heads,
+        "k": cfg.num_key_value_heads,
+        "h": cfg.head_dim,
+        "d": cfg.d_model,
+        "bias": True,
+        "gate": False,
+    }
+    changed = [  # a value left at its default was not asked for: no message about it
+        f"{name}={v[name]}"
+        for name, value in fixed.items()
+        if v[name] != value and v[name] != getattr(DEFAULTS, name)
+    ]
+    if changed:
+        msgs.append(
+            f"The trained model {model} fixes N = {fixed['n']}, K = {fixed['k']}, "
+            f"H = {fixed['h']}, D = {fixed['d']}, with biases and no gate; "
+            f"{', '.join(changed)} ignored."
+        )
+    v.update(fixed, attn="self", batch=1, item=0)
+
+
+def check_size(
+    s: Settings, T: int, S: int, B: int, limit: int = MAX_SCORE_CELLS, why: str = ""
+) -> None:
+    """Raise ValueError, naming the limit, when B x N x T x S scores are too many to compute.
+
+    ``limit`` and ``why`` (what the limit is, for the message): a page's own, stricter limit.
+    """
     cells = B * s.n * T * S
-    if cells > MAX_SCORE_CELLS:
+    if cells > limit:
+        why = why or "32 heads at T = S = 2048"
         raise ValueError(
             f"B x N x T x S = {B} x {s.n} x {T} x {S} = {cells:,} attention scores; the limit is "
-            f"{MAX_SCORE_CELLS:,} (32 heads at T = S = 2048). Lower the batch size, the number "
-            "of query heads or the lengths."
+            f"{limit:,} ({why}). Lower the batch size, the number of query heads or the lengths."
         )
 
 

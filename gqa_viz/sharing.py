@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 METHODS = ("mean", "first", "random")
-SETTINGS = ("random", "controlled")
+SETTINGS = ("random", "controlled", "trained")
 _ZERO = 1e-6  # drift below this counts as none (float32 round-off)
 
 
@@ -186,8 +186,8 @@ def drift_curve(
 def explain(curve: list[dict], setting: str, *, eps: float | None = None) -> str:
     """A few plain sentences describing a :func:`drift_curve` for the current input.
 
-    ``setting``: "random" (independent random weights) or "controlled" (:func:`controlled_mha`,
-    optionally with its ``eps``).
+    ``setting``: "random" (independent random weights), "controlled" (:func:`controlled_mha`,
+    optionally with its ``eps``) or "trained" (a multi-head layer of a trained tiny model).
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
@@ -232,6 +232,13 @@ def explain(curve: list[dict], setting: str, *, eps: float | None = None) -> str
             "These weights are random and each group keeps one of its heads unchanged, so the "
             "other query heads of the group read an unrelated key/value head: no shrink, but "
             "nothing of the dropped heads survives."
+        )
+    elif setting == "trained":
+        lines.append(
+            "These heads were trained on a task, so the heads pooled into a group are not "
+            "independent: what drift remains is what sharing their keys and values costs this "
+            "layer on this prompt. The Trained heads page measures what it costs the model's "
+            "accuracy, before and after uptraining."
         )
     else:
         noise = "" if eps is None else f" (eps = {eps:g})"

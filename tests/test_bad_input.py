@@ -1,0 +1,707 @@
+"""Hostile or mistaken input at every entry point of the app, as one table (CASES).
+
+Entry points: URL parameters (read on a session's first run), widget values (typed ones the
+page does not offer, or values arriving in session state), and Mask Lab's mask upload. Each
+row opens a page with the visitor's own settings (BASE: 16 query heads, head_dim 32, causal
+off), sends one bad input and checks what the visitor would:
+
+1. a message that names the limit or the rule (a fragment of its text);
+2. no exception, and a normal rerun afterwards (a new seed) works;
+3. the visitor's other settings are unchanged, in the settings and in the URL.
+
+Every row also checks that no markdown rendered as HTML carries visitor text.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from gqa_viz import mask_tools
+from gqa_viz.settings import (
+    DEFAULT_SOURCE,
+    KV_SHARING_MAX_SCORE_CELLS,
+    MASK_LAB_MAX_LEN,
+    MAX_DROPOUT,
+    MAX_LEN,
+    MAX_QUERY_HEADS,
+    MAX_SCORE_CELLS,
+    MAX_SEED,
+    MAX_TEXT_CHARS,
+    MAX_TOKENS,
+    WALKTHROUGH_MAX_LEN,
+    from_query_params,
+)
+
+TIMEOUT = 120
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"n": "16", "h": "32", "causal": "0"}  # the visitor's own settings, as URL parameters
+SCRIPT = "<script>alert(1)</script>"
+T = 11  # tokens of the default sentence: the Mask Lab's [T, S]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs sent after the first run.
+
+Send = Callable[[AppTest], None]
+
+
+def _state(key: str, value) -> Send:
+    """A widget value arriving in session state (a stale value, or one a client sent)."""
+
+    def send(at: AppTest) -> None:
+        at.session_state[key] = value
+
+    return send
+
+
+def _option(key: str, value: str) -> Send:
+    """A selectbox value the page does not offer, as a modified client sends it (the text of
+    an option). AppTest only sends offered options, so the option is added on the test side."""
+
+    def send(at: AppTest) -> None:
+        box = at.selectbox(key=key)
+        box.options.append(value)
+        box.set_value(value)
+
+    return send
+
+
+def _npy(array, allow_pickle: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=allow_pickle)
+    return buf.getvalue()
+
+
+GOOD = np.triu(np.ones((T, T), bool), 1)  # torch's causal mask: True = ignore
+
+
+def _upload(name: str, data: bytes) -> Send:
+    """A good mask first (so there is one to keep), then the bad file."""
+
+    def send(at: AppTest) -> None:
+        uploader = at.file_uploader(key="ml_file")
+        uploader.set_value(("good.npy", _npy(GOOD), "application/octet-stream")).run()
+        assert not at.error and at.session_state["ml_upload"]["name"] == "good.npy"
+        at.file_uploader(key="ml_file").set_value((name, data, "application/octet-stream"))
+
+    return send
+
+
+def _steps(*steps: Callable[[AppTest], object]) -> Send:
+    """Widget changes, one rerun each except the last (the test runs it)."""
+
+    def send(at: AppTest) -> None:
+        for i, step in enumerate(steps):
+            step(at)
+            if i < len(steps) - 1:
+                at.run()
+
+    return send
+
+
+# A pickled object array whose unpickling would call _tripwire: nothing may ever call it.
+UNPICKLED: list[str] = []
+
+
+def _tripwire(tag: str) -> str:
+    UNPICKLED.append(tag)
+    return tag
+
+
+class _Tripwire:
+    def __reduce__(self):
+        return (_tripwire, ("unpickled",))
+
+
+def _pickled() -> bytes:
+    array = np.empty((T, T), dtype=object)
+    array[...] = _Tripwire()
+    return _npy(array, allow_pickle=True)
+
+
+def _huge_header() -> bytes:
+    """A valid .npy header announcing 10^10 values, followed by a few bytes."""
+    data = _npy(np.zeros((2, 2), bool))
+    return data.replace(b"(2, 2)", b"(99999, 99999)")
+
+
+def _csv(rows: list[str]) -> bytes:
+    return "\n".join(rows).encode()
+
+
+ONES_ROW = ",".join(["1"] * T)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extra checks of single rows.
+
+
+def _settings(at: AppTest):
+    return at.session_state["settings"]
+
+
+def _value(name: str, expected) -> Callable[[AppTest], None]:
+    def check(at: AppTest) -> None:
+        assert getattr(_settings(at), name) == expected, (name, getattr(_settings(at), name))
+
+    return check
+
+
+def _heads_chart_escapes(at: AppTest) -> None:
+    """The sentence's tokens are axis labels of the heads figure, escaped: '<' as '&lt;'."""
+    assert at.text_input(key="w_text").value == SCRIPT  # shown as typed, as text
+    spec = at.get("plotly_chart")[0].proto.spec
+    labels = json.loads(spec)["data"][0]["y"]
+    assert labels[:3] == ["'&lt;' @0", "'script' @1", "'&gt;' @2"], labels[:3]
+    assert "<script" not in spec
+
+
+def _text_shown(at: AppTest) -> None:
+    assert at.text_input(key="w_text").value == SCRIPT
+
+
+def _nothing_unpickled(at: AppTest) -> None:
+    assert UNPICKLED == []
+
+
+def _upload_limit_is_the_servers(at: AppTest) -> None:
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    # Streamlit's maxUploadSize counts MB of 2**20 bytes: the app's limit is the same.
+    assert mask_tools.MAX_UPLOAD_BYTES == config["server"]["maxUploadSize"] * 2**20
+
+
+def _rows_explained(at: AppTest) -> None:
+    """The all-masked upload as a component: the layer's answer on such rows is explained."""
+    at.multiselect(key="ml_components").set_value(["uploaded"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"**{T} fully masked row(s)**" in text and "uniform average over all S keys" in text
+    assert {m.label: m.value for m in at.metric}["fully masked rows"] == str(T)
+
+
+def _calculator_still_shown(at: AppTest) -> None:
+    assert [h.value for h in at.header][-1] == "KV-cache and decoding calculator"
+    assert any(m.value.endswith(" GB") for m in at.metric)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table.
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    page: str  # the file in app_pages/, without .py
+    expect: tuple[str, ...]  # fragments of the message (all in elements of kind `where`)
+    where: str = "warning"  # warning, error, info or markdown
+    url: dict = field(default_factory=dict)  # bad URL parameters, on the first run
+    send: Send | None = None  # a bad input after the first run
+    touches: tuple[str, ...] = ()  # settings the bad input is about: not checked as kept
+    base: dict = field(default_factory=dict)  # changes to BASE for this row
+    check: Callable[[AppTest], None] | None = None
+
+
+P, ML, KV, WT = "playground", "mask_lab", "kv_sharing", "walkthrough"
+DIVISIBLE = "must be divisible by num_key_value_heads"
+SIZE = f"the limit is {MAX_SCORE_CELLS:,}"
+
+CASES = [
+    # URL parameters: out of range, malformed, repeated, unknown, hostile text.
+    Case(
+        "url-n8-k3-not-divisible",
+        P,
+        ("num_query_heads (8) " + DIVISIBLE + " (3)", "valid choices are 1, 2, 4, 8"),
+        url={"n": "8", "k": "3"},
+        touches=("n", "k"),
+        check=_value("k", 2),
+    ),
+    Case(
+        "url-t-zero",
+        P,
+        (f"query length T (t) must be between 1 and {MAX_LEN}; got 0",),
+        url={"t": "0"},
+    ),
+    Case("url-t-negative", P, (f"between 1 and {MAX_LEN}; got -5",), url={"t": "-5"}),
+    Case(
+        "url-t-huge",
+        P,
+        (f"between 1 and {MAX_LEN}; got 99999999, using {MAX_LEN}",),
+        url={"t": "99999999"},
+    ),
+    Case(
+        "url-n-1000",
+        P,
+        (f"num_query_heads (n) must be between 1 and {MAX_QUERY_HEADS}; got 1000",),
+        url={"n": "1000"},
+        touches=("n",),
+        check=_value("n", MAX_QUERY_HEADS),
+    ),
+    Case(
+        "url-h-3",
+        P,
+        ("head_dim (h) must be between 4 and 256; got 3, using 4",),
+        url={"h": "3"},
+        touches=("h",),
+    ),
+    Case("url-d-zero", P, ("model dim (d) must be between 1 and 4096; got 0",), url={"d": "0"}),
+    Case(
+        "url-batch-100",
+        P,
+        ("batch size (batch) must be between 1 and 8; got 100",),
+        url={"batch": "100"},
+    ),
+    Case(
+        "url-window-negative",
+        P,
+        (f"sliding_window (window, 0 = off) must be between 0 and {MAX_LEN}; got -1",),
+        url={"window": "-1"},
+    ),
+    Case(
+        "url-seed-2**40",
+        P,
+        (f"seed must be between 0 and {MAX_SEED}; got {2**40}, using {MAX_SEED}",),
+        url={"seed": str(2**40)},
+        check=_value("seed", MAX_SEED),
+    ),
+    Case(
+        "url-dropout-nan",
+        P,
+        ("dropout='nan' ignored (expected a finite number)",),
+        url={"dropout": "nan"},
+    ),
+    Case(
+        "url-dropout-inf",
+        P,
+        ("dropout='inf' ignored (expected a finite number)",),
+        url={"dropout": "inf"},
+    ),
+    Case(
+        "url-dropout-1.5",
+        P,
+        ("dropout must be between 0.0 and 0.9; got 1.5, using 0.9",),
+        url={"dropout": "1.5"},
+    ),
+    Case(
+        "url-n-abc",
+        P,
+        ("n='abc' ignored (expected a whole number); using 8",),
+        url={"n": "abc"},
+        touches=("n",),
+    ),
+    Case(
+        "url-causal-maybe",
+        P,
+        ("causal='maybe' ignored (expected 1/0 or true/false)",),
+        url={"causal": "maybe"},
+        touches=("causal",),
+    ),
+    Case("url-t-1e3", P, ("t='1e3' ignored (expected a whole number)",), url={"t": "1e3"}),
+    Case("url-t-empty", P, ("t='' ignored (expected a whole number)",), url={"t": ""}),
+    Case(
+        "url-n-repeated",
+        P,
+        ("URL parameter n is given 2 times; only one is allowed, using the last, '16'",),
+        url={"n": ["8", "16"]},
+    ),
+    Case(
+        "url-unknown-parameters",
+        P,
+        ("Unknown URL parameter(s) ignored: wat, zzz",),
+        url={"wat": "1", "zzz": "2"},
+    ),
+    Case(
+        "url-mode-evil",
+        P,
+        ("mode must be one of sentence, random; got 'evil'",),
+        url={"mode": "evil"},
+    ),
+    Case(
+        "url-mode-script",  # shown as text in the message
+        P,
+        (f"mode must be one of sentence, random; got {SCRIPT!r}",),
+        url={"mode": SCRIPT},
+    ),
+    Case(
+        "url-script-as-parameter-name",
+        P,
+        (f"Unknown URL parameter(s) ignored: {SCRIPT}",),
+        url={SCRIPT: "1"},
+    ),
+    Case(
+        "url-text-100kB",
+        P,
+        (f"text is limited to {MAX_TEXT_CHARS} characters; it was cut",),
+        url={"text": "word " * 20_000},
+        check=lambda at: len(_settings(at).text) == MAX_TEXT_CHARS,
+    ),
+    Case(
+        "url-text-script",  # valid text: no message, but shown as text, never as HTML
+        P,
+        (),
+        url={"text": SCRIPT},
+        check=_heads_chart_escapes,
+    ),
+    Case(
+        "url-scores-over-limit",
+        P,
+        (SIZE, "8 x 64 x 2048 x 2048"),
+        where="error",
+        url={"mode": "random", "t": "2048", "n": "64", "batch": "8"},
+        touches=("n",),
+    ),
+    Case(
+        "url-sentence-too-many-tokens",
+        P,
+        (f"The query sentence has 100 tokens; only the first {MAX_TOKENS} are used",),
+        where="info",
+        url={"text": "a " * 100},
+    ),
+    Case(
+        "url-sentence-empty",
+        P,
+        ("The query sentence has no words",),
+        where="info",
+        url={"text": ""},
+    ),
+    Case(
+        "url-cross-empty-source",
+        P,
+        ("The source sentence has no words",),
+        where="info",
+        url={"attn": "cross", "source": ""},
+    ),
+    # Widget values: of the wrong type, not offered, out of range, not finite.
+    Case(
+        "state-k-'12'-is-12",  # read as the number: no message
+        P,
+        (),
+        base={"n": "24"},
+        send=_state("w_k", "12"),
+        check=lambda at: (_settings(at).k, at.query_params["k"]) == (12, "12"),
+    ),
+    Case(
+        "widget-k-'abc'",
+        P,
+        ("k: 'abc' is not valid; kept 2 (expected a whole number)",),
+        send=_option("w_k", "abc"),
+        check=_value("k", 2),
+    ),
+    Case(
+        "widget-n-'1000'",
+        P,
+        (f"num_query_heads (n) must be between 1 and {MAX_QUERY_HEADS}; got 1000; kept 16",),
+        send=_option("w_n", "1000"),
+    ),
+    Case(
+        "state-t-99999",
+        P,
+        (f"query length T (t) must be between 1 and {MAX_LEN}; got 99999; kept 64",),
+        send=_state("w_t", 99999),
+        check=_value("t", 64),
+    ),
+    Case(
+        "state-batch-100",
+        P,
+        ("batch size (batch) must be between 1 and 8; got 100; kept 1",),
+        send=_state("w_batch", 100),
+    ),
+    Case(
+        "state-s-2**40",  # widgets not drawn in this run (self-attention, sentence mode)
+        P,
+        (f"key/value length S (s) must be between 1 and {MAX_LEN}; got {2**40}; kept 64",),
+        send=_state("w_s", 2**40),
+        check=_value("s", 64),
+    ),
+    Case(
+        "state-t-nan",
+        P,
+        ("t: 'nan' is not valid; kept 64 (expected a whole number)",),
+        send=_state("w_t", float("nan")),
+        check=_value("t", 64),
+    ),
+    Case(
+        "state-source-5000-chars",
+        P,
+        (f"source is limited to {MAX_TEXT_CHARS} characters; kept {DEFAULT_SOURCE!r}",),
+        send=_state("w_source", "x" * 5000),
+        check=_value("source", DEFAULT_SOURCE),
+    ),
+    # A value a drawn widget cannot hold never reaches the app: Streamlit puts a number back
+    # to the widget's lowest value, and cuts text at max_chars, before the script runs and
+    # without a message. A browser never sends one (only a modified client does); the setting
+    # stays within its limits and the others are kept.
+    Case(
+        "drawn-seed-2**40",
+        P,
+        (),
+        send=_state("w_seed", 2**40),
+        touches=("seed",),
+        check=lambda at: 0 <= _settings(at).seed <= MAX_SEED,
+    ),
+    Case(
+        "drawn-dropout-nan",
+        P,
+        (),
+        send=_state("w_dropout", float("nan")),
+        check=lambda at: 0.0 <= _settings(at).dropout <= MAX_DROPOUT,
+    ),
+    Case(
+        "drawn-text-5000-chars",
+        P,
+        (),
+        send=_state("w_text", "x" * 5000),
+        check=lambda at: len(_settings(at).text) <= MAX_TEXT_CHARS,
+    ),
+    # Mask Lab uploads: each keeps the previous good mask.
+    Case(
+        "upload-wrong-shape",
+        ML,
+        (f"expected shape (T, S) = ({T}, {T})", f"got ({T}, {T + 1})"),
+        where="error",
+        send=_upload("bad.npy", _npy(np.ones((T, T + 1), bool))),
+    ),
+    Case(
+        "upload-complex-dtype",
+        ML,
+        ("complex128 values; a mask must be boolean, integer or float",),
+        where="error",
+        send=_upload("bad.npy", _npy(np.zeros((T, T), complex))),
+    ),
+    Case(
+        "upload-string-dtype",
+        ML,
+        ("<U1 values; a mask must be boolean, integer or float",),
+        where="error",
+        send=_upload("bad.npy", _npy(np.full((T, T), "a"))),
+    ),
+    Case(
+        "upload-pickled-object-array",
+        ML,
+        ("holds Python objects (pickled data), which is never loaded",),
+        where="error",
+        send=_upload("evil.npy", _pickled()),
+        check=_nothing_unpickled,
+    ),
+    Case(
+        "upload-npy-name-garbage-bytes",
+        ML,
+        ("bad.npy is not a valid .npy file",),
+        where="error",
+        send=_upload("bad.npy", b"this is not numpy data\n" * 20),
+    ),
+    Case(
+        "upload-npy-truncated",
+        ML,
+        ("bad.npy is not a valid .npy file",),
+        where="error",
+        send=_upload("bad.npy", _npy(np.ones((T, T)))[:-40]),
+    ),
+    Case(
+        "upload-oversized",
+        ML,
+        (f"the limit is 2 MB ({mask_tools.MAX_UPLOAD_BYTES:,} bytes)",),
+        where="error",
+        send=_upload("big.npy", b"\x93NUMPY" + bytes(mask_tools.MAX_UPLOAD_BYTES)),
+        check=_upload_limit_is_the_servers,
+    ),
+    Case(
+        "upload-header-announces-1e10-values",
+        ML,
+        (
+            f"holds 9,999,800,001 values (shape (99999, 99999)); the limit is "
+            f"{mask_tools.MAX_MASK_ELEMENTS:,}",
+        ),  # fmt: skip
+        where="error",
+        send=_upload("huge.npy", _huge_header()),
+    ),
+    Case(
+        "upload-empty-file",
+        ML,
+        ("empty.csv is empty",),
+        where="error",
+        send=_upload("empty.csv", b""),
+    ),
+    Case(
+        "upload-csv-non-numeric",
+        ML,
+        (f"CSV row 2, column {T}: 'x' is not a number",),
+        where="error",
+        send=_upload("bad.csv", _csv([ONES_ROW, ONES_ROW[:-1] + "x"] + [ONES_ROW] * (T - 2))),
+    ),
+    Case(
+        "upload-csv-ragged-rows",
+        ML,
+        (f"CSV row 3 has {T - 1} values but row 1 has {T}: every row needs one value per key",),
+        where="error",
+        send=_upload("bad.csv", _csv([ONES_ROW, ONES_ROW, ONES_ROW[2:]] + [ONES_ROW] * (T - 3))),
+    ),
+    Case(
+        "upload-csv-header-row",
+        ML,
+        ("CSV row 1 looks like a header", "must hold only the numbers"),
+        where="error",
+        send=_upload("bad.csv", _csv([",".join(f"k{j}" for j in range(T))] + [ONES_ROW] * T)),
+    ),
+    Case(
+        "upload-csv-not-utf8",
+        ML,
+        ("bad.csv is not UTF-8 text",),
+        where="error",
+        send=_upload("bad.csv", "1,0,\xe9\n".encode("latin-1")),
+    ),
+    Case(
+        "upload-nan",
+        ML,
+        ("the mask holds NaN (first at index (0, 0))", "0/1 or 0 and negative numbers / -inf"),
+        where="error",
+        send=_upload("nan.npy", _npy(np.where(np.eye(T, dtype=bool), np.nan, 1.0))),
+    ),
+    Case(
+        "upload-inf-csv",
+        ML,
+        ("the mask holds +inf", "0/1 or 0 and negative numbers / -inf"),
+        where="error",
+        send=_upload("inf.csv", _csv(["inf," + ",".join(["0"] * (T - 1))] * T)),
+    ),
+    Case(
+        "upload-all-rows-masked",  # accepted: the page explains rows with no key
+        ML,
+        (f"your mask leaves {T} query row(s) with no key",),
+        where="markdown",
+        send=_upload("all_masked.npy", _npy(np.full((T, T), -np.inf))),
+        check=_rows_explained,
+    ),
+    # The pages' own limits and inputs.
+    Case(
+        "mask-lab-too-long",
+        ML,
+        (f"the Mask Lab works on up to {MASK_LAB_MAX_LEN} positions per axis", "T = 600"),
+        where="error",
+        url={"mode": "random", "t": "600"},
+    ),
+    Case(
+        "mask-lab-document-ids-not-numbers",
+        ML,
+        ("Document ids must be non-negative whole numbers; 'x' is not",),
+        where="error",
+        send=_steps(
+            lambda at: at.multiselect(key="ml_components").set_value(["document"]),
+            lambda at: at.radio(key="ml_doc_mode").set_value("ids"),
+            lambda at: at.text_input(key="ml_doc_ids").input("0,0,x"),
+        ),
+    ),
+    Case(
+        "walkthrough-too-long",
+        WT,
+        (f"for up to {WALKTHROUGH_MAX_LEN} positions per axis; this input has T = 300",),
+        where="error",
+        url={"mode": "random", "t": "300"},
+    ),
+    Case("walkthrough-text-script", WT, (), url={"text": SCRIPT}, check=_text_shown),
+    Case(
+        "kv-sharing-too-many-scores",
+        KV,
+        (f"the limit is {KV_SHARING_MAX_SCORE_CELLS:,} (on this page", "8 x 64 x 2048 x 2048"),
+        where="error",
+        url={"mode": "random", "t": "2048", "n": "64", "batch": "8"},
+        touches=("n",),
+        check=_calculator_still_shown,
+    ),
+    Case(
+        "kv-sharing-custom-k-not-dividing-n",
+        KV,
+        ("K = 3 must divide N = 32",),
+        where="error",
+        send=_steps(
+            lambda at: at.selectbox(key="kv_preset").set_value("custom"),
+            lambda at: at.number_input(key="kv_c_k").set_value(3),
+        ),
+    ),
+    Case(
+        "kv-sharing-cross-empty-source",
+        KV,
+        ("The source sentence has no words",),
+        where="info",
+        url={"attn": "cross", "source": ""},
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _open(page: str, query: dict) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    for name, value in query.items():
+        at.query_params[name] = value
+    at.run()  # register the pages (their url paths differ from their file names)
+    at.switch_page(f"app_pages/{page}.py")
+    return at.run()
+
+
+def _messages(at: AppTest, where: str) -> str:
+    return "\n".join(e.value for e in getattr(at, where))
+
+
+def _no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _no_visitor_html(at: AppTest) -> None:
+    for m in at.markdown:
+        if m.proto.allow_html:
+            assert "<script" not in m.value and "alert(" not in m.value, m.value
+
+
+def _kept(at: AppTest, base: dict, touches: tuple[str, ...]) -> None:
+    expected, problems = from_query_params(base)
+    assert problems == []
+    settings = _settings(at)
+    for name, raw in base.items():
+        if name in touches:
+            continue
+        assert getattr(settings, name) == getattr(expected, name), name
+        assert at.query_params.get(name) == raw, (name, at.query_params.get(name))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, monkeypatch):
+    loads: list[dict] = []
+    load = np.load
+
+    def spy(*args, **kwargs):
+        loads.append(kwargs)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", spy)
+    base = {**BASE, **case.base}
+    at = _open(case.page, {**base, **case.url})
+    if case.send is not None:
+        case.send(at)
+        at.run()
+    _no_exception(at)
+    message = _messages(at, case.where)
+    for fragment in case.expect:
+        assert fragment in message, (fragment, message)
+    if case.where != "error":
+        assert not at.error, [e.value for e in at.error]
+    _kept(at, base, case.touches)
+    if case.check is not None:
+        assert case.check(at) is not False
+    _no_visitor_html(at)
+    assert all(kw.get("allow_pickle") is False for kw in loads), loads
+
+    # The app keeps running: a normal change afterwards works, and nothing else moved.
+    at.number_input(key="w_seed").set_value(5).run()
+    _no_exception(at)
+    assert _settings(at).seed == 5 and at.query_params["seed"] == "5"
+    _kept(at, base, case.touches)
