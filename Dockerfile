@@ -9,10 +9,14 @@ FROM python:3.11.14-slim-bookworm
 # PYTHONDONTWRITEBYTECODE: the app's files belong to root and Kubernetes mounts the root
 # filesystem read-only, so there is nowhere to write .pyc files at run time.
 # No file watcher: the code never changes inside a running container.
+# MALLOC_ARENA_MAX=2: every Streamlit session runs its script in a thread of its own, and
+# glibc's per-thread heaps kept freed memory (about a fifth of the resident memory in
+# bench/load.py's measurements).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
+    MALLOC_ARENA_MAX=2 \
     GQA_VIZ_JAX_CACHE_DIR=/opt/gqa-viz/jax-cache
 
 # A fixed UID/GID, so Kubernetes' runAsUser/fsGroup and volume ownership can name it.

@@ -30,6 +30,7 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make bench        python -m bench.core"
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
+	@echo "make load         python -m bench.load (30 sessions + 3 browsers, 3 min; not in CI)"
 	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained)"
 	@echo "make warm         compile the prewarmed programs into .jax_cache (python -m gqa_viz.warm)"
 	@echo "make docker       docker build -t gqa-viz . (needs a Docker engine; not run in CI)"
@@ -53,7 +54,7 @@ system-deps:
 	fi
 
 run: venv
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run app.py --server.port $(PORT)
 
 # GPU is used automatically when present (JAX_PLATFORMS deliberately not set);
 # no preallocation so tests and a running app can share the device.
@@ -73,7 +74,9 @@ bench: venv
 bench-app: venv system-deps
 	$(PY) -m bench.interactive
 
-.PHONY: train
+.PHONY: load train
+load: venv system-deps
+	$(PY) -m bench.load
 train: venv
 	$(PY) -m scripts.train_tiny
 

@@ -10,14 +10,21 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages._controls import settings_controls
+from app_pages._controls import compute_key, settings_controls
 from gqa_viz import core, kv_cache, trained
+from gqa_viz.buckets import bucketed_trace
 from gqa_viz.figures.heads import heads_figure
 from gqa_viz.figures.sharing import cache_figure, diff_figure, drift_figure
 from gqa_viz.kv_cache import DTYPE_BYTES, GB, GiB
 from gqa_viz.models import PRESETS, ModelShape
-from gqa_viz.playground import build_inputs, input_shape
-from gqa_viz.settings import KV_SHARING_MAX_SCORE_CELLS, MAX_SCORE_CELLS, Settings, check_size
+from gqa_viz.playground import RESULTS, build_inputs, input_shape
+from gqa_viz.settings import (
+    HEAVY_SCORE_CELLS,
+    KV_SHARING_MAX_SCORE_CELLS,
+    MAX_SCORE_CELLS,
+    Settings,
+    check_size,
+)
 from gqa_viz.sharing import controlled_mha, drift_curve, explain
 
 SETTING_NAMES = {
@@ -31,11 +38,7 @@ GPU_CHOICES = {"24 GB": 24, "40 GB": 40, "80 GB": 80, "custom": None}
 _CONFIG = {"displaylogo": False}
 
 
-@st.cache_data(max_entries=32, show_spinner="Grouping the heads for every K…")
-def _curve(settings: Settings, setting: str, eps: float, method: str):
-    """drift_curve for the sidebar's input, the axis labels and mask of batch item 0, and the
-    notes on the input (a sentence cut or replaced)."""
-    s = settings
+def _compute_curve(s: Settings, setting: str, eps: float, method: str):
     notes: list[str] = []
     query, value, _, _, q_labels, k_labels = build_inputs(s, notes)
     spec = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias)
@@ -46,10 +49,30 @@ def _curve(settings: Settings, setting: str, eps: float, method: str):
         params = controlled_mha(spec, s.d, groups_of=s.n // s.k, eps=eps, seed=s.seed)
     else:
         params = core.init_params(spec, s.d, seed=s.seed)
-    curve = drift_curve(params, spec, query, value, method=method, causal=s.causal, seed=s.seed)
+    curve = drift_curve(
+        params, spec, query, value, method=method, causal=s.causal, seed=s.seed,
+        trace=bucketed_trace, probs_for=s.k,
+    )  # fmt: skip
     T, S = len(q_labels), len(k_labels)
     mask = np.tril(np.ones((T, S), bool)) if s.causal else None
     return curve, q_labels, k_labels, mask, notes
+
+
+def _curve(settings: Settings, setting: str, eps: float, method: str):
+    """drift_curve for the sidebar's input (maps kept for the sidebar's K only), the axis
+    labels and mask of batch item 0, and the notes on the input (a sentence cut or replaced).
+
+    Shared by every session through the server's results cache (bounded in bytes); a large
+    input runs in the server's one heavy-work slot.
+    """
+    s = compute_key(settings)
+    B, T, S = input_shape(s)
+    with st.spinner("Grouping the heads for every K…", show_time=True):
+        return RESULTS.get(
+            ("kv-sharing", s, setting, eps, method),
+            lambda: _compute_curve(s, setting, eps, method),
+            heavy=B * s.n * T * S > HEAVY_SCORE_CELLS,
+        )
 
 
 def _gb(b: float) -> str:

@@ -23,7 +23,8 @@ from gqa_viz import masks as M
 from gqa_viz import theme
 from gqa_viz.figures import masks as F
 from gqa_viz.figures.heads import heads_figure, pool_factor
-from gqa_viz.settings import MAX_LEN, Settings
+from gqa_viz.playground import RESULTS, input_shape
+from gqa_viz.settings import HEAVY_SCORE_CELLS, MAX_LEN, Settings
 
 UPLOAD = "ml_upload"  # the last good upload
 UPLOAD_SEEN = "ml_upload_seen"  # (file_id, error or None) of the file last read
@@ -54,10 +55,16 @@ HELP = {
 HELP["causal_bottom_right"] += " Turn off use_causal_mask in the sidebar to see it alone."
 
 
-@st.cache_resource(max_entries=16, show_spinner="Running the layer with your mask…")
 def _compose(settings: Settings, components: tuple, combine: str) -> L.MaskLabResult:
-    # cache_resource: results are read-only, and copying arrays on every rerun would cost.
-    return L.compose(compute_key(settings), components, combine)
+    """Shared by every session in the server's results cache (bounded in bytes; read-only)."""
+    key = compute_key(settings)
+    B, T, S = input_shape(key)
+    with st.spinner("Running the layer with your mask…", show_time=True):
+        return RESULTS.get(
+            ("mask-lab", key, components, combine),
+            lambda: L.compose(key, components, combine),
+            heavy=B * key.n * T * S > HEAVY_SCORE_CELLS,
+        )
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading your mask both ways…")

@@ -178,6 +178,7 @@ def _free_port() -> int:
 def _server(cache_dir: str, log_path: str):
     port = _free_port()
     env = {**os.environ, "GQA_VIZ_JAX_CACHE_DIR": cache_dir, "GQA_VIZ_PREWARM": "1"}
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # as `make run` and the Dockerfile
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
         "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={port}",

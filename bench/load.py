@@ -1,7 +1,7 @@
 """A classroom at once: many sessions against one server on loopback, for a few minutes.
 
     python -m bench.load                                  # 30 light + 3 browser sessions, 3 min
-    python -m bench.load --sessions 30 --browsers 3 --minutes 3 --think 2 6
+    python -m bench.load --sessions 30 --browsers 3 --minutes 3 --think 3 10
 
 Most sessions are light clients: they speak Streamlit's own websocket protocol (the
 ``BackMsg``/``ForwardMsg`` protobufs on ``/_stcore/stream``) as the browser's frontend does,
@@ -44,7 +44,7 @@ from bench.interactive import CHROMIUM, HEATMAP_ROWS_JS, _server, _wait_health
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_LINK = "n=8&k=2&mode=sentence"  # what the teacher put on the board
-PAGES = ("mask-lab", "kv-sharing", "walkthrough", "")  # "" is Home
+PAGES = ("mask-lab", "kv-sharing", "trained", "walkthrough", "")  # "" is Home
 N_CHOICES = (4, 8, 12, 16, 32)
 RERUN_TIMEOUT_S = 60.0
 
@@ -60,6 +60,8 @@ class Tally:
 
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: list[str] = field(default_factory=list)
+    cpu_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)  # server s, light clients s, wall s
 
     def add(self, action: str, ms: float) -> None:
         self.latency_ms[action].append(ms)
@@ -239,7 +241,9 @@ ERRORS_JS = """() => document.querySelectorAll(
     "[data-testid='stException'], [data-testid='stAlertContentError']").length"""
 
 
-async def browser_session(browser, url: str, name: str, tally: Tally, stop_at: float, seed: int):
+async def browser_session(
+    browser, url: str, name: str, tally: Tally, stop_at: float, seed: int, think
+):
     rng = random.Random(seed)
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
@@ -251,7 +255,7 @@ async def browser_session(browser, url: str, name: str, tally: Tally, stop_at: f
         tally.add("browser: open", 1000 * (time.perf_counter() - t0))
         t, action = 64, "open"
         while time.monotonic() < stop_at:
-            await asyncio.sleep(rng.uniform(2, 6))
+            await asyncio.sleep(rng.uniform(*think))
             if rng.random() < 0.75:
                 action = "slider"
                 thumb = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
@@ -297,6 +301,12 @@ async def browser_session(browser, url: str, name: str, tally: Tally, stop_at: f
 # The run.
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -304,10 +314,24 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _renice_browsers() -> None:
+    """Lower the priority of every chromium process: on 30 laptops the browsers would not take
+    the server's cores, and here they share its two."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"chromium" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                os.setpriority(os.PRIO_PROCESS, int(entry.name), 15)
+        except (OSError, IndexError):
+            continue  # gone, or not ours
+
+
 async def _sample_memory(pid: int, samples: list[tuple[float, float]], stop: asyncio.Event):
     t0 = time.monotonic()
     while not stop.is_set():
         samples.append((time.monotonic() - t0, _rss_mib(pid)))
+        _renice_browsers()  # new renderer processes appear as pages load
         await asyncio.sleep(1.0)
 
 
@@ -323,6 +347,7 @@ async def _first_visit(url: str) -> None:
 
 async def run_load(url: str, pid: int, args) -> tuple[Tally, list[tuple[float, float]]]:
     tally = Tally()
+    tally.cpu_start = (_cpu_s(pid), time.process_time(), time.monotonic())
     samples: list[tuple[float, float]] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(_sample_memory(pid, samples, stop))
@@ -339,7 +364,7 @@ async def run_load(url: str, pid: int, args) -> tuple[Tally, list[tuple[float, f
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
             tasks += [
-                browser_session(browser, url, f"browser-{i}", tally, stop_at, seed=100 + i)
+                browser_session(browser, url, f"browser-{i}", tally, stop_at, 100 + i, think)
                 for i in range(args.browsers)
             ]
             await asyncio.gather(*tasks)
@@ -348,6 +373,8 @@ async def run_load(url: str, pid: int, args) -> tuple[Tally, list[tuple[float, f
         await asyncio.gather(*tasks)
     stop.set()
     await sampler
+    server0, client0, wall0 = tally.cpu_start
+    tally.cpu = (_cpu_s(pid) - server0, time.process_time() - client0, time.monotonic() - wall0)
     return tally, samples
 
 
@@ -371,6 +398,12 @@ def report(tally: Tally, samples, args) -> None:
             f"  {action:30s} {len(values):5d} {statistics.median(values):7.0f} "
             f"{_percentile(values, 0.95):7.0f} {max(values):7.0f}"
         )
+    server, client, wall = tally.cpu
+    if wall:
+        print(
+            f"\nCPU over {wall:.0f} s: server {server:.0f} s ({server / wall:.2f} cores), "
+            f"light clients {client:.0f} s ({client / wall:.2f} cores); the browsers use the rest"
+        )
     if samples:
         end = samples[-1][0]
         half = [(t, m) for t, m in samples if t >= end / 2]
@@ -390,7 +423,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sessions", type=int, default=30, help="light sessions (1-100)")
     parser.add_argument("--browsers", type=int, default=3, help="browser sessions (0-5)")
     parser.add_argument("--minutes", type=float, default=3.0, help="load duration (0.1-15)")
-    parser.add_argument("--think", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"))
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs=2,
+        default=(3.0, 10.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between a student's actions, drawn uniformly (default 3-10)",
+    )
     args = parser.parse_args(argv)
     # Bounded, so a typo cannot turn a benchmark into a denial of service of this machine.
     if not (1 <= args.sessions <= 100 and 0 <= args.browsers <= 5 and 0.1 <= args.minutes <= 15):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,25 @@ def _with_zero_biases(params: core.Params, spec: core.GQASpec, dims) -> core.Par
         if name == "bias" and "bias" not in out[layer]:
             out[layer]["bias"] = np.zeros(shape, np.float32)
     return out
+
+
+# Compiled programs held in memory, about 6 MB each on a CPU. Many visitors exploring many
+# head counts and lengths would otherwise keep adding programs for as long as the server
+# runs; past the limit JAX's in-memory caches are emptied and programs load again from the
+# persistent compilation cache (tens of ms each) as they are used. Prewarming makes 116.
+MAX_PROGRAMS_IN_MEMORY = 192
+_programs: set = set()
+_programs_lock = threading.Lock()
+
+
+def _note_program(key) -> None:
+    with _programs_lock:
+        if key in _programs:
+            return
+        if len(_programs) >= MAX_PROGRAMS_IN_MEMORY:
+            jax.clear_caches()  # running computations keep the programs they hold
+            _programs.clear()
+        _programs.add(key)
 
 
 def _pad(x: np.ndarray, axis: int, size: int) -> np.ndarray:
@@ -133,6 +153,7 @@ def bucketed_trace(
     allowed[:, :T, :S] = True if merged is None else M.materialize(merged, T, S, B, xp=np)
 
     training = bool(training) and spec.dropout > 0.0
+    _note_program((_program_spec(spec, training), B, D, value.shape[2], Tb, Sb, training))
     params = jax.tree.map(np.asarray, params)
     if not spec.use_bias:
         params = _with_zero_biases(params, spec, (D, value.shape[2]))

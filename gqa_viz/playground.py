@@ -204,8 +204,10 @@ def run(s: Settings) -> Result:
     return result
 
 
-# Shared by every session of a server: equal settings are computed once. 1.5 GiB holds one
-# run at the size limit (logits and probabilities, 512 MiB each) beside many small ones.
+# Shared by every session of a server, and by every page (the Mask Lab and KV sharing pages
+# key their results with their name): equal requests are computed once, and all results
+# together stay within 1.5 GiB, which holds one run at the size limit (logits and
+# probabilities, 512 MiB each) beside many small ones.
 RESULTS = ResultCache(max_bytes=int(1.5 * 2**30), max_concurrent=1)
 
 

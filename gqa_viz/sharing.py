@@ -131,8 +131,16 @@ def drift(
     method: str = "mean",
     causal: bool = True,
     seed: int = 0,
+    trace=core.attention_trace,
+    reference=None,
+    keep_probs: bool = True,
 ) -> dict:
     """Run the MHA layer and its K-kv-head conversion on the same input and compare them.
+
+    ``trace`` runs a layer (default :func:`gqa_viz.core.attention_trace`); the app passes
+    :func:`gqa_viz.buckets.bucketed_trace`, so new lengths do not compile new programs.
+    ``reference``: the MHA layer's trace on this input, if already computed. Without
+    ``keep_probs`` the two probability maps are left out (None), to keep a curve small.
 
     Returns a dict: ``K``, ``G``, ``method``, ``js_per_head`` [N] (JS divergence of each query
     row's attention, averaged over rows with at least one allowed key, and the batch), ``js``
@@ -140,8 +148,12 @@ def drift(
     ``probs_gqa`` [B, N, T, S] (NumPy) for plotting.
     """
     params_gqa, spec_gqa = grouped_heads(params_mha, spec_mha, K, method, seed=seed)
-    a = core.attention_trace(params_mha, query, value, spec=spec_mha, use_causal_mask=causal)
-    b = core.attention_trace(params_gqa, query, value, spec=spec_gqa, use_causal_mask=causal)
+    a = (
+        reference
+        if reference is not None
+        else trace(params_mha, query, value, spec=spec_mha, use_causal_mask=causal)
+    )
+    b = trace(params_gqa, query, value, spec=spec_gqa, use_causal_mask=causal)
     js = js_divergence(a.probs, b.probs)  # [B, N, T]
     B, N, T, _ = a.probs.shape
     if a.mask is None:
@@ -160,8 +172,8 @@ def drift(
         "js_per_head": np.asarray(js_per_head),
         "js": float(jnp.mean(js_per_head)),
         "rel_error": err / ref if ref > 0 else err,
-        "probs_mha": np.asarray(a.probs),
-        "probs_gqa": np.asarray(b.probs),
+        "probs_mha": np.asarray(a.probs) if keep_probs else None,
+        "probs_gqa": np.asarray(b.probs) if keep_probs else None,
     }
 
 
@@ -174,11 +186,30 @@ def drift_curve(
     method: str = "mean",
     causal: bool = True,
     seed: int = 0,
+    trace=core.attention_trace,
+    probs_for: int | None = None,
 ) -> list[dict]:
-    """:func:`drift` for every K dividing N, from MHA (K = N) down to MQA (K = 1)."""
+    """:func:`drift` for every K dividing N, from MHA (K = N) down to MQA (K = 1).
+
+    The MHA layer runs once. ``probs_for``: keep the probability maps of that K only (None:
+    of every K).
+    """
     Ks = sorted(divisors(spec_mha.num_query_heads), reverse=True)
+    reference = trace(params_mha, query, value, spec=spec_mha, use_causal_mask=causal)
     return [
-        drift(params_mha, spec_mha, query, value, K, method=method, causal=causal, seed=seed)
+        drift(
+            params_mha,
+            spec_mha,
+            query,
+            value,
+            K,
+            method=method,
+            causal=causal,
+            seed=seed,
+            trace=trace,
+            reference=reference,
+            keep_probs=probs_for in (None, K),
+        )  # fmt: skip
         for K in Ks
     ]
 

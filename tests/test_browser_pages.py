@@ -17,6 +17,7 @@ RERUN_DONE_JS = "() => !document.querySelector(\"[data-testid='stStatusWidget']\
         ("/mask-lab", "Mask Lab", 3),
         ("/walkthrough", "Walkthrough", 8),
         ("/kv-sharing", "KV sharing", 2),
+        ("/trained", "Trained heads", 6),
     ],
 )
 def test_page_renders_in_chromium(streamlit_server, page, tmp_path, path, heading, min_plots):

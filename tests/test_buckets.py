@@ -157,3 +157,21 @@ def test_dropout_draws_stay_put_while_the_length_moves_within_a_bucket():
         scale = tr.dropped_probs[tr.dropped_probs > 0] / tr.probs[tr.dropped_probs > 0]
         np.testing.assert_allclose(scale, 2.0, rtol=1e-6)
     np.testing.assert_array_equal(kept[0], kept[1])
+
+
+def test_programs_held_in_memory_are_bounded(monkeypatch):
+    """Past the limit, JAX's in-memory caches are emptied (programs reload from disk)."""
+    from gqa_viz import buckets as bk
+
+    cleared = []
+    monkeypatch.setattr(bk, "MAX_PROGRAMS_IN_MEMORY", 2)
+    monkeypatch.setattr(bk, "_programs", set())
+    monkeypatch.setattr(bk.jax, "clear_caches", lambda: cleared.append(1))
+    spec = core.GQASpec(4, 2, 8)
+    params = core.init_params(spec, 16, seed=0)
+    rng = np.random.default_rng(0)
+    for T in (10, 12, 40, 70, 14):  # buckets 16, 16, 64, 128, 16
+        x = rng.standard_normal((1, T, 16)).astype("float32")
+        bk.bucketed_trace(params, x, x, spec=spec)
+    # 16 and 64 fill the budget; 128 clears it; 16 again is new since the clear.
+    assert len(cleared) == 1 and len(bk._programs) == 2

@@ -88,7 +88,7 @@ def test_bad_arguments(layer):
     with pytest.raises(ValueError, match="groups_of"):
         sharing.controlled_mha(SPEC, D, groups_of=3, eps=0.0)
     with pytest.raises(ValueError, match="setting"):
-        sharing.explain([], "trained")
+        sharing.explain([], "pretrained")
 
 
 def test_js_divergence_hand_computed():

@@ -1,0 +1,615 @@
+"""Figures of the Trained heads page: what a tiny trained model's heads do. No Streamlit.
+
+Axis letters as in :mod:`gqa_viz.tiny`: L sequence length (T = S = L), N query heads, K kv
+heads, G = N // K, V vocab. Query head n reads K/V head n // G.
+
+* :func:`trained_heads_figure`: one layer's heads (:func:`gqa_viz.figures.heads.heads_figure`)
+  with the right key of every answer position outlined in every head;
+* :func:`right_key_attention` and :func:`right_key_figure`: how much probability each head
+  puts on the right key, on average over the answer positions, as bars coloured by K/V head
+  (and :func:`previous_token_attention`, the same for the token just before the query);
+* :func:`prediction_figure`: the prompt, the model's next token at each answer position and
+  the right answer, right ones and wrong ones in two colours;
+* :func:`experiment_figure` and :func:`experiment_summary`: the MHA -> GQA conversion and
+  uptraining results (``assets/trained/experiment.json``) of one task, against K.
+
+"The right key" of an answer position t is :func:`gqa_viz.tasks.answer_keys` [t]: the earlier
+position whose token is the answer, where a lookup or induction head should look.
+"""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+
+from gqa_viz.figures.heads import NOMINAL_WIDTH, heads_figure
+from gqa_viz.figures.sharing import k_label
+from gqa_viz.theme import (
+    AXIS_LINE_COLOR,
+    FONT_FAMILY,
+    FULLY_MASKED_ROW_COLOR,
+    GRID_LINE_COLOR,
+    GROUP_COLORS,
+    PAPER_BG,
+    TEXT_DARK,
+    TEXT_MUTED,
+    group_color,
+)
+
+# Vermilion outlines stand out on the white-to-blue probability scale at both ends.
+RIGHT_KEY_COLOR = FULLY_MASKED_ROW_COLOR
+# Right and wrong predictions: the Okabe-Ito green / vermilion pair (colour-blind safe).
+RIGHT_COLOR, WRONG_COLOR = GROUP_COLORS[2], GROUP_COLORS[4]
+ANSWER_FILL = "#E4E7EB"  # the same light grey as the Mask Lab's neutral tiles
+METHODS = ("mean", "first", "random")
+METHOD_NAMES = {"mean": "mean-pool", "first": "first head", "random": "random head"}
+METHOD_COLORS = {"mean": GROUP_COLORS[0], "first": GROUP_COLORS[1], "random": GROUP_COLORS[3]}
+PHASES = {"before": "right after conversion", "after": "after uptraining"}
+
+
+def _base(fig: go.Figure, title: str, subtitle: str, height: int, margin: dict) -> None:
+    fig.update_layout(
+        template="none",
+        title=dict(
+            text=title,
+            x=0.0,
+            xref="container",
+            xanchor="left",
+            pad=dict(l=12, t=10),
+            yref="container",
+            y=1.0,
+            yanchor="top",
+            font=dict(size=16, color=TEXT_DARK),
+            subtitle=dict(text=subtitle, font=dict(size=12, color=TEXT_MUTED)),
+        ),
+        height=height,
+        margin=margin,
+        font=dict(family=FONT_FAMILY, size=12, color=TEXT_DARK),
+        paper_bgcolor=PAPER_BG,
+        plot_bgcolor=PAPER_BG,
+        hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12), align="left"),
+        dragmode=False,
+    )
+
+
+def _answers(answer_keys, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(answer positions t, their right keys answer_keys[t]), checked against length L."""
+    keys = np.asarray(answer_keys, dtype=np.int64)
+    if keys.shape != (L,):
+        raise ValueError(f"answer_keys must have shape [L] = ({L},), got {keys.shape}.")
+    t = np.flatnonzero(keys >= 0)
+    if (keys[t] > t).any():
+        raise ValueError("A right key lies after its answer position: a causal head cannot see it.")
+    return t, keys[t]
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads with the right key outlined.
+
+
+def right_key_attention(probs, answer_keys) -> np.ndarray:
+    """[N]: each head's probability on the right key, averaged over the answer positions.
+
+    ``probs``: [N, L, L] one layer's attention; ``answer_keys``: [L] (-1 where no answer).
+    NaN for every head when the prompt has no answer position.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    N, T, S = probs.shape
+    t, k = _answers(answer_keys, T)
+    if t.size == 0:
+        return np.full(N, np.nan)
+    return probs[:, t, k].mean(axis=1)  # [N, answers] -> [N]
+
+
+def previous_token_attention(probs) -> np.ndarray:
+    """[N]: each head's probability on the token just before the query (key t - 1), averaged
+    over queries 1..L-1: high for a previous-token head."""
+    probs = np.asarray(probs, dtype=np.float64)
+    N, T, S = probs.shape
+    if T < 2:
+        return np.full(N, np.nan)
+    t = np.arange(1, T)
+    return probs[:, t, t - 1].mean(axis=1)  # [N, T - 1] -> [N]
+
+
+def uniform_baseline(answer_keys) -> float:
+    """What a causal head spreading evenly over every visible key puts on the right key.
+
+    Query t sees t + 1 keys, so 1 / (t + 1), averaged over the answer positions.
+    """
+    keys = np.asarray(answer_keys)
+    t = np.flatnonzero(keys >= 0)
+    return float(np.mean(1.0 / (t + 1))) if t.size else float("nan")
+
+
+def trained_heads_figure(
+    probs,
+    tokens: list[str],
+    answer_keys,
+    num_key_value_heads: int,
+    title: str,
+    answers: list[str] | None = None,
+    row_px: float = 11.0,
+) -> go.Figure:
+    """One layer's causal attention [N, L, L] per query head, grouped by K/V head, with the
+    right key of each answer position outlined in every head.
+
+    ``tokens``: [L] token names, written on both axes; ``answer_keys``: [L]; ``answers``: [L]
+    the right answer at each position (for the hover text; default: the token at the right
+    key). The figure is :func:`gqa_viz.figures.heads.heads_figure` made taller, so that each
+    query row is at least ``row_px`` high and can carry its token. The outlines are one
+    scatter trace per head (``meta["role"] == "right key"``), on the head's axes, at
+    (key answer_keys[t], query t).
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    N, L, _ = probs.shape
+    t_idx, k_idx = _answers(answer_keys, L)
+    if answers is None:
+        answers = [tokens[k] if k >= 0 else "" for k in np.asarray(answer_keys).tolist()]
+    mask = np.tril(np.ones((L, L), bool))  # causal: query t sees keys 0..t
+    fig = heads_figure(probs, mask, tokens, tokens, num_key_value_heads, title=title)
+    G = N // num_key_value_heads
+    scores = {t.meta["head"]: t for t in fig.data if (t.meta or {}).get("role") == "scores"}
+
+    # Taller: every vertical length inside the plot area grows by `grow` (panels, gaps and
+    # labels alike, since heads_figure places them as fractions), margins stay; room below
+    # for the outline's legend.
+    margin = fig.layout.margin
+    plot_h = float(fig.layout.height - margin.t - margin.b)
+    first = fig.layout[scores[0].yaxis.replace("y", "yaxis")].domain
+    panel_h = (first[1] - first[0]) * plot_h
+    grow = max(1.0, row_px * L / panel_h)
+    legend_h = 26
+    fig.update_layout(
+        height=round(plot_h * grow + margin.t + margin.b + legend_h),
+        margin=dict(b=margin.b + legend_h),
+    )
+    row = panel_h * grow / L
+    plot_w = NOMINAL_WIDTH - margin.l - margin.r
+    first_x = fig.layout[scores[0].xaxis.replace("x", "xaxis")].domain
+    col = (first_x[1] - first_x[0]) * plot_w / L  # at the planned width: the least it gets
+    longest = max(len(t) for t in tokens)
+    x_step = max(1, int(np.ceil((longest * 5.6 + 3) / col)))  # ~5.6 px a character at size 9
+    names = [html.escape(t) for t in tokens]
+    for trace in scores.values():
+        xa = fig.layout[trace.xaxis.replace("x", "xaxis")]
+        ya = fig.layout[trace.yaxis.replace("y", "yaxis")]
+        xa.update(tickvals=list(trace.x)[::x_step], ticktext=names[::x_step], tickfont=dict(size=9))
+        ya.update(tickvals=list(trace.y), ticktext=names, tickfont=dict(size=9))
+        xa.tickangle = 0
+
+    for n in range(N):
+        trace = scores[n]
+        x_cats, y_cats = list(trace.x), list(trace.y)
+        p = probs[n, t_idx, k_idx]  # [answers]
+        fig.add_trace(
+            go.Scatter(
+                x=[x_cats[k] for k in k_idx],
+                y=[y_cats[t] for t in t_idx],
+                xaxis=trace.xaxis,
+                yaxis=trace.yaxis,
+                mode="markers",
+                marker=dict(
+                    symbol="square-open",
+                    size=max(5.0, min(row, col) - 0.5),
+                    color=RIGHT_KEY_COLOR,
+                    line=dict(width=1.8),
+                ),
+                customdata=[
+                    [int(t), int(k), html.escape(tokens[t]), html.escape(answers[t]), float(v)]
+                    for t, k, v in zip(t_idx, k_idx, p)
+                ],
+                hovertemplate=f"q head {n} (K/V head {n // G})<br>"
+                "query %{customdata[0]} '%{customdata[2]}': the next token should be "
+                "'%{customdata[3]}'<br>right key: position %{customdata[1]}<br>"
+                "p = %{customdata[4]:.3f} on it<extra></extra>",
+                name=f"q{n} right keys",
+                meta={"role": "right key", "head": n},
+                showlegend=False,
+            )
+        )
+    count = t_idx.size
+    fig.add_annotation(
+        x=0.0,
+        y=0.0,
+        xref="paper",
+        yref="paper",
+        yshift=-8,
+        xanchor="left",
+        yanchor="top",
+        showarrow=False,
+        align="left",
+        font=dict(size=12, color=TEXT_MUTED),
+        text=(
+            f"<span style='color:{RIGHT_KEY_COLOR}'><b>□</b></span> right key: for each of "
+            f"the {count} answer row{'s' if count != 1 else ''}, the earlier token that holds "
+            "the answer"
+            if count
+            else "This prompt has no answer position, so no right key to mark."
+        ),
+        name="right key legend",
+    )
+    return fig
+
+
+def right_key_figure(
+    probs, answer_keys, num_key_value_heads: int, title: str, height: int = 300
+) -> go.Figure:
+    """Bars: each query head's mean probability on the right key [N], coloured by K/V head.
+
+    One bar trace per K/V head (``meta["role"] == "right key bars"``, its G heads in order),
+    in the colours of the heads figure's frames; a dashed line marks what a head spreading
+    evenly over the visible keys would get (:func:`uniform_baseline`).
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    N = probs.shape[0]
+    K = int(num_key_value_heads)
+    if K <= 0 or N % K:
+        raise ValueError(f"num_key_value_heads must divide the {N} query heads, got {K}.")
+    G = N // K
+    values = right_key_attention(probs, answer_keys)  # [N]
+    count = int((np.asarray(answer_keys) >= 0).sum())
+    fig = go.Figure()
+    labels = [f"q{n}" for n in range(N)]
+    for j in range(K):
+        heads = range(j * G, (j + 1) * G)
+        fig.add_trace(
+            go.Bar(
+                x=[labels[n] for n in heads],
+                y=[float(values[n]) for n in heads],
+                name=f"K/V head {j}",
+                marker=dict(color=group_color(j), line=dict(width=0)),
+                text=[f"{values[n]:.2f}" if count else "" for n in heads],
+                textposition="outside",
+                textfont=dict(size=10, color=TEXT_DARK),
+                cliponaxis=False,
+                customdata=[[n, j] for n in heads],
+                hovertemplate="q head %{customdata[0]} (reads K/V head %{customdata[1]})<br>"
+                f"mean p on the right key = %{{y:.3f}}<br>over {count} answer position"
+                f"{'s' if count != 1 else ''}<extra></extra>",
+                meta={"role": "right key bars", "kv_head": j, "heads": list(heads)},
+            )
+        )
+    chance = uniform_baseline(answer_keys)
+    if count:
+        fig.add_hline(y=chance, line=dict(color=TEXT_MUTED, width=1.2, dash="dash"))
+    subtitle = (
+        f"mean over {count} answer position{'s' if count != 1 else ''}<br>"
+        f"dashed: even spread ({chance:.2f})"
+        if count
+        else "no answer position in this prompt"
+    )
+    _base(fig, title, subtitle, height, dict(l=52, r=10, t=100 if "<br>" in title else 78, b=44))
+    fig.update_layout(title_font_size=14)  # a narrow column beside the heads
+    fig.update_layout(bargap=0.25, showlegend=False)
+    fig.update_xaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=labels,
+        title=dict(text="query head", font=dict(size=11), standoff=6),
+        showline=True,
+        linecolor=AXIS_LINE_COLOR,
+        fixedrange=True,
+        tickfont=dict(size=10),
+    )
+    fig.update_yaxes(
+        range=[0, 1.12],
+        tickvals=[0, 0.25, 0.5, 0.75, 1],
+        title=dict(text="probability", font=dict(size=11)),
+        gridcolor=GRID_LINE_COLOR,
+        zeroline=False,
+        fixedrange=True,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# What the model predicts.
+
+
+def prediction_figure(
+    tokens: list[str],
+    answer_keys,
+    predicted: list[str],
+    confidence,
+    answers: list[str] | None = None,
+) -> go.Figure:
+    """The prompt in a row of boxes; under each answer position the model's next token (green
+    when right, vermilion when wrong) and the right answer.
+
+    ``tokens``, ``predicted``: [L] token names (the argmax next token at every position);
+    ``confidence``: [L] its softmax probability; ``answers``: [L] the right next token at each
+    answer position (default: the token at its right key). Traces carry ``meta["role"]``
+    "prompt", "prediction" and "answer"; the prediction trace's ``meta["right"]`` lists
+    whether each answer position was right.
+    """
+    L = len(tokens)
+    t_idx, k_idx = _answers(answer_keys, L)
+    if answers is None:
+        answers = [tokens[k] if k >= 0 else "" for k in np.asarray(answer_keys).tolist()]
+    confidence = np.asarray(confidence, dtype=np.float64)
+    right = [predicted[t] == answers[t] for t in t_idx]
+    rows = {"prompt": 2, "prediction": 1, "answer": 0}  # y of each row (top: prompt)
+    row_names = {
+        "prompt": "prompt",
+        "prediction": "model's next token",
+        "answer": "right answer",
+    }
+    fig = go.Figure()
+    is_answer = np.zeros(L, bool)
+    is_answer[t_idx] = True
+    # Prompt: answer positions on a grey tile, the others plain.
+    fig.add_trace(
+        go.Scatter(
+            x=list(range(L)),
+            y=[rows["prompt"]] * L,
+            mode="markers+text",
+            marker=dict(
+                symbol="square",
+                size=26,
+                color=[ANSWER_FILL if a else "white" for a in is_answer],
+                line=dict(color=AXIS_LINE_COLOR, width=1),
+            ),
+            text=[html.escape(t) for t in tokens],
+            textfont=dict(size=13, color=TEXT_DARK),
+            customdata=[
+                [i, "an answer position: the next token follows from the prompt" if a else ""]
+                for i, a in enumerate(is_answer)
+            ],
+            hovertemplate="position %{customdata[0]}: '%{text}'<br>%{customdata[1]}<extra></extra>",
+            meta={"role": "prompt"},
+            name="prompt",
+        )
+    )
+    colors = [RIGHT_COLOR if r else WRONG_COLOR for r in right]
+    fig.add_trace(
+        go.Scatter(
+            x=t_idx.tolist(),
+            y=[rows["prediction"]] * len(t_idx),
+            mode="markers+text",
+            marker=dict(symbol="square", size=26, color=colors, line=dict(width=0)),
+            text=[html.escape(predicted[t]) for t in t_idx],
+            textfont=dict(size=13, color="white"),
+            customdata=[
+                [
+                    int(t),
+                    html.escape(tokens[t]),
+                    float(confidence[t]),
+                    html.escape(answers[t]),
+                    "right" if r else "wrong",
+                    int(k),
+                ]
+                for t, k, r in zip(t_idx, k_idx, right)
+            ],
+            hovertemplate="after position %{customdata[0]} '%{customdata[1]}' the model writes "
+            "'%{text}' (p = %{customdata[2]:.3f})<br>right answer: '%{customdata[3]}' "
+            "(the token at position %{customdata[5]}): %{customdata[4]}<extra></extra>",
+            meta={"role": "prediction", "right": right, "positions": t_idx.tolist()},
+            name="prediction",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=t_idx.tolist(),
+            y=[rows["answer"]] * len(t_idx),
+            mode="text",
+            text=[html.escape(answers[t]) for t in t_idx],
+            textfont=dict(size=13, color=TEXT_MUTED),
+            customdata=[[int(t), int(k)] for t, k in zip(t_idx, k_idx)],
+            hovertemplate="right next token after position %{customdata[0]}: '%{text}', "
+            "held at position %{customdata[1]}<extra></extra>",
+            meta={"role": "answer"},
+            name="right answer",
+        )
+    )
+    n_right = sum(right)
+    subtitle = (
+        f"Green: right, vermilion: wrong. {n_right} of {len(right)} answers right on this "
+        "prompt; the grey tiles are the answer positions."
+        if right
+        else "This prompt has no answer position: nothing follows from it."
+    )
+    _base(fig, "What the model writes next at each answer position", subtitle, 230,
+          dict(l=140, r=16, t=70, b=36))  # fmt: skip
+    fig.update_layout(showlegend=False)
+    fig.update_xaxes(
+        range=[-0.6, L - 0.4],
+        tickvals=list(range(L)),
+        ticktext=[str(i) for i in range(L)],
+        tickfont=dict(size=10, color=TEXT_MUTED),
+        title=dict(text="position", font=dict(size=11), standoff=4),
+        showgrid=False,
+        zeroline=False,
+        fixedrange=True,
+    )
+    fig.update_yaxes(
+        range=[-0.6, 2.6],
+        tickvals=[rows[r] for r in rows],
+        ticktext=[row_names[r] for r in rows],
+        showgrid=False,
+        zeroline=False,
+        fixedrange=True,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The GQA paper in miniature: conversion and uptraining.
+
+
+def experiment_rows(experiment: dict, task: str) -> dict[tuple[str, int], dict]:
+    """{(method, K): row} of ``experiment["rows"]`` for ``task``."""
+    rows = {(r["method"], int(r["K"])): r for r in experiment["rows"] if r["task"] == task}
+    if not rows:
+        raise ValueError(f"The experiment has no rows for task {task!r}.")
+    return rows
+
+
+def _ks(experiment: dict, task: str) -> list[int]:
+    """Every K of the task, MHA first: the keys of its from-scratch results."""
+    return sorted((int(k) for k in experiment["tasks"][task]["scratch"]), reverse=True)
+
+
+def experiment_figure(experiment: dict, task: str, height: int = 480) -> go.Figure:
+    """Answer-token accuracy against K for each conversion method, right after conversion
+    (dashed) and after uptraining (solid), beside the models trained with K from scratch.
+
+    Every method's lines start at the MHA model itself (K = N: conversion changes nothing).
+    One trace per (method, phase) with ``meta = {"role": "conversion", "method", "phase"}``
+    (phase "before" or "after"), and one ``meta["role"] == "scratch"`` trace.
+    """
+    info = experiment["tasks"][task]
+    rows = experiment_rows(experiment, task)
+    ks = _ks(experiment, task)
+    N = ks[0]
+    labels = [k_label(k, N) for k in ks]
+    mha = float(info["mha_token_accuracy"])
+    fig = go.Figure()
+    steps = info.get("uptrain_steps")
+    for method in METHODS:
+        for phase in ("before", "after"):
+            y = [mha] + [float(rows[(method, k)][phase]["token"]) for k in ks[1:]]
+            seq = [None] + [float(rows[(method, k)][phase]["sequence"]) for k in ks[1:]]
+            what = PHASES[phase] + (f" ({steps} steps)" if phase == "after" and steps else "")
+            fig.add_trace(
+                go.Scatter(
+                    x=labels,
+                    y=y,
+                    mode="lines+markers",
+                    name=f"{METHOD_NAMES[method]}, {PHASES[phase]}",
+                    legendgroup=method,
+                    line=dict(
+                        color=METHOD_COLORS[method],
+                        width=2.4 if phase == "after" else 1.8,
+                        dash="solid" if phase == "after" else "dash",
+                    ),
+                    marker=dict(size=7 if phase == "after" else 6),
+                    customdata=[
+                        "the MHA model itself" if s is None else f"whole sequences right: {s:.1%}"
+                        for s in seq
+                    ],
+                    hovertemplate=f"{METHOD_NAMES[method]}, {what}<br>K = %{{x}}<br>"
+                    "answer tokens right: %{y:.1%}<br>%{customdata}<extra></extra>",
+                    meta={"role": "conversion", "method": method, "phase": phase},
+                )
+            )
+    scratch = [float(info["scratch"][str(k)]["token"]) for k in ks]
+    fig.add_trace(
+        go.Scatter(
+            x=labels,
+            y=scratch,
+            mode="markers",
+            name="trained with K K/V heads from scratch",
+            marker=dict(
+                symbol="diamond", size=12, color="white", line=dict(color=TEXT_DARK, width=2)
+            ),
+            customdata=[info["scratch"][str(k)].get("steps", info.get("steps")) for k in ks],
+            hovertemplate="trained from scratch with K = %{x}<br>answer tokens right: "
+            "%{y:.1%}<br>%{customdata} training steps<extra></extra>",
+            meta={"role": "scratch"},
+        )
+    )
+    frac = experiment.get("uptraining", {}).get("fraction")
+    up = f"{steps} steps = {frac:.0%} of training" if steps and frac else "a few steps"
+    _base(
+        fig,
+        f"{task}: accuracy after converting the MHA model to K K/V heads",
+        f"Dashed: right after conversion. Solid: after uptraining ({up}).<br>"
+        f"Diamonds: trained with that K from scratch ({info.get('steps', '?')} steps).",
+        height,
+        dict(l=64, r=16, t=96, b=50),
+    )
+    fig.update_layout(
+        # Two entries a row, so each row is one method: dashed beside solid.
+        legend=dict(
+            orientation="h",
+            x=0.0,
+            y=-0.2,
+            xanchor="left",
+            yanchor="top",
+            entrywidth=0.5,
+            entrywidthmode="fraction",
+            font=dict(size=11),
+            traceorder="normal",
+        ),
+        margin=dict(b=150),
+    )
+    fig.update_xaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=labels,
+        title=dict(text=f"K (K/V heads shared by the {N} query heads)", font=dict(size=11)),
+        showline=True,
+        linecolor=AXIS_LINE_COLOR,
+        gridcolor=GRID_LINE_COLOR,
+        fixedrange=True,
+    )
+    fig.update_yaxes(
+        range=[0, 1.04],
+        tickformat=".0%",
+        title=dict(text="held-out answer tokens right", font=dict(size=11)),
+        gridcolor=GRID_LINE_COLOR,
+        zeroline=False,
+        fixedrange=True,
+    )
+    return fig
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def experiment_summary(experiment: dict, task: str) -> str:
+    """A few sentences on what the task's conversion results show, computed from the data."""
+    info = experiment["tasks"][task]
+    rows = experiment_rows(experiment, task)
+    ks = _ks(experiment, task)[1:]  # the converted Ks, e.g. 4, 2, 1
+    mha = float(info["mha_token_accuracy"])
+    smallest = ks[-1]
+
+    def best(k: int, phase: str) -> tuple[str, float]:
+        method = max(METHODS, key=lambda m: rows[(m, k)][phase]["token"])
+        return method, float(rows[(method, k)][phase]["token"])
+
+    m_b, v_b = best(smallest, "before")
+    worst_b = min(float(rows[(m, smallest)]["before"]["token"]) for m in METHODS)
+    parts = [
+        f"The MHA model gets {_pct(mha)} of the held-out answers right. Grouping its K/V heads "
+        f"breaks it at once: at K = {ks[0]} the best conversion keeps "
+        f"{_pct(best(ks[0], 'before')[1])}; at K = {smallest} only {_pct(worst_b)} to "
+        f"{_pct(v_b)}, depending on the method (best: {METHOD_NAMES[m_b]})."
+    ]
+    close = [
+        (m, k)
+        for m in METHODS
+        for k in ks
+        if float(info["scratch"][str(k)]["token"]) - float(rows[(m, k)]["after"]["token"]) <= 0.01
+    ]
+    steps, frac = info.get("uptrain_steps"), experiment.get("uptraining", {}).get("fraction")
+    how = (
+        f"{steps} steps of uptraining ({frac:.0%} of the training run)"
+        if steps and frac
+        else "Uptraining"
+    )
+    m_a, v_a = best(smallest, "after")
+    scratch_small = float(info["scratch"][str(smallest)]["token"])
+    parts.append(
+        f"{how[0].upper()}{how[1:]} bring {len(close)} of the {len(METHODS) * len(ks)} "
+        f"converted models within 1 point of the model trained with the same K from scratch; "
+        f"at K = {smallest} the best uptrained one ({METHOD_NAMES[m_a]}) reaches "
+        f"{_pct(v_a)}, against {_pct(scratch_small)} from scratch."
+    )
+    wins = sum(best(k, "after")[0] == "mean" for k in ks)
+    if wins * 2 > len(ks):
+        verdict = "as Ainslie et al. (2023) found for T5"
+    elif wins:
+        verdict = "less clearly than in Ainslie et al. (2023), where mean-pooling won"
+    else:
+        verdict = "unlike in Ainslie et al. (2023), where mean-pooling won"
+    parts.append(
+        f"Mean-pooling is the best starting point for uptraining at {wins} of the {len(ks)} "
+        f"values of K, {verdict}."
+    )
+    return " ".join(parts)

@@ -1,0 +1,227 @@
+"""Figures of the Trained heads page, without Streamlit: the right key is outlined in the right
+cells, the bars are the heads' right-key attention in head order, and the experiment chart
+carries experiment.json's numbers."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from gqa_viz import tasks, trained
+from gqa_viz.figures.trained import (
+    METHODS,
+    RIGHT_COLOR,
+    WRONG_COLOR,
+    experiment_figure,
+    experiment_summary,
+    prediction_figure,
+    previous_token_attention,
+    right_key_attention,
+    right_key_figure,
+    trained_heads_figure,
+    uniform_baseline,
+)
+from gqa_viz.theme import group_color
+
+
+def _causal_probs(N: int, L: int, seed: int = 0) -> np.ndarray:
+    """[N, L, L] random causal attention rows (each sums to 1 over keys 0..t)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((N, L, L))
+    logits[:, ~np.tril(np.ones((L, L), bool))] = -np.inf
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _prompt(task: str, seed: int = 3):
+    tokens = trained.prompt(task, seed)
+    names = tasks.token_names(task)
+    return [names[t] for t in tokens], tasks.answer_keys(task, tokens)
+
+
+def _role(fig, role: str) -> list:
+    return [t for t in fig.data if (t.meta or {}).get("role") == role]
+
+
+# ---------------------------------------------------------------------------------------------
+# Right-key attention.
+
+
+def test_right_key_attention_is_the_mean_at_answer_positions():
+    probs = _causal_probs(4, 6)
+    keys = np.array([-1, -1, 0, -1, 2, 1])
+    want = np.stack([(probs[n, 2, 0] + probs[n, 4, 2] + probs[n, 5, 1]) / 3 for n in range(4)])
+    np.testing.assert_allclose(right_key_attention(probs, keys), want, rtol=1e-6)
+    assert np.isnan(right_key_attention(probs, np.full(6, -1))).all()
+    assert uniform_baseline(keys) == pytest.approx((1 / 3 + 1 / 5 + 1 / 6) / 3)
+
+
+def test_previous_token_head_scores_one():
+    L = 7
+    probs = _causal_probs(2, L)
+    probs[1] = 0
+    probs[1, 0, 0] = 1
+    probs[1, np.arange(1, L), np.arange(L - 1)] = 1  # head 1 always reads the token before
+    prev = previous_token_attention(probs)
+    assert prev[1] == pytest.approx(1.0) and prev[0] < 0.9
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [(np.array([-1, 0]), "shape"), (np.array([-1, -1, 3, -1, -1, -1]), "after its answer")],
+)
+def test_bad_answer_keys_are_refused(keys, message):
+    with pytest.raises(ValueError, match=message):
+        right_key_attention(_causal_probs(2, 6), keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads with the right key outlined.
+
+
+@pytest.mark.parametrize(("task", "K"), [("recall", 8), ("copy", 2), ("induction", 1)])
+def test_right_key_outlines_sit_on_the_right_cells(task, K):
+    names, keys = _prompt(task)
+    L = len(names)
+    probs = _causal_probs(8, L, seed=1)
+    fig = trained_heads_figure(probs, names, keys, K, title="t")
+    scores = {t.meta["head"]: t for t in _role(fig, "scores")}
+    marks = {t.meta["head"]: t for t in _role(fig, "right key")}
+    assert sorted(marks) == list(range(8))
+    answers = np.flatnonzero(keys >= 0)
+    assert answers.size > 0
+    for n, mark in marks.items():
+        heat = scores[n]
+        assert (mark.xaxis, mark.yaxis) == (heat.xaxis, heat.yaxis)  # on that head's panel
+        x_cats, y_cats = list(heat.x), list(heat.y)
+        cells = [(y_cats.index(y), x_cats.index(x)) for x, y in zip(mark.x, mark.y)]
+        assert cells == [(t, keys[t]) for t in answers]
+        # The hover's p is the heatmap's value at that cell.
+        z = np.asarray(heat.z, dtype=float)
+        for (t, k), data in zip(cells, mark.customdata):
+            assert data[4] == pytest.approx(probs[n, t, k], abs=1e-6)
+            assert z[t, k] == pytest.approx(probs[n, t, k], abs=1e-4)
+            assert data[3] == names[k]  # the answer is the token at the right key
+
+
+def test_heads_carry_every_token_on_the_query_axis():
+    names, keys = _prompt("recall")
+    fig = trained_heads_figure(_causal_probs(8, len(names)), names, keys, 4, title="t")
+    first = _role(fig, "scores")[0]
+    ya = fig.layout[first.yaxis.replace("y", "yaxis")]
+    assert list(ya.ticktext) == names and list(ya.tickvals) == list(first.y)
+    assert "right key" in " ".join(a.text for a in fig.layout.annotations)
+
+
+def test_no_answer_position_draws_no_outline():
+    names = ["a"] * 6
+    fig = trained_heads_figure(_causal_probs(2, 6), names, np.full(6, -1), 1, title="t")
+    assert all(len(t.x) == 0 for t in _role(fig, "right key"))
+    assert any("no answer position" in a.text for a in fig.layout.annotations)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bars.
+
+
+@pytest.mark.parametrize("K", [8, 4, 2, 1])
+def test_bars_are_per_head_in_order_coloured_by_kv_head(K):
+    names, keys = _prompt("recall")
+    probs = _causal_probs(8, len(names), seed=2)
+    fig = right_key_figure(probs, keys, K, title="t")
+    bars = _role(fig, "right key bars")
+    assert [b.meta["kv_head"] for b in bars] == list(range(K))
+    x = [label for b in bars for label in b.x]
+    y = np.array([v for b in bars for v in b.y])
+    assert x == [f"q{n}" for n in range(8)]
+    np.testing.assert_allclose(y, right_key_attention(probs, keys), rtol=1e-6)
+    assert all(b.marker.color == group_color(b.meta["kv_head"]) for b in bars)
+    assert all(len(b.x) == 8 // K for b in bars)
+    # The even-spread line sits at the baseline.
+    (line,) = fig.layout.shapes
+    assert line.y0 == pytest.approx(uniform_baseline(keys))
+
+
+def test_a_lookup_head_stands_out():
+    names, keys = _prompt("recall")
+    L = len(names)
+    probs = _causal_probs(8, L, seed=3)
+    for t in np.flatnonzero(keys >= 0):  # head 5 puts everything on the right key
+        probs[5, t] = 0
+        probs[5, t, keys[t]] = 1
+    fig = right_key_figure(probs, keys, 2, title="t")
+    y = np.array([v for b in _role(fig, "right key bars") for v in b.y])
+    assert y.argmax() == 5 and y[5] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions.
+
+
+def test_prediction_figure_marks_right_and_wrong():
+    names, keys = _prompt("recall")
+    answers = np.flatnonzero(keys >= 0)
+    predicted = list(names)
+    for t in answers:
+        predicted[t] = names[keys[t]]
+    predicted[answers[-1]] = "=" if names[keys[answers[-1]]] != "=" else "a"  # one wrong
+    fig = prediction_figure(names, keys, predicted, np.full(len(names), 0.9))
+    (pred,) = _role(fig, "prediction")
+    assert pred.meta["positions"] == answers.tolist()
+    assert pred.meta["right"] == [True] * (answers.size - 1) + [False]
+    assert list(pred.marker.color) == [RIGHT_COLOR] * (answers.size - 1) + [WRONG_COLOR]
+    (prompt,) = _role(fig, "prompt")
+    assert list(prompt.text) == names
+    assert f"{answers.size - 1} of {answers.size} answers right" in fig.layout.title.subtitle.text
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment.
+
+
+@pytest.mark.parametrize("task", tasks.TASKS)
+def test_experiment_chart_has_the_json_values(task):
+    exp = trained.experiment()
+    fig = experiment_figure(exp, task)
+    info = exp["tasks"][task]
+    ks = sorted((int(k) for k in info["scratch"]), reverse=True)
+    lines = {(t.meta["method"], t.meta["phase"]): t for t in _role(fig, "conversion")}
+    assert set(lines) == {(m, p) for m in METHODS for p in ("before", "after")}
+    for (method, phase), trace in lines.items():
+        want = [info["mha_token_accuracy"]] + [
+            next(
+                r[phase]["token"]
+                for r in exp["rows"]
+                if (r["task"], r["method"], r["K"]) == (task, method, k)
+            )
+            for k in ks[1:]
+        ]
+        assert list(trace.y) == pytest.approx(want, abs=1e-12)
+        assert trace.line.dash == ("dash" if phase == "before" else "solid")
+        assert list(trace.x) == ["8 (MHA)", "4", "2", "1 (MQA)"]
+    (scratch,) = _role(fig, "scratch")
+    assert list(scratch.y) == pytest.approx([info["scratch"][str(k)]["token"] for k in ks])
+
+
+def _synthetic(mean_best: bool) -> dict:
+    """The real experiment with recall's uptrained numbers overwritten."""
+    exp = copy.deepcopy(trained.experiment())
+    for r in exp["rows"]:
+        if r["task"] == "recall":
+            r["after"]["token"] = 0.9 if (r["method"] == "mean") == mean_best else 0.5
+            r["before"]["token"] = 0.25
+    return exp
+
+
+def test_summary_is_computed_from_the_data():
+    text = experiment_summary(_synthetic(mean_best=True), "recall")
+    assert "at 3 of the 3 values of K, as Ainslie et al." in text
+    assert "only 25.0% to 25.0%" in text
+    assert "0 of the 9 converted models within 1 point" in text
+    text = experiment_summary(_synthetic(mean_best=False), "recall")
+    assert "at 0 of the 3 values of K, unlike in Ainslie et al." in text
+    real = experiment_summary(trained.experiment(), "sort")
+    mha = trained.experiment()["tasks"]["sort"]["mha_token_accuracy"]
+    assert f"{100 * mha:.1f}%" in real
