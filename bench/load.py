@@ -416,6 +416,14 @@ def report(tally: Tally, samples, args) -> None:
             f"end {samples[-1][1]:.0f}; second half: {half[0][1]:.0f} -> {half[-1][1]:.0f} "
             f"({per_min:+.1f} MiB/min)"
         )
+        # Bounded caches fill, then evict (and the compiled programs are emptied now and then:
+        # a sawtooth), so the plateau shows in each minute's peak, not in the last sample.
+        peaks = [
+            max(m for t, m in samples if 60 * i <= t < 60 * (i + 1))
+            for i in range(int(end // 60) + 1)
+            if any(60 * i <= t < 60 * (i + 1) for t, _ in samples)
+        ]
+        print("  peak of each minute: " + ", ".join(f"{p:.0f}" for p in peaks))
 
 
 def main(argv: list[str]) -> int:

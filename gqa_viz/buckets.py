@@ -65,7 +65,7 @@ def _with_zero_biases(params: core.Params, spec: core.GQASpec, dims) -> core.Par
 # head counts and lengths would otherwise keep adding programs for as long as the server
 # runs; past the limit JAX's in-memory caches are emptied and programs load again from the
 # persistent compilation cache (tens of ms each) as they are used. Prewarming makes 116.
-MAX_PROGRAMS_IN_MEMORY = 192
+MAX_PROGRAMS_IN_MEMORY = 160
 _programs: set = set()
 _programs_lock = threading.Lock()
 
