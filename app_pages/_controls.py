@@ -19,6 +19,7 @@ from gqa_viz.settings import Settings
 _KEY = "settings"
 _MESSAGES = "settings_messages"
 _PAGES = "pages_shown"  # (page of the previous full run, page of this run)
+_SEEDED_FOR = "controls_seeded_for"  # the page whose arrival last re-seeded the controls
 
 
 def _w(name: str) -> str:
@@ -42,9 +43,11 @@ def note_page(url_path: str) -> None:
 
 
 def _arrived() -> bool:
-    """Whether the previous full run showed another page (or none: a new session)."""
+    """Whether this page's controls still need seeding from the saved settings: the previous
+    full run showed another page (or none: a new session), or the run that arrived here was
+    cut short by a newer one before it seeded them."""
     previous, current = st.session_state.get(_PAGES, (None, None))
-    return previous != current
+    return previous != current or st.session_state.get(_SEEDED_FOR) != current
 
 
 def _seed_widgets(s: Settings, force: bool = False) -> None:
@@ -153,6 +156,8 @@ def settings_controls() -> Settings:
     """Render the controls in the sidebar and return the validated settings they describe."""
     s = _load()
     _seed_widgets(s, force=_arrived())
+    ss_pages = st.session_state.get(_PAGES, (None, None))
+    st.session_state[_SEEDED_FOR] = ss_pages[1]
     bad_values = _sanitize_widgets(s)
     ss = st.session_state
     sb = st.sidebar

@@ -24,6 +24,7 @@ from gqa_viz.settings import (
     MAX_SCORE_CELLS,
     Settings,
     check_size,
+    divisors,
 )
 from gqa_viz.sharing import controlled_mha, drift_curve, explain
 
@@ -71,7 +72,8 @@ def _curve(settings: Settings, setting: str, eps: float, method: str):
         return RESULTS.get(
             ("kv-sharing", s, setting, eps, method),
             lambda: _compute_curve(s, setting, eps, method),
-            heavy=B * s.n * T * S > HEAVY_SCORE_CELLS,
+            # the MHA layer once, then one grouped layer per K dividing N
+            heavy=(1 + len(divisors(s.n))) * B * s.n * T * S > HEAVY_SCORE_CELLS,
         )
 
 

@@ -33,7 +33,7 @@ from gqa_viz.figures.trained import (
     uniform_baseline,
 )
 from gqa_viz.keras_weights import UploadedLayer, WeightsUploadError
-from gqa_viz.settings import MAX_UPLOAD_MB
+from gqa_viz.settings import MAX_SEED, MAX_UPLOAD_MB
 
 _CONFIG = {"displaylogo": False}
 MAX_PROMPT_CHARS = 400
@@ -249,7 +249,8 @@ def _on_seed(task: str) -> None:
 
 
 def _on_new_prompt(task: str) -> None:
-    st.session_state["tr_seed"] = int(st.session_state.get("tr_seed", 0)) + 1
+    # The next seed, wrapping at the box's maximum (a higher value would be refused).
+    st.session_state["tr_seed"] = (int(st.session_state.get("tr_seed", 0)) + 1) % (MAX_SEED + 1)
     _on_seed(task)
 
 
@@ -291,7 +292,7 @@ def _choose() -> tuple[str, str, tuple[int, ...]]:
 
     c1, c2, c3 = st.columns([0.9, 0.9, 4], vertical_alignment="bottom")
     seed = c1.number_input(
-        "Prompt seed", 0, 10**6, step=1, key="tr_seed", on_change=_on_seed, args=(task,)
+        "Prompt seed", 0, MAX_SEED, step=1, key="tr_seed", on_change=_on_seed, args=(task,)
     )
     c2.button(
         "New prompt",
@@ -570,7 +571,7 @@ def _upload_section() -> None:
     c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
     length = c1.slider("Sequence length L", 4, 128, 16, key="tr_upload_len")
     causal = c2.toggle("use_causal_mask", True, key="tr_upload_causal")
-    seed = c3.number_input("Input seed", 0, 10**6, 0, key="tr_upload_seed")
+    seed = c3.number_input("Input seed", 0, MAX_SEED, 0, key="tr_upload_seed")
     probs = _upload_probs(upload["digest"], index, int(length), bool(causal), int(seed), layer)
     labels = [str(i) for i in range(int(length))]
     mask = np.tril(np.ones((length, length), bool)) if causal else None

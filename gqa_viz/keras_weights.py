@@ -23,14 +23,26 @@ anything but itself.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from gqa_viz.core import WEIGHT_ORDER, GQASpec, Params, param_shapes
-from gqa_viz.settings import MAX_HEAD_DIM, MAX_MODEL_DIM, MAX_QUERY_HEADS, MAX_UPLOAD_MB
+from gqa_viz.settings import (
+    MAX_HEAD_DIM,
+    MAX_MODEL_DIM,
+    MAX_QUERY_HEADS,
+    MAX_UPLOAD_LAYERS,
+    MAX_UPLOAD_MB,
+    MAX_UPLOAD_VALUES,
+)
+from gqa_viz.settings import (
+    MAX_UPLOAD_ARRAY_VALUES as MAX_ELEMENTS,
+)
 
 FORMATS = (".weights.h5", ".h5", ".npz")
 _KERAS_SUBLAYERS = {
@@ -86,14 +98,18 @@ def read_upload(filename: str, data: bytes) -> list[UploadedLayer]:
             f"{filename} is {len(data) / 2**20:.1f} MB; the upload limit is {MAX_UPLOAD_MB} MB."
         )
     lower = filename.lower()
-    if lower.endswith(".npz"):
-        layers = _read_npz(filename, data)
-    elif lower.endswith(".h5"):
-        layers = _read_h5(filename, data)
-    else:
+    if not lower.endswith((".npz", ".h5")):
         raise WeightsUploadError(
             f"{filename}: weights must be a Keras .weights.h5 or a NumPy .npz file. {_HELP}"
         )
+    try:
+        layers = _read_npz(filename, data) if lower.endswith(".npz") else _read_h5(filename, data)
+    except WeightsUploadError:
+        raise
+    except Exception as e:  # a damaged file can fail anywhere inside the parsers
+        raise WeightsUploadError(
+            f"{filename} is damaged or not what it claims to be ({type(e).__name__}). {_HELP}"
+        ) from None
     if not layers:
         raise WeightsUploadError(f"{filename} holds no GroupQueryAttention weights. {_HELP}")
     return layers
@@ -106,6 +122,7 @@ def read_upload(filename: str, data: bytes) -> list[UploadedLayer]:
 def _read_npz(filename: str, data: bytes) -> list[UploadedLayer]:
     if not data.startswith(b"PK\x03\x04"):  # NumPy would try anything else as a pickle
         raise WeightsUploadError(f"{filename} is not a valid .npz file (not a zip archive).")
+    _check_zip(filename, data)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             names = list(npz.files)
@@ -137,6 +154,55 @@ def _read_npz(filename: str, data: bytes) -> list[UploadedLayer]:
     return [_from_named(filename, prefix, found) for prefix, found in sorted(groups.items())]
 
 
+def _check_zip(filename: str, data: bytes) -> None:
+    """Refuse an archive whose members would unpack to more than the app reads, before
+    unpacking anything: a 2 MB .npz (savez_compressed) can inflate to gigabytes."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise WeightsUploadError(f"{filename} is not a valid .npz file ({e}).") from None
+    if len(members) > 200:
+        raise WeightsUploadError(f"{filename} holds {len(members)} arrays; at most 200.")
+    # zipfile never returns more than a member's declared size, so checking it is enough.
+    limit = MAX_ELEMENTS * 8 + 4096  # float64 values plus the .npy header
+    total = sum(member.file_size for member in members)
+    if total > MAX_UPLOAD_VALUES * 8:
+        raise WeightsUploadError(
+            f"{filename} unpacks to {total:,} bytes; the limit is {MAX_UPLOAD_VALUES:,} values "
+            "in all."
+        )
+    for member in members:
+        if member.file_size > limit:
+            raise WeightsUploadError(
+                f"{filename}: {member.filename} unpacks to {member.file_size:,} bytes; the "
+                f"limit is {MAX_ELEMENTS:,} values per array."
+            )
+        with _archive_member(data, member) as f:  # the header says what np.load would allocate
+            version = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else (np.lib.format.read_array_header_2_0)
+            )
+            shape, _, dtype = read(f)
+        if dtype.hasobject:
+            raise WeightsUploadError(
+                f"{filename} holds Python objects (pickled data), which is never loaded. {_HELP}"
+            )
+        if int(np.prod(shape)) * dtype.itemsize > member.file_size:
+            raise WeightsUploadError(
+                f"{filename}: {member.filename} declares {shape} {dtype} values, which it does "
+                "not hold."
+            )
+
+
+@contextlib.contextmanager
+def _archive_member(data: bytes, member):
+    with zipfile.ZipFile(io.BytesIO(data)) as archive, archive.open(member) as f:
+        yield f
+
+
 def _read_h5(filename: str, data: bytes) -> list[UploadedLayer]:
     try:
         import h5py
@@ -150,8 +216,9 @@ def _read_h5(filename: str, data: bytes) -> list[UploadedLayer]:
     except (OSError, ValueError) as e:
         raise WeightsUploadError(f"{filename} is not a valid HDF5 file ({e}). {_HELP}") from None
     layers: list[UploadedLayer] = []
+    values = 0
     with f:
-        for path, group in _groups(filename, f):
+        for path, group in _groups(filename, f, set()):
             children = set(group.keys())
             if not {_KERAS_SUBLAYERS[n] for n in _REQUIRED} <= children:
                 continue
@@ -165,16 +232,33 @@ def _read_h5(filename: str, data: bytes) -> list[UploadedLayer]:
                         dataset = _child(filename, variables, index)
                         where = f"{path}/{keras_name}/vars/{index}"
                         found[(ours, what)] = _dataset(filename, where, dataset)
+                        values += found[(ours, what)].size
+                        if values > MAX_UPLOAD_VALUES:
+                            raise WeightsUploadError(
+                                f"{filename} holds more than {MAX_UPLOAD_VALUES:,} values in "
+                                "all; that is the limit."
+                            )
             layers.append(_from_named(filename, path or "the layer", found))
+            if len(layers) > MAX_UPLOAD_LAYERS:
+                raise WeightsUploadError(
+                    f"{filename} holds more than {MAX_UPLOAD_LAYERS} attention layers; that is "
+                    "the limit."
+                )
     return layers
 
 
-def _groups(filename: str, root, path: str = "", depth: int = 0):
-    """Every group under ``root`` reached through hard links only (depth and count bounded)."""
+def _groups(filename: str, root, seen: set, path: str = "", depth: int = 0):
+    """Every group under ``root`` reached through hard links only, each once (a group linked
+    from two places, or from inside itself, is not walked again); depth and count bounded."""
     import h5py
 
     if depth > 12:
         raise WeightsUploadError(f"{filename} nests groups more than 12 deep.")
+    if root.id in seen:
+        return
+    seen.add(root.id)
+    if len(seen) > 1000:
+        raise WeightsUploadError(f"{filename} holds more than 1,000 groups.")
     yield path, root
     for name in root:
         link = root.get(name, getlink=True)
@@ -184,7 +268,7 @@ def _groups(filename: str, root, path: str = "", depth: int = 0):
             )
         child = root[name]
         if isinstance(child, h5py.Group):
-            yield from _groups(filename, child, f"{path}/{name}".strip("/"), depth + 1)
+            yield from _groups(filename, child, seen, f"{path}/{name}".strip("/"), depth + 1)
 
 
 def _child(filename: str, group, name: str):
@@ -213,10 +297,24 @@ def _dataset(filename: str, where: str, dataset) -> np.ndarray:
         raise WeightsUploadError(
             f"{filename}: {where} has {dataset.size:,} values; the limit is {MAX_ELEMENTS:,}."
         )
+    # Keras writes plain arrays: floats, stored whole, no compression. Anything else could
+    # make a small file unpack (or fill in) far more than it holds, so it is refused unread.
+    dtype, plist = dataset.dtype, dataset.id.get_create_plist()
+    if dtype.kind != "f" or dtype.subdtype is not None or dtype.itemsize not in (2, 4, 8):
+        raise WeightsUploadError(
+            f"{filename}: {where} holds {dtype} values; weights must be floating point."
+        )
+    if (
+        dataset.ndim > 3
+        or plist.get_layout() != h5py.h5d.CONTIGUOUS
+        or plist.get_nfilters() != 0
+        or dataset.id.get_storage_size() != dataset.nbytes
+    ):
+        raise WeightsUploadError(
+            f"{filename}: {where} is stored compressed, chunked or partly unwritten; weights "
+            "saved by Keras are plain arrays."
+        )
     return _array(filename, where, dataset[()])
-
-
-MAX_ELEMENTS = MAX_MODEL_DIM * MAX_QUERY_HEADS * MAX_HEAD_DIM // 16  # 4,194,304 per array
 
 
 def _array(filename: str, where: str, value) -> np.ndarray:

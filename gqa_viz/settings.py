@@ -33,6 +33,11 @@ KV_SHARING_MAX_SCORE_CELLS = 64 * 256 * 256
 # Uploads (masks, weights), in MB. Streamlit enforces it first: .streamlit/config.toml's
 # server.maxUploadSize must say the same (a test checks).
 MAX_UPLOAD_MB = 2
+# Uploaded weights: values per array, in all, and attention layers per file. A 2 MB file can
+# unpack to far more (compression, aliases), so these bound what reading it may allocate.
+MAX_UPLOAD_ARRAY_VALUES = 4 * 2**20
+MAX_UPLOAD_VALUES = 16 * 2**20
+MAX_UPLOAD_LAYERS = 16
 MAX_TOKENS = 64  # words in a sentence input
 MAX_TEXT_CHARS = 1000
 MAX_BATCH = 8

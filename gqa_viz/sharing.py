@@ -109,14 +109,15 @@ def controlled_mha(
 def js_divergence(p, q, axis: int = -1):
     """Jensen-Shannon divergence (natural log) between distributions along ``axis``.
 
-    Zeros are fine (0 log 0 = 0). Symmetric, 0 for equal inputs, at most ln 2.
+    Zeros are fine (0 log 0 = 0). Symmetric, 0 for equal inputs, at most ln 2. NumPy: eager
+    JAX would compile small programs for every new shape.
     """
-    p, q = jnp.asarray(p), jnp.asarray(q)
+    p, q = np.asarray(p), np.asarray(q)
     m = 0.5 * (p + q)
-    safe_m = jnp.where(m > 0, m, 1.0)
+    safe_m = np.where(m > 0, m, 1.0)
 
     def kl(a):
-        return jnp.sum(jnp.where(a > 0, a * jnp.log(jnp.where(a > 0, a, 1.0) / safe_m), 0.0), axis)
+        return np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0) / safe_m), 0.0), axis)
 
     return 0.5 * (kl(p) + kl(q))
 
@@ -157,20 +158,20 @@ def drift(
     js = js_divergence(a.probs, b.probs)  # [B, N, T]
     B, N, T, _ = a.probs.shape
     if a.mask is None:
-        rows = jnp.ones((B, T), bool)  # [B, T]
+        rows = np.ones((B, T), bool)  # [B, T]
     else:
-        rows = jnp.broadcast_to(jnp.any(a.mask, axis=-1), (B, T))  # [B, T]
+        rows = np.broadcast_to(np.any(a.mask, axis=-1), (B, T))  # [B, T]
     weights = rows[:, None, :].astype(js.dtype)  # [B, 1, T]
-    count = jnp.maximum(jnp.sum(weights), 1.0)
-    js_per_head = jnp.sum(js * weights, axis=(0, 2)) / count  # [N]
-    ref = float(jnp.linalg.norm(a.output))
-    err = float(jnp.linalg.norm(b.output - a.output))
+    count = np.maximum(np.sum(weights), 1.0)
+    js_per_head = np.sum(js * weights, axis=(0, 2)) / count  # [N]
+    ref = float(np.linalg.norm(a.output))
+    err = float(np.linalg.norm(b.output - a.output))
     return {
         "K": K,
         "G": spec_gqa.groups,
         "method": method,
         "js_per_head": np.asarray(js_per_head),
-        "js": float(jnp.mean(js_per_head)),
+        "js": float(np.mean(js_per_head)),
         "rel_error": err / ref if ref > 0 else err,
         "probs_mha": np.asarray(a.probs) if keep_probs else None,
         "probs_gqa": np.asarray(b.probs) if keep_probs else None,

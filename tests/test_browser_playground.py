@@ -48,7 +48,14 @@ def _open_playground(page, base_url: str, query: str = "") -> None:
     nav = page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()
     # Each entry reads "<icon name>\n\n<title>".
     titles = [text.split("\n")[-1].strip() for text in nav]
-    assert titles == ["Home", "Playground", "Mask Lab", "KV sharing", "Walkthrough"], nav
+    assert titles == [
+        "Home",
+        "Playground",
+        "Mask Lab",
+        "KV sharing",
+        "Trained heads",
+        "Walkthrough",
+    ], nav
     page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
     _wait_idle(page)
 

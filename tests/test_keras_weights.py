@@ -133,6 +133,78 @@ def _external_h5(tmp_path) -> bytes:
     return path.read_bytes()
 
 
+def _zip_bomb() -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{"query/kernel": np.zeros((64, 64, 1100), "f8")})  # 36 MB of zeros
+    return buf.getvalue()
+
+
+def _keras_like_h5(tmp_path, name: str, **dataset_kwargs) -> tuple[Path, h5py.File]:
+    path = tmp_path / name
+    f = h5py.File(path, "w")
+    for sub, shape in (("_query_dense", (16, 4, 8)), ("_key_dense", (16, 2, 8)),
+                       ("_value_dense", (16, 2, 8)), ("_output_dense", (4, 8, 16))):  # fmt: skip
+        f.create_dataset(f"layers/a/{sub}/vars/0", shape=shape, dtype="f4", **dataset_kwargs)
+    return path, f
+
+
+def _compressed_h5(tmp_path) -> bytes:
+    path, f = _keras_like_h5(tmp_path, "gz.h5", compression="gzip", data=None)
+    f.close()
+    return path.read_bytes()
+
+
+def _unwritten_h5(tmp_path) -> bytes:
+    path, f = _keras_like_h5(tmp_path, "empty.h5")  # datasets created, never written
+    f.close()
+    return path.read_bytes()
+
+
+def _array_dtype_h5(tmp_path) -> bytes:
+    path = tmp_path / "sub.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "layers/a/_query_dense/vars/0", shape=(4,), dtype=np.dtype(("f4", (64, 64)))
+        )
+        for sub in ("_key_dense", "_value_dense", "_output_dense"):
+            f.create_dataset(f"layers/a/{sub}/vars/0", data=np.zeros((2, 2, 2), "f4"))
+    return path.read_bytes()
+
+
+def _aliased_h5(tmp_path) -> bytes:
+    model, _ = _keras_model()
+    path = tmp_path / "alias.weights.h5"
+    model.save_weights(str(path))
+    with h5py.File(path, "a") as f:
+        group = f["layers/grouped_query_attention"]
+        for i in range(40):  # the same layer reachable from 40 more places
+            f[f"copy{i}"] = group
+        group["self"] = group  # and from inside itself
+    return path.read_bytes()
+
+
+def _huge_header_npz() -> bytes:
+    inner = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        inner, {"descr": "<f4", "fortran_order": False, "shape": (2**37,)}
+    )
+    buf = io.BytesIO()
+    import zipfile
+
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("query/kernel.npy", inner.getvalue())
+    return buf.getvalue()
+
+
+def _corrupted_h5(tmp_path) -> bytes:
+    model, _ = _keras_model()
+    path = tmp_path / "bad.weights.h5"
+    model.save_weights(str(path))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+    return bytes(data)
+
+
 BAD = [
     ("wrong extension", "w.pt", lambda t: b"\x80\x04junk", ".weights.h5 or a NumPy .npz"),
     ("too big", "w.npz", lambda t: b"0" * (MAX_UPLOAD_MB * 2**20 + 1), f"limit is {MAX_UPLOAD_MB} MB"),
@@ -150,6 +222,11 @@ BAD = [
     ("unnamed, wrong count", "w.npz", lambda t: _npz(arr_0=np.zeros(3, "f4"), arr_1=np.zeros(3, "f4")), "4, 5, 8 or 10"),
     ("external link", "w.weights.h5", _linked_h5, "links are refused"),
     ("external storage", "w.weights.h5", _external_h5, "another file"),
+    ("compressed bomb", "w.npz", lambda t: _zip_bomb(), "unpacks to"),
+    ("huge npz header", "w.npz", lambda t: _huge_header_npz(), "does not hold"),
+    ("compressed h5", "w.weights.h5", _compressed_h5, "compressed, chunked or partly unwritten"),
+    ("unwritten h5", "w.weights.h5", _unwritten_h5, "compressed, chunked or partly unwritten"),
+    ("array dtype h5", "w.weights.h5", _array_dtype_h5, "floating point"),
 ]  # fmt: skip
 
 
@@ -158,6 +235,18 @@ def test_bad_files_are_refused_with_a_reason(tmp_path, case, name, make, message
     with pytest.raises(WeightsUploadError, match=None) as info:
         read_upload(name, make(tmp_path))
     assert message in str(info.value), str(info.value)
+
+
+def test_an_aliased_layer_is_read_once(tmp_path):
+    """Hard links to one group (even a cycle) do not multiply the work or the layers."""
+    (found,) = read_upload("alias.weights.h5", _aliased_h5(tmp_path))
+    assert found.spec.num_query_heads == 4
+
+
+def test_a_damaged_file_gets_a_message(tmp_path):
+    with pytest.raises(WeightsUploadError) as info:
+        read_upload("bad.weights.h5", _corrupted_h5(tmp_path))
+    assert "bad.weights.h5" in str(info.value)
 
 
 def test_upload_limit_matches_the_server_setting():
