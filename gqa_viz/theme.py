@@ -98,3 +98,31 @@ def text_color(hex_color: str) -> str:
     lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
     lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
     return TEXT_DARK if lum > 0.3 else "white"
+
+
+def base_layout(fig, title: str, subtitle: str, height: int, margin: dict | None = None) -> None:
+    """The layout every figure of the app shares: title and subtitle at the top left, the
+    app's font and background, left-aligned hover labels, no drag-to-zoom."""
+    fig.update_layout(
+        template="none",
+        title=dict(
+            text=title,
+            x=0.0,
+            xref="container",
+            xanchor="left",
+            pad=dict(l=12, t=10),
+            yref="container",
+            y=1.0,
+            yanchor="top",
+            font=dict(size=16, color=TEXT_DARK),
+            subtitle=dict(text=subtitle, font=dict(size=12, color=TEXT_MUTED)),
+        ),
+        height=height,
+        font=dict(family=FONT_FAMILY, size=12, color=TEXT_DARK),
+        paper_bgcolor=PAPER_BG,
+        plot_bgcolor=PAPER_BG,
+        hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12), align="left"),
+        dragmode=False,
+    )
+    if margin is not None:
+        fig.update_layout(margin=margin)

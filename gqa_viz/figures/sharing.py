@@ -22,41 +22,17 @@ from plotly.subplots import make_subplots
 from gqa_viz.theme import (
     AXIS_LINE_COLOR,
     DIFF_COLORSCALE,
-    FONT_FAMILY,
     GRID_LINE_COLOR,
     MASKED_COLOR,
-    PAPER_BG,
     TEXT_DARK,
     TEXT_MUTED,
+    base_layout,
     group_color,
 )
 
 VARIANT_COLORS = {"mha": "#D55E00", "configured": "#0072B2", "mqa": "#009E73"}
 VARIANT_NAMES = {"mha": "MHA (K = N)", "configured": "as configured", "mqa": "MQA (K = 1)"}
 GPU_LINE_COLOR = TEXT_DARK
-
-
-def _base(fig: go.Figure, title: str, subtitle: str, height: int) -> None:
-    fig.update_layout(
-        template="none",
-        title=dict(
-            text=title,
-            x=0.0,
-            xref="container",
-            xanchor="left",
-            pad=dict(l=12, t=10),
-            yref="container",
-            y=1.0,
-            yanchor="top",
-            font=dict(size=16, color=TEXT_DARK),
-            subtitle=dict(text=subtitle, font=dict(size=12, color=TEXT_MUTED)),
-        ),
-        height=height,
-        font=dict(family=FONT_FAMILY, size=12, color=TEXT_DARK),
-        paper_bgcolor=PAPER_BG,
-        plot_bgcolor=PAPER_BG,
-        hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12), align="left"),
-    )
 
 
 def k_label(K: int, N: int) -> str:
@@ -133,7 +109,7 @@ def diff_figure(diff, mask=None, num_key_value_heads: int = 1, title: str | None
     fig.update_yaxes(autorange="reversed", **hidden)
     for n, ann in enumerate(fig.layout.annotations):
         ann.font = dict(size=11, color=group_color(n // G))
-    _base(
+    base_layout(
         fig,
         title or "Difference in attention: grouped − MHA, per query head",
         f"Red: the grouped head attends more; blue: less. One colour scale for all heads, "
@@ -225,7 +201,7 @@ def drift_figure(curve: list[dict], current_k: int | None = None, title: str | N
     )
     fig.update_yaxes(rangemode="tozero", gridcolor=GRID_LINE_COLOR, fixedrange=True)
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    _base(
+    base_layout(
         fig,
         title or "Drift from the multi-head layer, by number of K/V heads",
         "Same input, same query and output weights; only the K/V heads are grouped.",
@@ -317,7 +293,7 @@ def cache_figure(
         linecolor=AXIS_LINE_COLOR,
         gridcolor=GRID_LINE_COLOR,
     )
-    _base(
+    base_layout(
         fig,
         title or "KV cache against context length",
         "The batch and dtypes chosen above (1k = 1024 tokens); dashed: GPU memory left after "

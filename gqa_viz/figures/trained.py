@@ -28,13 +28,12 @@ from gqa_viz.figures.heads import NOMINAL_WIDTH, heads_figure
 from gqa_viz.figures.sharing import k_label
 from gqa_viz.theme import (
     AXIS_LINE_COLOR,
-    FONT_FAMILY,
     FULLY_MASKED_ROW_COLOR,
     GRID_LINE_COLOR,
     GROUP_COLORS,
-    PAPER_BG,
     TEXT_DARK,
     TEXT_MUTED,
+    base_layout,
     group_color,
 )
 
@@ -47,31 +46,6 @@ METHODS = ("mean", "first", "random")
 METHOD_NAMES = {"mean": "mean-pool", "first": "first head", "random": "random head"}
 METHOD_COLORS = {"mean": GROUP_COLORS[0], "first": GROUP_COLORS[1], "random": GROUP_COLORS[3]}
 PHASES = {"before": "right after conversion", "after": "after uptraining"}
-
-
-def _base(fig: go.Figure, title: str, subtitle: str, height: int, margin: dict) -> None:
-    fig.update_layout(
-        template="none",
-        title=dict(
-            text=title,
-            x=0.0,
-            xref="container",
-            xanchor="left",
-            pad=dict(l=12, t=10),
-            yref="container",
-            y=1.0,
-            yanchor="top",
-            font=dict(size=16, color=TEXT_DARK),
-            subtitle=dict(text=subtitle, font=dict(size=12, color=TEXT_MUTED)),
-        ),
-        height=height,
-        margin=margin,
-        font=dict(family=FONT_FAMILY, size=12, color=TEXT_DARK),
-        paper_bgcolor=PAPER_BG,
-        plot_bgcolor=PAPER_BG,
-        hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12), align="left"),
-        dragmode=False,
-    )
 
 
 def _answers(answer_keys, L: int) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +255,9 @@ def right_key_figure(
         if count
         else "no answer position in this prompt"
     )
-    _base(fig, title, subtitle, height, dict(l=52, r=10, t=100 if "<br>" in title else 78, b=44))
+    base_layout(
+        fig, title, subtitle, height, dict(l=52, r=10, t=100 if "<br>" in title else 78, b=44)
+    )
     fig.update_layout(title_font_size=14)  # a narrow column beside the heads
     fig.update_layout(bargap=0.25, showlegend=False)
     fig.update_xaxes(
@@ -411,7 +387,7 @@ def prediction_figure(
         if right
         else "This prompt has no answer position: nothing follows from it."
     )
-    _base(fig, "What the model writes next at each answer position", subtitle, 230,
+    base_layout(fig, "What the model writes next at each answer position", subtitle, 230,
           dict(l=140, r=16, t=70, b=36))  # fmt: skip
     fig.update_layout(showlegend=False)
     fig.update_xaxes(
@@ -513,7 +489,7 @@ def experiment_figure(experiment: dict, task: str, height: int = 480) -> go.Figu
     )
     frac = experiment.get("uptraining", {}).get("fraction")
     up = f"{steps} steps = {frac:.0%} of training" if steps and frac else "a few steps"
-    _base(
+    base_layout(
         fig,
         f"{task}: accuracy after converting the MHA model to K K/V heads",
         f"Dashed: right after conversion. Solid: after uptraining ({up}).<br>"
