@@ -20,6 +20,7 @@ import numpy as np
 import streamlit as st
 
 from gqa_viz import core, keras_weights, tasks, tiny, trained
+from gqa_viz.buckets import bucketed_trace
 from gqa_viz.figures.heads import heads_figure
 from gqa_viz.figures.trained import (
     METHOD_NAMES,
@@ -33,10 +34,9 @@ from gqa_viz.figures.trained import (
     uniform_baseline,
 )
 from gqa_viz.keras_weights import UploadedLayer, WeightsUploadError
-from gqa_viz.settings import MAX_SEED, MAX_UPLOAD_MB
+from gqa_viz.settings import MAX_PROMPT_CHARS, MAX_SEED, MAX_UPLOAD_MB, UPLOAD_VIEW_MAX_LEN
 
 _CONFIG = {"displaylogo": False}
-MAX_PROMPT_CHARS = 400
 UPLOAD = "tr_upload"  # session_state: {"name", "digest", "layers"} of the last good upload
 UPLOAD_ERROR = "tr_upload_error"  # session_state: the message for the last bad upload
 
@@ -507,7 +507,10 @@ def _upload_probs(digest: str, index: int, length: int, causal: bool, seed: int,
     k = None
     if layer.key_dim != layer.value_dim:
         k = rng.standard_normal((1, length, layer.key_dim)).astype(np.float32)  # [1, L, Dk]
-    t = core.attention_trace(layer.params, q, v, k, spec=layer.spec, use_causal_mask=causal)
+    if k is None:  # key = value: lengths share bucketed programs (and count in their cap)
+        t = bucketed_trace(layer.params, q, v, spec=layer.spec, use_causal_mask=causal)
+    else:
+        t = core.attention_trace(layer.params, q, v, k, spec=layer.spec, use_causal_mask=causal)
     return np.asarray(t.probs[0])  # [N, L, L]
 
 
@@ -569,7 +572,7 @@ def _upload_section() -> None:
     spec = layer.spec
     st.markdown(f"**{layer.describe()}**: {_kind_sentence(spec)}")
     c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-    length = c1.slider("Sequence length L", 4, 128, 16, key="tr_upload_len")
+    length = c1.slider("Sequence length L", 4, UPLOAD_VIEW_MAX_LEN, 16, key="tr_upload_len")
     causal = c2.toggle("use_causal_mask", True, key="tr_upload_causal")
     seed = c3.number_input("Input seed", 0, MAX_SEED, 0, key="tr_upload_seed")
     probs = _upload_probs(upload["digest"], index, int(length), bool(causal), int(seed), layer)
