@@ -52,7 +52,7 @@ USER 10001:10001
 # the head start. (An entry that cannot be loaded is a warning and a recompile, not an error.)
 # The key also includes the cache directory's path, so the container must use the cache at
 # this same path (deploy/k8s mounts its writable copy here).
-RUN python -m gqa_viz.warm
+RUN python -m gqa_viz.app.warm
 
 EXPOSE 8501
 

@@ -7,11 +7,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-# The stamp name carries a hash of the requirements files, so editing either
-# file triggers a reinstall while repeated `make venv` runs are a no-op.
-REQ_FILES := requirements.txt requirements-dev.txt
-REQ_HASH  := $(shell cat $(REQ_FILES) 2>/dev/null | sha256sum | cut -c1-16)
-STAMP     := $(VENV)/.installed-$(REQ_HASH)
+# Each stamp's name carries a hash of the requirements files it installed, so editing one
+# triggers a reinstall while repeated runs are a no-op. `make run` needs requirements.txt
+# only; `make test` (and the benchmarks) add requirements-dev.txt on top.
+RUN_HASH  := $(shell cat requirements.txt 2>/dev/null | sha256sum | cut -c1-16)
+DEV_HASH  := $(shell cat requirements.txt requirements-dev.txt 2>/dev/null | sha256sum | cut -c1-16)
+RUN_STAMP := $(VENV)/.installed-run-$(RUN_HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(DEV_HASH)
 
 # Use sudo for apt only when not already root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -19,10 +21,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Keras must use the JAX backend (tests compare against keras.layers.GroupQueryAttention).
 export KERAS_BACKEND := jax
 
-.PHONY: help venv system-deps run test lint format bench bench-app clean distclean
+.PHONY: help venv dev-venv system-deps run test lint format bench bench-app clean distclean
 
 help:
-	@echo "make venv         create .venv and install requirements-dev.txt"
+	@echo "make venv         create .venv with requirements.txt (what the app needs)"
+	@echo "make dev-venv     .venv plus requirements-dev.txt (tests, benchmarks, training)"
 	@echo "make system-deps  apt-install chromium + chromium-headless-shell (browser tests)"
 	@echo "make run          start the Streamlit app on port $(PORT)"
 	@echo "make test         ruff check + ruff format --check + pytest (what CI runs)"
@@ -32,17 +35,25 @@ help:
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
 	@echo "make load         python -m bench.load (30 sessions + 3 browsers, 3 min; not in CI)"
 	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained)"
-	@echo "make warm         compile the prewarmed programs into .jax_cache (python -m gqa_viz.warm)"
+	@echo "make warm         compile the prewarmed programs into .jax_cache (python -m gqa_viz.app.warm)"
 	@echo "make docker       docker build -t gqa-viz . (needs a Docker engine; not run in CI)"
 	@echo "make clean        remove caches and test artifacts (distclean: also .venv)"
 
-venv: $(STAMP)
+venv: $(RUN_STAMP)
+dev-venv: $(DEV_STAMP)
 
-$(STAMP): $(REQ_FILES)
+$(RUN_STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	@rm -f $(VENV)/.installed-run-*
+	@touch $@
+
+# The dev stamp implies the run stamp: requirements-dev.txt includes requirements.txt.
+$(DEV_STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements-dev.txt
-	@rm -f $(VENV)/.installed-*
-	@touch $@
+	@rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-run-*
+	@touch $@ $(RUN_STAMP)
 
 system-deps:
 	@if [ -x /usr/bin/chromium ]; then \
@@ -59,31 +70,31 @@ run: venv
 # GPU is used automatically when present (JAX_PLATFORMS deliberately not set);
 # no preallocation so tests and a running app can share the device.
 test: export XLA_PYTHON_CLIENT_PREALLOCATE := false
-test: venv system-deps
+test: dev-venv system-deps
 	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m pytest -q
 
-lint: venv
+lint: dev-venv
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-format: venv
+format: dev-venv
 	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
 
-bench: venv
+bench: dev-venv
 	$(PY) -m bench.core
 
-bench-app: venv system-deps
+bench-app: dev-venv system-deps
 	$(PY) -m bench.interactive
 
 .PHONY: load train
-load: venv system-deps
+load: dev-venv system-deps
 	$(PY) -m bench.load
-train: venv
+train: dev-venv
 	$(PY) -m scripts.train_tiny
 
 .PHONY: warm docker
 
 warm: venv
-	$(PY) -m gqa_viz.warm
+	$(PY) -m gqa_viz.app.warm
 
 # The CPU image (Dockerfile); deploy/README.md has the GPU image and Kubernetes.
 docker:

@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages._controls import note_page
-from gqa_viz import playground, runtime
+from gqa_viz.app import playground, runtime
 
 ROOT = Path(__file__).resolve().parent
 # JAX's persistent compilation cache; GQA_VIZ_JAX_CACHE_DIR moves it (a container's volume,
@@ -42,9 +42,7 @@ def _start_up() -> str:
     compiling on a 2-core CPU the first time, a few seconds from the persistent cache after
     a restart). ``GQA_VIZ_PREWARM=0`` turns it off.
     """
-    runtime.enable_compilation_cache(JAX_CACHE_DIR)
-    runtime.start_prewarm(playground.prewarm)
-    return runtime.backend_label()
+    return runtime.start_up(JAX_CACHE_DIR, playground.prewarm)
 
 
 st.set_page_config(

@@ -1,6 +1,6 @@
-"""The Playground's controls, shared by the Playground and Walkthrough pages.
+"""The Playground's controls, shared by every page that runs the layer.
 
-The canonical :class:`~gqa_viz.settings.Settings` lives in ``st.session_state["settings"]``
+The canonical :class:`~gqa_viz.app.settings.Settings` lives in ``st.session_state["settings"]``
 (so it survives page switches, which drop widget state) and in the URL (so a copied link
 reproduces the view). On a session's first run the URL wins; after that the widgets do, and
 the URL is rewritten from them on every run.
@@ -12,9 +12,13 @@ from dataclasses import fields, replace
 
 import streamlit as st
 
-from gqa_viz import settings as cfg
 from gqa_viz import trained
-from gqa_viz.settings import Settings
+from gqa_viz.app import limits
+from gqa_viz.app import settings as cfg
+from gqa_viz.app.settings import VIEW_FIELDS, Settings, compute_key
+from gqa_viz.core import divisors, nearest_divisor
+
+__all__ = ["compute_key", "note_page", "settings_controls", "view_controls"]
 
 _KEY = "settings"
 _MESSAGES = "settings_messages"
@@ -60,31 +64,12 @@ def _seed_widgets(s: Settings, force: bool = False) -> None:
 
 
 def _sanitize_widgets(s: Settings) -> list[str]:
-    """Give every widget value its field's type before any widget is drawn in this run.
-
-    Values come from the browser, which can send anything; one that cannot be read as its
-    type, or is outside its limits, falls back to the current setting, with a message that
-    says why. (Streamlit would silently put an out-of-range number back to the widget's
-    lowest value.)
-    """
-    messages = []
-    for f in fields(Settings):
-        key = _w(f.name)
-        value = st.session_state[key]
-        kept = getattr(s, f.name)
-        shown = repr(kept) if len(repr(kept)) <= 40 else "the previous value"
-        try:
-            fixed = cfg.coerce(f.name, value)
-        except (ValueError, OverflowError) as e:
-            fixed = kept
-            messages.append(f"{f.name}: {str(value)[:40]!r} is not valid; kept {shown} ({e}).")
-        else:
-            why = cfg.out_of_limits(f.name, fixed)
-            if why is not None:
-                fixed = kept
-                messages.append(f"{why}; kept {shown}.")
-        if type(fixed) is not type(value) or fixed != value:
-            st.session_state[key] = fixed
+    """Give every widget value its field's type and limits before any widget is drawn in this
+    run (:func:`gqa_viz.app.settings.sanitize`); return the messages saying what was kept."""
+    values = {f.name: st.session_state[_w(f.name)] for f in fields(Settings)}
+    changed, messages = cfg.sanitize(values, s)
+    for name, value in changed.items():
+        st.session_state[_w(name)] = value
     return messages
 
 
@@ -95,15 +80,6 @@ def _reset() -> None:
 
 def _options(choices, current):
     return sorted(set(choices) | {current})
-
-
-# Fields that change only how a result is drawn, not what is computed.
-VIEW_FIELDS = ("view", "scale", "pool")
-
-
-def compute_key(s: Settings) -> Settings:
-    """``s`` with the drawing-only fields at their defaults: the key of a computed result."""
-    return replace(s, **{name: getattr(cfg.DEFAULTS, name) for name in VIEW_FIELDS})
 
 
 def view_controls(pooled: bool) -> Settings:
@@ -156,21 +132,16 @@ def settings_controls() -> Settings:
     """Render the controls in the sidebar and return the validated settings they describe."""
     s = _load()
     _seed_widgets(s, force=_arrived())
-    ss_pages = st.session_state.get(_PAGES, (None, None))
-    st.session_state[_SEEDED_FOR] = ss_pages[1]
+    st.session_state[_SEEDED_FOR] = st.session_state.get(_PAGES, (None, None))[1]
     bad_values = _sanitize_widgets(s)
     ss = st.session_state
     sb = st.sidebar
 
     trained_layer = ss[_w("weights")] == "trained"
     if trained_layer:  # the shipped model fixes the shape: show its values, read-only
-        if ss[_w("model")] not in trained.names():
-            ss[_w("model")] = cfg.DEFAULT_MODEL
-        model = trained.load(ss[_w("model")]).cfg
-        ss[_w("n")], ss[_w("k")] = model.num_query_heads, model.num_key_value_heads
-        ss[_w("h")], ss[_w("d")] = model.head_dim, model.d_model
-        ss[_w("layer")] = min(max(ss[_w("layer")], 0), model.num_layers - 1)
-        ss[_w("attn")], ss[_w("bias")], ss[_w("gate")] = "self", True, False
+        for name, value in cfg.fixed_by_trained(ss[_w("model")], ss[_w("layer")]).items():
+            ss[_w(name)] = value
+        layers = trained.load(ss[_w("model")]).cfg.num_layers
     fixed = "Fixed by the trained model." if trained_layer else None
 
     with sb.expander("Heads", expanded=True):
@@ -178,15 +149,16 @@ def settings_controls() -> Settings:
             "num_query_heads (N)",
             _options(cfg.HEAD_CHOICES, ss[_w("n")]),
             key=_w("n"),
-            help=fixed or f"Query heads, 1 to {cfg.MAX_QUERY_HEADS}.",
+            help=fixed or f"Query heads, 1 to {limits.MAX_QUERY_HEADS}.",
             disabled=trained_layer,
         )
         n = ss[_w("n")]
-        if n % ss[_w("k")]:
-            ss[_w("k")] = cfg.nearest_divisor(n, ss[_w("k")])
+        k = nearest_divisor(n, ss[_w("k")])  # a K that N no longer allows moves to the nearest
+        if k != ss[_w("k")]:
+            ss[_w("k")] = k
         st.selectbox(
             "num_key_value_heads (K)",
-            cfg.divisors(n),
+            divisors(n),
             key=_w("k"),
             help=fixed
             or "Shared K/V heads; must divide N. K = N is multi-head, K = 1 multi-query.",
@@ -230,7 +202,7 @@ def settings_controls() -> Settings:
             )
             st.radio(
                 "Layer",
-                list(range(model.num_layers)),
+                list(range(layers)),
                 key=_w("layer"),
                 horizontal=True,
                 help="Which attention layer of the model (0 is the first).",
@@ -246,7 +218,7 @@ def settings_controls() -> Settings:
             disabled=trained_layer,
         )
         cross = ss[_w("attn")] == "cross"
-        if trained_layer:
+        if trained_layer:  # the prompt is drawn from the seed below
             st.caption(
                 f"Input: a prompt of the {trained.task_of(ss[_w('model')])} task, drawn with "
                 "the seed below, as the trained layer reads it."
@@ -259,28 +231,28 @@ def settings_controls() -> Settings:
                 horizontal=True,
                 format_func={"sentence": "a sentence", "random": "random vectors"}.get,
             )
-        if trained_layer:
-            pass  # the prompt is drawn from the seed below
-        elif ss[_w("mode")] == "sentence":
-            st.text_input(
-                "Query sentence" if cross else "Sentence",
-                key=_w("text"),
-                max_chars=cfg.MAX_TEXT_CHARS,
-                help=f"Up to {cfg.MAX_TOKENS} tokens. Equal tokens get equal embeddings.",
-            )
-            if cross:
-                st.text_input("Key/value sentence", key=_w("source"), max_chars=cfg.MAX_TEXT_CHARS)
-        else:
-            st.slider("Query length T", 1, cfg.MAX_LEN, key=_w("t"))
-            if cross:
-                st.slider("Key/value length S", 1, cfg.MAX_LEN, key=_w("s"))
-            st.number_input("Batch size B", 1, cfg.MAX_BATCH, key=_w("batch"))
-            ss[_w("item")] = min(ss[_w("item")], ss[_w("batch")] - 1)
-            st.number_input("Batch item shown", 0, cfg.MAX_BATCH - 1, key=_w("item"))
+            if ss[_w("mode")] == "sentence":
+                st.text_input(
+                    "Query sentence" if cross else "Sentence",
+                    key=_w("text"),
+                    max_chars=limits.MAX_TEXT_CHARS,
+                    help=f"Up to {limits.MAX_TOKENS} tokens. Equal tokens get equal embeddings.",
+                )
+                if cross:
+                    st.text_input(
+                        "Key/value sentence", key=_w("source"), max_chars=limits.MAX_TEXT_CHARS
+                    )
+            else:
+                st.slider("Query length T", 1, limits.MAX_LEN, key=_w("t"))
+                if cross:
+                    st.slider("Key/value length S", 1, limits.MAX_LEN, key=_w("s"))
+                st.number_input("Batch size B", 1, limits.MAX_BATCH, key=_w("batch"))
+                ss[_w("item")] = min(ss[_w("item")], ss[_w("batch")] - 1)
+                st.number_input("Batch item shown", 0, limits.MAX_BATCH - 1, key=_w("item"))
         st.number_input(
             "Prompt seed" if trained_layer else "Seed",
             0,
-            cfg.MAX_SEED,
+            limits.MAX_SEED,
             key=_w("seed"),
             help="Draws a new prompt of the task." if trained_layer else None,
         )
@@ -290,7 +262,7 @@ def settings_controls() -> Settings:
         st.number_input(
             "sliding_window (0 = off)",
             0,
-            cfg.MAX_LEN,
+            limits.MAX_LEN,
             key=_w("window"),
             help="Keras' band: query i sees keys j with |i - j| < window.",
         )
@@ -302,15 +274,15 @@ def settings_controls() -> Settings:
         st.number_input(
             "Query padding" if cross else "Padding",
             0,
-            cfg.MAX_LEN,
+            limits.MAX_LEN,
             key=_w("pad"),
             help=f"{pad_help} as padding (query_mask / value_mask False there).",
         )
         if cross:
-            st.number_input("Key padding", 0, cfg.MAX_LEN, key=_w("kpad"))
+            st.number_input("Key padding", 0, limits.MAX_LEN, key=_w("kpad"))
 
     with sb.expander("Layer options"):
-        st.slider("dropout", 0.0, cfg.MAX_DROPOUT, step=0.05, key=_w("dropout"))
+        st.slider("dropout", 0.0, limits.MAX_DROPOUT, step=0.05, key=_w("dropout"))
         st.toggle("training (dropout active)", key=_w("training"))
         st.toggle("use_bias", key=_w("bias"), disabled=trained_layer, help=fixed)
         st.toggle("use_gate", key=_w("gate"), disabled=trained_layer, help=fixed)

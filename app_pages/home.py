@@ -6,8 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from gqa_viz.app.settings import DEFAULTS
+from gqa_viz.core import divisors, nearest_divisor
 from gqa_viz.figures.diagram import describe, gqa_diagram
-from gqa_viz.settings import DEFAULTS, divisors, nearest_divisor
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CHOICES = (1, 2, 4, 8, 12, 16, 32, 64)
@@ -20,10 +21,11 @@ def _gqa_preset(n: int) -> int | None:
     return min(inner, key=lambda k: (abs(n // k - 4), -k)) if inner else None
 
 
-def _on_n_change() -> None:
-    n, k = st.session_state[N_KEY], st.session_state[K_KEY]
-    if n % k:
-        st.session_state[K_KEY] = nearest_divisor(n, k)
+def _fit_k() -> None:
+    """Move K to the divisor of N nearest to it, if N no longer allows it."""
+    k = nearest_divisor(st.session_state[N_KEY], st.session_state[K_KEY])
+    if k != st.session_state[K_KEY]:
+        st.session_state[K_KEY] = k
 
 
 def _set_k(k: int) -> None:
@@ -34,8 +36,7 @@ st.session_state.setdefault(N_KEY, DEFAULTS.n)
 st.session_state.setdefault(K_KEY, DEFAULTS.k)
 if st.session_state[N_KEY] not in N_CHOICES:
     st.session_state[N_KEY] = DEFAULTS.n
-if st.session_state[N_KEY] % st.session_state[K_KEY]:
-    st.session_state[K_KEY] = nearest_divisor(st.session_state[N_KEY], st.session_state[K_KEY])
+_fit_k()
 
 st.title("Grouped-query attention")
 st.markdown(
@@ -55,7 +56,7 @@ with col_n:
         "num_query_heads (N)",
         N_CHOICES,
         key=N_KEY,
-        on_change=_on_n_change,
+        on_change=_fit_k,
         help="Number of query heads.",
     )
 with col_k:

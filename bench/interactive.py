@@ -71,8 +71,9 @@ def _timed(at, change) -> float:
 def bench_server() -> dict[str, list[float]]:
     os.environ["GQA_VIZ_PREWARM"] = "0"  # prewarmed explicitly below, once the cold peer ran
     os.environ["GQA_VIZ_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="gqa-bench-jax-")
-    from gqa_viz import buckets, playground
-    from gqa_viz.settings import Settings
+    from gqa_viz import buckets
+    from gqa_viz.app import playground
+    from gqa_viz.app.settings import Settings
 
     rng = random.Random(0)
     seeds = iter(range(1000, 100000))

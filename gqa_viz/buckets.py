@@ -61,20 +61,26 @@ def _with_zero_biases(params: core.Params, spec: core.GQASpec, dims) -> core.Par
     return out
 
 
-# Compiled programs held in memory, about 6 MB each on a CPU. Many visitors exploring many
-# head counts and lengths would otherwise keep adding programs for as long as the server
-# runs; past the limit JAX's in-memory caches are emptied and programs load again from the
-# persistent compilation cache (tens of ms each) as they are used. Prewarming makes 116.
-MAX_PROGRAMS_IN_MEMORY = 160
+# Compiled programs held in memory, about 6 MB each on a CPU: without a cap, many visitors
+# exploring many head counts and lengths keep adding programs for as long as a server runs.
+# Past the cap JAX's in-memory caches are emptied and programs load again from the persistent
+# compilation cache (tens of ms each) as they are used. None (the default) means no cap.
+_program_cap: int | None = None
 _programs: set = set()
 _programs_lock = threading.Lock()
+
+
+def limit_programs_in_memory(cap: int | None) -> None:
+    """Keep at most ``cap`` bucketed programs compiled in memory (None: no limit)."""
+    global _program_cap
+    _program_cap = cap
 
 
 def _note_program(key) -> None:
     with _programs_lock:
         if key in _programs:
             return
-        if len(_programs) >= MAX_PROGRAMS_IN_MEMORY:
+        if _program_cap is not None and len(_programs) >= _program_cap:
             jax.clear_caches()  # running computations keep the programs they hold
             _programs.clear()
         _programs.add(key)
@@ -200,7 +206,7 @@ def prewarm(programs, stop=None, slot=contextlib.nullcontext) -> int:
     """Compile each :class:`Program` by running it once on zeros; returns how many ran.
 
     ``stop`` (a ``threading.Event``) ends the loop early; ``slot()`` is entered around each
-    program (e.g. :meth:`gqa_viz.cache.ResultCache.background`, so requests go first).
+    program (e.g. :meth:`gqa_viz.app.cache.ResultCache.background`, so requests go first).
     Programs already compiled in this process cost one cached call; with the persistent
     compilation cache on, a restarted server loads them from disk instead of compiling.
     """

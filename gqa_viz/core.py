@@ -82,6 +82,16 @@ class GQASpec:
         return self.num_query_heads // self.num_key_value_heads
 
 
+def divisors(n: int) -> list[int]:
+    """The valid num_key_value_heads for ``n`` query heads: K must divide N."""
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def nearest_divisor(n: int, k: int) -> int:
+    """The divisor of ``n`` closest to ``k`` (ties go to the smaller)."""
+    return min(divisors(n), key=lambda d: (abs(d - k), d))
+
+
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 

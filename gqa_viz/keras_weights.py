@@ -16,9 +16,9 @@ Two formats, both read without unpickling anything:
 
 Everything is checked before use: shapes agree with one another (kernels [D, N, H],
 [Dk, K, H], [Dv, K, H], output [N, H, D]), N is divisible by K, values are finite floats,
-and sizes are within the app's limits (:mod:`gqa_viz.settings`). HDF5 links to other files,
-external storage and virtual datasets are refused: a file must not make the server read
-anything but itself.
+and sizes are within the caller's :class:`UploadLimits`. HDF5 links to other files, external
+storage and virtual datasets are refused: a file must not make the server read anything but
+itself.
 """
 
 from __future__ import annotations
@@ -32,17 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from gqa_viz.core import WEIGHT_ORDER, GQASpec, Params, param_shapes
-from gqa_viz.settings import (
-    MAX_HEAD_DIM,
-    MAX_MODEL_DIM,
-    MAX_QUERY_HEADS,
-    MAX_UPLOAD_LAYERS,
-    MAX_UPLOAD_MB,
-    MAX_UPLOAD_VALUES,
-)
-from gqa_viz.settings import (
-    MAX_UPLOAD_ARRAY_VALUES as MAX_ELEMENTS,
-)
 
 FORMATS = (".weights.h5", ".h5", ".npz")
 _KERAS_SUBLAYERS = {
@@ -62,6 +51,20 @@ _HELP = (
 
 class WeightsUploadError(ValueError):
     """An uploaded file that cannot be used; the message says why and what would work."""
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """The most an uploaded file may be and hold. A small file can unpack to far more
+    (compression, aliases), so the value counts bound what reading it may allocate."""
+
+    mb: int  # the file's size, in MB (2**20 bytes)
+    array_values: int  # values in one array
+    total_values: int  # values in all arrays together
+    layers: int  # attention layers in one file
+    query_heads: int  # N of a layer
+    head_dim: int  # H
+    model_dim: int  # D
 
 
 @dataclass(frozen=True)
@@ -90,12 +93,13 @@ class UploadedLayer:
         return f"{self.name}: " + ", ".join(parts)
 
 
-def read_upload(filename: str, data: bytes) -> list[UploadedLayer]:
-    """Every GroupQueryAttention layer in an uploaded file, checked; raises WeightsUploadError."""
-    limit = MAX_UPLOAD_MB * 2**20
+def read_upload(filename: str, data: bytes, limits: UploadLimits) -> list[UploadedLayer]:
+    """Every GroupQueryAttention layer in an uploaded file, checked against ``limits``; raises
+    WeightsUploadError."""
+    limit = limits.mb * 2**20
     if len(data) > limit:
         raise WeightsUploadError(
-            f"{filename} is {len(data) / 2**20:.1f} MB; the upload limit is {MAX_UPLOAD_MB} MB."
+            f"{filename} is {len(data) / 2**20:.1f} MB; the upload limit is {limits.mb} MB."
         )
     lower = filename.lower()
     if not lower.endswith((".npz", ".h5")):
@@ -103,7 +107,8 @@ def read_upload(filename: str, data: bytes) -> list[UploadedLayer]:
             f"{filename}: weights must be a Keras .weights.h5 or a NumPy .npz file. {_HELP}"
         )
     try:
-        layers = _read_npz(filename, data) if lower.endswith(".npz") else _read_h5(filename, data)
+        read = _read_npz if lower.endswith(".npz") else _read_h5
+        layers = read(filename, data, limits)
     except WeightsUploadError:
         raise
     except Exception as e:  # a damaged file can fail anywhere inside the parsers
@@ -119,16 +124,16 @@ def read_upload(filename: str, data: bytes) -> list[UploadedLayer]:
 # Formats.
 
 
-def _read_npz(filename: str, data: bytes) -> list[UploadedLayer]:
+def _read_npz(filename: str, data: bytes, limits: UploadLimits) -> list[UploadedLayer]:
     if not data.startswith(b"PK\x03\x04"):  # NumPy would try anything else as a pickle
         raise WeightsUploadError(f"{filename} is not a valid .npz file (not a zip archive).")
-    _check_zip(filename, data)
+    _check_zip(filename, data, limits)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             names = list(npz.files)
             if len(names) > 200:
                 raise WeightsUploadError(f"{filename} holds {len(names)} arrays; at most 200.")
-            arrays = {name: _array(filename, name, npz[name]) for name in names}
+            arrays = {name: _array(filename, name, npz[name], limits) for name in names}
     except WeightsUploadError:
         raise
     except ValueError as e:
@@ -142,7 +147,7 @@ def _read_npz(filename: str, data: bytes) -> list[UploadedLayer]:
 
     if names and all(re.fullmatch(r"arr_\d+", n) for n in names):
         ordered = [arrays[f"arr_{i}"] for i in range(len(names))]
-        return [_from_list(filename, "the layer", ordered)]
+        return [_from_list(filename, "the layer", ordered, limits)]
     groups: dict[str, dict[tuple[str, str], np.ndarray]] = {}
     for name, array in arrays.items():
         match = re.fullmatch(
@@ -151,10 +156,12 @@ def _read_npz(filename: str, data: bytes) -> list[UploadedLayer]:
         if match:
             prefix = match.group(1) or "the layer"
             groups.setdefault(prefix, {})[(match.group(2), match.group(3))] = array
-    return [_from_named(filename, prefix, found) for prefix, found in sorted(groups.items())]
+    return [
+        _from_named(filename, prefix, found, limits) for prefix, found in sorted(groups.items())
+    ]
 
 
-def _check_zip(filename: str, data: bytes) -> None:
+def _check_zip(filename: str, data: bytes, limits: UploadLimits) -> None:
     """Refuse an archive whose members would unpack to more than the app reads, before
     unpacking anything: a 2 MB .npz (savez_compressed) can inflate to gigabytes."""
     try:
@@ -165,18 +172,18 @@ def _check_zip(filename: str, data: bytes) -> None:
     if len(members) > 200:
         raise WeightsUploadError(f"{filename} holds {len(members)} arrays; at most 200.")
     # zipfile never returns more than a member's declared size, so checking it is enough.
-    limit = MAX_ELEMENTS * 8 + 4096  # float64 values plus the .npy header
+    limit = limits.array_values * 8 + 4096  # float64 values plus the .npy header
     total = sum(member.file_size for member in members)
-    if total > MAX_UPLOAD_VALUES * 8:
+    if total > limits.total_values * 8:
         raise WeightsUploadError(
-            f"{filename} unpacks to {total:,} bytes; the limit is {MAX_UPLOAD_VALUES:,} values "
+            f"{filename} unpacks to {total:,} bytes; the limit is {limits.total_values:,} values "
             "in all."
         )
     for member in members:
         if member.file_size > limit:
             raise WeightsUploadError(
                 f"{filename}: {member.filename} unpacks to {member.file_size:,} bytes; the "
-                f"limit is {MAX_ELEMENTS:,} values per array."
+                f"limit is {limits.array_values:,} values per array."
             )
         with _archive_member(data, member) as f:  # the header says what np.load would allocate
             version = np.lib.format.read_magic(f)
@@ -203,7 +210,7 @@ def _archive_member(data: bytes, member):
         yield f
 
 
-def _read_h5(filename: str, data: bytes) -> list[UploadedLayer]:
+def _read_h5(filename: str, data: bytes, limits: UploadLimits) -> list[UploadedLayer]:
     try:
         import h5py
     except ImportError:  # a deployment may leave the HDF5 parser out (SECURITY.md)
@@ -231,17 +238,17 @@ def _read_h5(filename: str, data: bytes) -> list[UploadedLayer]:
                     if variables is not None and index in variables:
                         dataset = _child(filename, variables, index)
                         where = f"{path}/{keras_name}/vars/{index}"
-                        found[(ours, what)] = _dataset(filename, where, dataset)
+                        found[(ours, what)] = _dataset(filename, where, dataset, limits)
                         values += found[(ours, what)].size
-                        if values > MAX_UPLOAD_VALUES:
+                        if values > limits.total_values:
                             raise WeightsUploadError(
-                                f"{filename} holds more than {MAX_UPLOAD_VALUES:,} values in "
+                                f"{filename} holds more than {limits.total_values:,} values in "
                                 "all; that is the limit."
                             )
-            layers.append(_from_named(filename, path or "the layer", found))
-            if len(layers) > MAX_UPLOAD_LAYERS:
+            layers.append(_from_named(filename, path or "the layer", found, limits))
+            if len(layers) > limits.layers:
                 raise WeightsUploadError(
-                    f"{filename} holds more than {MAX_UPLOAD_LAYERS} attention layers; that is "
+                    f"{filename} holds more than {limits.layers} attention layers; that is "
                     "the limit."
                 )
     return layers
@@ -284,7 +291,7 @@ def _child(filename: str, group, name: str):
     return node
 
 
-def _dataset(filename: str, where: str, dataset) -> np.ndarray:
+def _dataset(filename: str, where: str, dataset, limits: UploadLimits) -> np.ndarray:
     import h5py
 
     if not isinstance(dataset, h5py.Dataset):
@@ -293,9 +300,10 @@ def _dataset(filename: str, where: str, dataset) -> np.ndarray:
         raise WeightsUploadError(
             f"{filename}: {where} stores its data in another file; that is refused."
         )
-    if dataset.size > MAX_ELEMENTS:
+    if dataset.size > limits.array_values:
         raise WeightsUploadError(
-            f"{filename}: {where} has {dataset.size:,} values; the limit is {MAX_ELEMENTS:,}."
+            f"{filename}: {where} has {dataset.size:,} values; the limit is "
+            f"{limits.array_values:,}."
         )
     # Keras writes plain arrays: floats, stored whole, no compression. Anything else could
     # make a small file unpack (or fill in) far more than it holds, so it is refused unread.
@@ -314,18 +322,18 @@ def _dataset(filename: str, where: str, dataset) -> np.ndarray:
             f"{filename}: {where} is stored compressed, chunked or partly unwritten; weights "
             "saved by Keras are plain arrays."
         )
-    return _array(filename, where, dataset[()])
+    return _array(filename, where, dataset[()], limits)
 
 
-def _array(filename: str, where: str, value) -> np.ndarray:
+def _array(filename: str, where: str, value, limits: UploadLimits) -> np.ndarray:
     a = np.asarray(value)
     if a.dtype.kind != "f":
         raise WeightsUploadError(
             f"{filename}: {where} holds {a.dtype} values; weights must be floating point."
         )
-    if a.size > MAX_ELEMENTS:
+    if a.size > limits.array_values:
         raise WeightsUploadError(
-            f"{filename}: {where} has {a.size:,} values; the limit is {MAX_ELEMENTS:,}."
+            f"{filename}: {where} has {a.size:,} values; the limit is {limits.array_values:,}."
         )
     if not np.isfinite(a).all():
         bad = int(np.size(a) - np.isfinite(a).sum())
@@ -337,7 +345,9 @@ def _array(filename: str, where: str, value) -> np.ndarray:
 # Checking and assembling one layer.
 
 
-def _from_list(filename: str, name: str, weights: list[np.ndarray]) -> UploadedLayer:
+def _from_list(
+    filename: str, name: str, weights: list[np.ndarray], limits: UploadLimits
+) -> UploadedLayer:
     """Arrays in Keras' get_weights() order: kernel (and bias) of query, key, [gate], value,
     output. Bias and gate are told apart by the count: 4, 5, 8 or 10 arrays."""
     layouts = {4: (False, False), 5: (False, True), 8: (True, False), 10: (True, True)}
@@ -353,11 +363,11 @@ def _from_list(filename: str, name: str, weights: list[np.ndarray]) -> UploadedL
         if layer != "gate" or use_gate
         for what in (("kernel", "bias") if use_bias else ("kernel",))
     ]
-    return _from_named(filename, name, dict(zip(names, weights, strict=True)))
+    return _from_named(filename, name, dict(zip(names, weights, strict=True)), limits)
 
 
 def _from_named(
-    filename: str, name: str, found: dict[tuple[str, str], np.ndarray]
+    filename: str, name: str, found: dict[tuple[str, str], np.ndarray], limits: UploadLimits
 ) -> UploadedLayer:
     missing = [f"{layer}/kernel" for layer in _REQUIRED if (layer, "kernel") not in found]
     if missing:
@@ -371,10 +381,10 @@ def _from_named(
             )
     D, N, H = q.shape
     K = k.shape[1]
-    if N > MAX_QUERY_HEADS or H > MAX_HEAD_DIM or D > MAX_MODEL_DIM:
+    if N > limits.query_heads or H > limits.head_dim or D > limits.model_dim:
         raise WeightsUploadError(
             f"{filename}: {name} has N = {N}, H = {H}, D = {D}; the limits are "
-            f"N <= {MAX_QUERY_HEADS}, H <= {MAX_HEAD_DIM}, D <= {MAX_MODEL_DIM}."
+            f"N <= {limits.query_heads}, H <= {limits.head_dim}, D <= {limits.model_dim}."
         )
     if K == 0 or N % K:
         raise WeightsUploadError(

@@ -30,10 +30,6 @@ import os
 
 import numpy as np
 
-# Limits: the one place they are defined.
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # = .streamlit/config.toml maxUploadSize (2 MB)
-MAX_MASK_ELEMENTS = 512 * 512 * 8  # B * T * S of an uploaded array
-
 UPLOAD_EXTENSIONS = (".npy", ".csv")
 
 
@@ -55,16 +51,15 @@ def _shape_error(shape, T: int, S: int) -> MaskUploadError:
     )
 
 
-def _check_elements(filename: str, shape) -> None:
+def _check_elements(filename: str, shape, max_elements: int) -> None:
     n = math.prod(shape)
-    if n > MAX_MASK_ELEMENTS:
+    if n > max_elements:
         raise MaskUploadError(
-            f"{filename} holds {n:,} values (shape {tuple(shape)}); the limit is "
-            f"{MAX_MASK_ELEMENTS:,}."
+            f"{filename} holds {n:,} values (shape {tuple(shape)}); the limit is {max_elements:,}."
         )
 
 
-def _read_npy(filename: str, data: bytes) -> np.ndarray:
+def _read_npy(filename: str, data: bytes, max_elements: int) -> np.ndarray:
     buf = io.BytesIO(data)
     try:  # the header first: dtype and shape, before any data is read
         version = np.lib.format.read_magic(buf)
@@ -83,7 +78,7 @@ def _read_npy(filename: str, data: bytes) -> np.ndarray:
         raise MaskUploadError(
             f"{filename} holds {dtype} values; a mask must be boolean, integer or float."
         )
-    _check_elements(filename, shape)
+    _check_elements(filename, shape, max_elements)
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as e:
@@ -109,7 +104,7 @@ def _cell(text: str) -> float | None:
         return None
 
 
-def _read_csv(filename: str, data: bytes) -> np.ndarray:
+def _read_csv(filename: str, data: bytes, max_elements: int) -> np.ndarray:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -123,10 +118,10 @@ def _read_csv(filename: str, data: bytes) -> np.ndarray:
     for i, line in lines:
         cells = line.split(",")
         n += len(cells)
-        if n > MAX_MASK_ELEMENTS:
+        if n > max_elements:
             raise MaskUploadError(
-                f"{filename} holds more than {MAX_MASK_ELEMENTS:,} values; "
-                f"the limit is {MAX_MASK_ELEMENTS:,}."
+                f"{filename} holds more than {max_elements:,} values; "
+                f"the limit is {max_elements:,}."
             )
         values = [_cell(c) for c in cells]
         if not rows and all(v is None for v in values):
@@ -176,16 +171,20 @@ def _check_values(arr: np.ndarray) -> None:
     )
 
 
-def parse_upload(filename: str, data: bytes, T: int, S: int) -> np.ndarray:
+def parse_upload(
+    filename: str, data: bytes, T: int, S: int, *, max_bytes: int, max_elements: int
+) -> np.ndarray:
     """An uploaded .npy or .csv mask as a [T, S] bool or float64 array, or a MaskUploadError.
 
     Shapes [T, S], [B, T, S] and [B, 1, T, S] (Hugging Face) are accepted; with B > 1 batch
-    item 0 is returned. Values stay as given; read them with :func:`to_allowed`.
+    item 0 is returned. Values stay as given; read them with :func:`to_allowed`. A file over
+    ``max_bytes``, or an array of more than ``max_elements`` values (B * T * S, checked from
+    a .npy header before its data is read), is refused.
     """
     name = os.path.basename(str(filename)) or "the file"
     ext = os.path.splitext(name)[1].lower()
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise MaskUploadError(f"{name} is {_mb(len(data))}; the limit is {_mb(MAX_UPLOAD_BYTES)}.")
+    if len(data) > max_bytes:
+        raise MaskUploadError(f"{name} is {_mb(len(data))}; the limit is {_mb(max_bytes)}.")
     if ext not in UPLOAD_EXTENSIONS:
         raise MaskUploadError(
             f"{name}: files of type {ext or '(no extension)'!r} are not read; upload a .npy "
@@ -193,10 +192,13 @@ def parse_upload(filename: str, data: bytes, T: int, S: int) -> np.ndarray:
         )
     if not data:
         raise MaskUploadError(f"{name} is empty.")
-    arr = _read_npy(name, data) if ext == ".npy" else _read_csv(name, data)
+    if ext == ".npy":
+        arr = _read_npy(name, data, max_elements)
+    else:
+        arr = _read_csv(name, data, max_elements)
     if arr.size == 0:
         raise MaskUploadError(f"{name} holds no values (shape {arr.shape}).")
-    _check_elements(name, arr.shape)
+    _check_elements(name, arr.shape, max_elements)
     shape = arr.shape
     if arr.ndim == 4 and shape[1] == 1:  # Hugging Face [B, 1, T, S]
         arr = arr[:, 0]

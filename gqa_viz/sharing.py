@@ -20,8 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gqa_viz import core
-from gqa_viz.core import GQASpec, Params
-from gqa_viz.settings import divisors
+from gqa_viz.core import GQASpec, Params, divisors
 
 __all__ = [
     "METHODS",

@@ -10,8 +10,8 @@ import jax
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gqa_viz import runtime
-from gqa_viz.settings import divisors
+from gqa_viz.app import runtime
+from gqa_viz.core import divisors
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60

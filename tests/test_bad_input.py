@@ -25,9 +25,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gqa_viz import mask_tools
-from gqa_viz.settings import (
-    DEFAULT_SOURCE,
+from gqa_viz.app import limits
+from gqa_viz.app.limits import (
     KV_SHARING_MAX_SCORE_CELLS,
     MASK_LAB_MAX_LEN,
     MAX_DROPOUT,
@@ -38,8 +37,8 @@ from gqa_viz.settings import (
     MAX_TEXT_CHARS,
     MAX_TOKENS,
     WALKTHROUGH_MAX_LEN,
-    from_query_params,
 )
+from gqa_viz.app.settings import DEFAULT_SOURCE, from_query_params
 
 TIMEOUT = 120
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +175,7 @@ def _nothing_unpickled(at: AppTest) -> None:
 def _upload_limit_is_the_servers(at: AppTest) -> None:
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     # Streamlit's maxUploadSize counts MB of 2**20 bytes: the app's limit is the same.
-    assert mask_tools.MAX_UPLOAD_BYTES == config["server"]["maxUploadSize"] * 2**20
+    assert limits.MAX_UPLOAD_BYTES == config["server"]["maxUploadSize"] * 2**20
 
 
 def _rows_explained(at: AppTest) -> None:
@@ -508,9 +507,9 @@ CASES = [
     Case(
         "upload-oversized",
         ML,
-        (f"the limit is 2 MB ({mask_tools.MAX_UPLOAD_BYTES:,} bytes)",),
+        (f"the limit is 2 MB ({limits.MAX_UPLOAD_BYTES:,} bytes)",),
         where="error",
-        send=_upload("big.npy", b"\x93NUMPY" + bytes(mask_tools.MAX_UPLOAD_BYTES)),
+        send=_upload("big.npy", b"\x93NUMPY" + bytes(limits.MAX_UPLOAD_BYTES)),
         check=_upload_limit_is_the_servers,
     ),
     Case(
@@ -518,7 +517,7 @@ CASES = [
         ML,
         (
             f"holds 9,999,800,001 values (shape (99999, 99999)); the limit is "
-            f"{mask_tools.MAX_MASK_ELEMENTS:,}",
+            f"{limits.MAX_MASK_ELEMENTS:,}",
         ),  # fmt: skip
         where="error",
         send=_upload("huge.npy", _huge_header()),

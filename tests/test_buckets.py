@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from gqa_viz import buckets, core, reference
+from gqa_viz import buckets, core
 from gqa_viz.buckets import LENGTH_BUCKETS, bucket, bucketed_trace
+from tests import reference
 
 FIELDS_T = ("query", "context", "output")  # [B, T, ...]
 FIELDS_S = ("key", "value")  # [B, S, ...]
@@ -164,7 +165,7 @@ def test_programs_held_in_memory_are_bounded(monkeypatch):
     from gqa_viz import buckets as bk
 
     cleared = []
-    monkeypatch.setattr(bk, "MAX_PROGRAMS_IN_MEMORY", 2)
+    monkeypatch.setattr(bk, "_program_cap", 2)
     monkeypatch.setattr(bk, "_programs", set())
     monkeypatch.setattr(bk.jax, "clear_caches", lambda: cleared.append(1))
     spec = core.GQASpec(4, 2, 8)

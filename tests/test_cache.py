@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from gqa_viz.cache import ResultCache, nbytes
+from gqa_viz.app.cache import ResultCache, nbytes
 
 
 def _mib(n: int) -> np.ndarray:
@@ -93,8 +93,9 @@ def test_light_work_never_waits_behind_heavy_work():
 
 
 def test_playground_marks_large_settings_heavy():
-    from gqa_viz import playground
-    from gqa_viz.settings import HEAVY_SCORE_CELLS, Settings
+    from gqa_viz.app import playground
+    from gqa_viz.app.limits import HEAVY_SCORE_CELLS
+    from gqa_viz.app.settings import Settings
 
     assert not playground.is_heavy(Settings())  # the default sentence
     assert not playground.is_heavy(Settings(mode="random", t=256, n=32))

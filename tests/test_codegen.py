@@ -1,4 +1,4 @@
-"""gqa_viz.codegen: every snippet is executed and its numbers compared with the playground's trace.
+"""gqa_viz.app.codegen: every snippet is executed and its numbers compared with the playground's trace.
 
 Axis letters: B batch, T query length, S key/value length, N query heads, K kv heads,
 G = N // K, H head_dim, D model dim.
@@ -20,8 +20,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gqa_viz import codegen, playground  # noqa: E402
-from gqa_viz.settings import Settings  # noqa: E402
+from gqa_viz.app import codegen, playground  # noqa: E402
+from gqa_viz.app.settings import Settings  # noqa: E402
 
 SMALL = Settings(h=8, d=16)
 

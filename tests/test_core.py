@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gqa_viz import core
-from gqa_viz.reference import reference_gqa, reference_mask
+from tests.reference import reference_gqa, reference_mask
 
 jax.config.update("jax_default_matmul_precision", "highest")  # GPU would default to TF32
 

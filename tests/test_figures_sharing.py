@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gqa_viz.figures.sharing import cache_figure, diff_figure, drift_figure, k_label
-from gqa_viz.theme import DIFF_COLORSCALE
+from gqa_viz.figures.theme import DIFF_COLORSCALE
 
 
 def _curve(N=8):

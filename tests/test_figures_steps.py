@@ -15,9 +15,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from gqa_viz import playground, theme
+from gqa_viz.app import playground
+from gqa_viz.app.settings import Settings
 from gqa_viz.figures import steps as F
-from gqa_viz.settings import Settings
+from gqa_viz.figures import theme
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,9 @@ def title(fig: go.Figure) -> str:
 
 
 def test_no_streamlit_import():
-    code = "import sys, gqa_viz.figures.steps, gqa_viz.codegen; print('streamlit' in sys.modules)"
+    code = (
+        "import sys, gqa_viz.figures.steps, gqa_viz.app.codegen; print('streamlit' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -77,8 +80,8 @@ def test_repeated_tokens_stay_separate_rows(result):
 def test_long_axes_thin_their_ticks():
     labels = [str(i) for i in range(300)]
     fig = F.logits_figure(np.zeros((300, 300)), labels, labels, 0)
-    assert len(fig.layout.xaxis.tickvals) <= F.MAX_TICKS
-    assert len(fig.layout.yaxis.tickvals) <= F.MAX_TICKS
+    assert len(fig.layout.xaxis.tickvals) <= F.TICK_LABELS
+    assert len(fig.layout.yaxis.tickvals) <= F.TICK_LABELS
 
 
 def test_query_and_kv_figures(result):
@@ -131,7 +134,7 @@ def test_mask_figure_two_colours(result):
     (hm,) = heatmaps(fig)
     np.testing.assert_array_equal(hm.z, mask.astype(int))
     colors = {c for _, c in hm.colorscale}
-    assert colors == {theme.MASKED_COLOR, F.ALLOWED_COLOR}
+    assert colors == {theme.MASKED_COLOR, theme.STEPS_ATTEND_COLOR}
     assert list(hm.colorbar.ticktext) == ["masked", "attend"]
     empty = int((~mask.any(axis=1)).sum())
     assert empty == 2  # the two padded queries

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from gqa_viz import tasks, trained
+from gqa_viz.app.limits import MAX_DRAWN_CELLS
+from gqa_viz.figures.theme import group_color
 from gqa_viz.figures.trained import (
     METHODS,
     RIGHT_COLOR,
@@ -23,7 +25,6 @@ from gqa_viz.figures.trained import (
     trained_heads_figure,
     uniform_baseline,
 )
-from gqa_viz.theme import group_color
 
 
 def _causal_probs(N: int, L: int, seed: int = 0) -> np.ndarray:
@@ -86,7 +87,7 @@ def test_right_key_outlines_sit_on_the_right_cells(task, K):
     names, keys = _prompt(task)
     L = len(names)
     probs = _causal_probs(8, L, seed=1)
-    fig = trained_heads_figure(probs, names, keys, K, title="t")
+    fig = trained_heads_figure(probs, names, keys, K, title="t", max_cells=MAX_DRAWN_CELLS)
     scores = {t.meta["head"]: t for t in _role(fig, "scores")}
     marks = {t.meta["head"]: t for t in _role(fig, "right key")}
     assert sorted(marks) == list(range(8))
@@ -108,7 +109,9 @@ def test_right_key_outlines_sit_on_the_right_cells(task, K):
 
 def test_heads_carry_every_token_on_the_query_axis():
     names, keys = _prompt("recall")
-    fig = trained_heads_figure(_causal_probs(8, len(names)), names, keys, 4, title="t")
+    fig = trained_heads_figure(
+        _causal_probs(8, len(names)), names, keys, 4, title="t", max_cells=MAX_DRAWN_CELLS
+    )
     first = _role(fig, "scores")[0]
     ya = fig.layout[first.yaxis.replace("y", "yaxis")]
     assert list(ya.ticktext) == names and list(ya.tickvals) == list(first.y)
@@ -117,7 +120,9 @@ def test_heads_carry_every_token_on_the_query_axis():
 
 def test_no_answer_position_draws_no_outline():
     names = ["a"] * 6
-    fig = trained_heads_figure(_causal_probs(2, 6), names, np.full(6, -1), 1, title="t")
+    fig = trained_heads_figure(
+        _causal_probs(2, 6), names, np.full(6, -1), 1, title="t", max_cells=MAX_DRAWN_CELLS
+    )
     assert all(len(t.x) == 0 for t in _role(fig, "right key"))
     assert any("no answer position" in a.text for a in fig.layout.annotations)
 

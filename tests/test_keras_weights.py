@@ -16,8 +16,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from gqa_viz import core  # noqa: E402
+from gqa_viz.app.limits import MAX_UPLOAD_MB  # noqa: E402
+from gqa_viz.app.trained_heads import UPLOAD_LIMITS  # noqa: E402
 from gqa_viz.keras_weights import WeightsUploadError, read_upload  # noqa: E402
-from gqa_viz.settings import MAX_UPLOAD_MB  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,7 @@ def _h5_bytes(model, tmp_path) -> bytes:
 )
 def test_keras_weights_h5_loads_and_matches_keras(tmp_path, use_bias, use_gate, n, k):
     model, (layer,) = _keras_model(n=n, k=k, use_bias=use_bias, use_gate=use_gate)
-    (found,) = read_upload("m.weights.h5", _h5_bytes(model, tmp_path))
+    (found,) = read_upload("m.weights.h5", _h5_bytes(model, tmp_path), UPLOAD_LIMITS)
     spec = found.spec
     assert (spec.num_query_heads, spec.num_key_value_heads, spec.head_dim) == (n, k, 8)
     assert (spec.use_bias, spec.use_gate, found.query_dim) == (use_bias, use_gate, 16)
@@ -60,7 +61,7 @@ def test_keras_weights_h5_loads_and_matches_keras(tmp_path, use_bias, use_gate, 
 
 def test_every_attention_layer_of_a_model_is_found(tmp_path):
     model, layers = _keras_model(layers=2)
-    found = read_upload("two.weights.h5", _h5_bytes(model, tmp_path))
+    found = read_upload("two.weights.h5", _h5_bytes(model, tmp_path), UPLOAD_LIMITS)
     assert len(found) == 2 and found[0].name != found[1].name
     assert all("N = 4 query heads" in f.describe() for f in found)
 
@@ -70,7 +71,7 @@ def test_npz_of_get_weights_loads(use_bias, use_gate):
     _, (layer,) = _keras_model(use_bias=use_bias, use_gate=use_gate)
     buf = io.BytesIO()
     np.savez(buf, *layer.get_weights())
-    (found,) = read_upload("w.npz", buf.getvalue())
+    (found,) = read_upload("w.npz", buf.getvalue(), UPLOAD_LIMITS)
     assert (found.spec.use_bias, found.spec.use_gate) == (use_bias, use_gate)
     x = np.random.default_rng(1).standard_normal((1, 5, 16)).astype("float32")
     np.testing.assert_allclose(
@@ -89,7 +90,7 @@ def test_npz_written_by_gqa_viz_loads():
     np.savez(
         buf, **{n.split("/", 1)[1]: w for n, w in zip(layer.weight_names, layer.get_weights())}
     )
-    (found,) = read_upload("ours.npz", buf.getvalue())
+    (found,) = read_upload("ours.npz", buf.getvalue(), UPLOAD_LIMITS)
     for name, w in zip(layer.weight_names, layer.get_weights()):
         sub, what = name.split("/")[1:]
         np.testing.assert_array_equal(found.params[sub][what], w)
@@ -233,19 +234,19 @@ BAD = [
 @pytest.mark.parametrize(("case", "name", "make", "message"), BAD, ids=[b[0] for b in BAD])
 def test_bad_files_are_refused_with_a_reason(tmp_path, case, name, make, message):
     with pytest.raises(WeightsUploadError, match=None) as info:
-        read_upload(name, make(tmp_path))
+        read_upload(name, make(tmp_path), UPLOAD_LIMITS)
     assert message in str(info.value), str(info.value)
 
 
 def test_an_aliased_layer_is_read_once(tmp_path):
     """Hard links to one group (even a cycle) do not multiply the work or the layers."""
-    (found,) = read_upload("alias.weights.h5", _aliased_h5(tmp_path))
+    (found,) = read_upload("alias.weights.h5", _aliased_h5(tmp_path), UPLOAD_LIMITS)
     assert found.spec.num_query_heads == 4
 
 
 def test_a_damaged_file_gets_a_message(tmp_path):
     with pytest.raises(WeightsUploadError) as info:
-        read_upload("bad.weights.h5", _corrupted_h5(tmp_path))
+        read_upload("bad.weights.h5", _corrupted_h5(tmp_path), UPLOAD_LIMITS)
     assert "bad.weights.h5" in str(info.value)
 
 

@@ -1,4 +1,4 @@
-"""gqa_viz.mask_lab: composing masks on the Playground input, without Streamlit."""
+"""gqa_viz.app.mask_lab: composing masks on the Playground input, without Streamlit."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gqa_viz import core, mask_tools, playground
-from gqa_viz import mask_lab as L
+from gqa_viz import core, mask_tools
 from gqa_viz import masks as M
-from gqa_viz.settings import DEFAULTS
+from gqa_viz.app import limits, playground
+from gqa_viz.app import mask_lab as L
+from gqa_viz.app.settings import DEFAULTS
 
 SMALL = replace(DEFAULTS, n=4, k=2, h=8, d=16)  # 11 tokens, causal
 T = 11
@@ -176,7 +177,7 @@ BAD_UPLOADS = {
     "0.5 values": ("m.npy", lambda: _npy(np.full((4, 5), 0.5))),
     "a header row": ("m.csv", lambda: b"a,b,c,d,e\n" + b"1,0,0,0,0\n" * 4),
     "not numbers": ("m.csv", lambda: b"1,0,0,0,0\n1,1,x,0,0\n" + b"1,1,1,0,0\n" * 2),
-    "too large": ("m.npy", lambda: b"\x93NUMPY" + b"0" * (mask_tools.MAX_UPLOAD_BYTES + 1)),
+    "too large": ("m.npy", lambda: b"\x93NUMPY" + b"0" * (limits.MAX_UPLOAD_BYTES + 1)),
 }
 
 

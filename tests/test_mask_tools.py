@@ -24,8 +24,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from gqa_viz import mask_tools as MT  # noqa: E402
+from gqa_viz.app.limits import MAX_MASK_ELEMENTS, MAX_UPLOAD_BYTES  # noqa: E402
 
 T, S = 11, 11
+CAPS = {"max_bytes": MAX_UPLOAD_BYTES, "max_elements": MAX_MASK_ELEMENTS}  # the app's
 CAUSAL = np.tril(np.ones((T, S), bool))
 
 
@@ -57,9 +59,9 @@ class _Trap:
         return (_record_unpickling, ())
 
 
-def _error(filename, data, T=T, S=S) -> str:
+def _error(filename, data, T=T, S=S, max_elements=MAX_MASK_ELEMENTS) -> str:
     with pytest.raises(MT.MaskUploadError) as e:
-        MT.parse_upload(filename, data, T, S)
+        MT.parse_upload(filename, data, T, S, max_bytes=MAX_UPLOAD_BYTES, max_elements=max_elements)
     assert isinstance(e.value, ValueError)
     return str(e.value)
 
@@ -142,11 +144,11 @@ def test_csv_errors():
 
 
 def test_oversize_bytes():
-    data = b"0" * (MT.MAX_UPLOAD_BYTES + 1)
+    data = b"0" * (MAX_UPLOAD_BYTES + 1)
     msg = _error("mask.npy", data)
     assert msg == ("mask.npy is 2 MB (2,097,153 bytes); the limit is 2 MB (2,097,152 bytes).")
     assert _error("big.csv", b"0," * 1_700_000).startswith("big.csv is 3.24 MB")
-    assert MT.MAX_UPLOAD_BYTES == 2 * 1024 * 1024  # = .streamlit/config.toml maxUploadSize
+    assert MAX_UPLOAD_BYTES == 2 * 1024 * 1024  # = .streamlit/config.toml maxUploadSize
 
 
 def test_too_many_elements_checked_from_the_header():
@@ -157,13 +159,12 @@ def test_too_many_elements_checked_from_the_header():
     )
     msg = _error("huge.npy", buf.getvalue())
     assert msg == "huge.npy holds 9,000,000 values (shape (3000, 3000)); the limit is 2,097,152."
-    assert MT.MAX_MASK_ELEMENTS == 512 * 512 * 8
+    assert MAX_MASK_ELEMENTS == 512 * 512 * 8
 
 
-def test_too_many_elements_csv_and_npy(monkeypatch):
-    monkeypatch.setattr(MT, "MAX_MASK_ELEMENTS", 100)
-    assert "the limit is 100" in _error("mask.csv", _csv(np.ones((T, S), int)))
-    assert "holds 121 values" in _error("mask.npy", _npy(np.ones((T, S), bool)))
+def test_too_many_elements_csv_and_npy():
+    assert "the limit is 100" in _error("mask.csv", _csv(np.ones((T, S), int)), max_elements=100)
+    assert "holds 121 values" in _error("mask.npy", _npy(np.ones((T, S), bool)), max_elements=100)
 
 
 def test_unknown_extension_empty_file_and_garbage():
@@ -187,28 +188,30 @@ def test_filename_path_is_not_echoed():
 
 
 def test_bool_npy():
-    got = MT.parse_upload("mask.npy", _npy(CAUSAL), T, S)
+    got = MT.parse_upload("mask.npy", _npy(CAUSAL), T, S, **CAPS)
     assert got.dtype == bool and got.shape == (T, S)
     np.testing.assert_array_equal(got, CAUSAL)
 
 
 def test_01_int_csv_and_words():
-    got = MT.parse_upload("mask.CSV", _csv(CAUSAL.astype(int)), T, S)
+    got = MT.parse_upload("mask.CSV", _csv(CAUSAL.astype(int)), T, S, **CAPS)
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, CAUSAL)
-    words = MT.parse_upload("m.csv", _csv(np.where(CAUSAL, "True", "false")), T, S)
+    words = MT.parse_upload("m.csv", _csv(np.where(CAUSAL, "True", "false")), T, S, **CAPS)
     assert words.dtype == bool
     np.testing.assert_array_equal(words, CAUSAL)
     crlf = _csv(CAUSAL.astype(int)).replace(b"\n", b"\r\n")
-    np.testing.assert_array_equal(MT.parse_upload("m.csv", b"\xef\xbb\xbf" + crlf, T, S), CAUSAL)
+    np.testing.assert_array_equal(
+        MT.parse_upload("m.csv", b"\xef\xbb\xbf" + crlf, T, S, **CAPS), CAUSAL
+    )
     spaced = b"\n".join(b" , ".join(b"%d" % x for x in row) for row in CAUSAL.astype(int))
-    np.testing.assert_array_equal(MT.parse_upload("m.csv", spaced, T, S), CAUSAL)
+    np.testing.assert_array_equal(MT.parse_upload("m.csv", spaced, T, S, **CAPS), CAUSAL)
 
 
 @pytest.mark.parametrize("neg", [-np.inf, -1e9, np.finfo(np.float32).min])
 def test_hugging_face_4d_additive(neg):
     hf = np.where(CAUSAL, 0.0, neg).astype(np.float32)[None, None]  # [1, 1, T, S]
-    got = MT.parse_upload("hf_mask.npy", _npy(hf), T, S)
+    got = MT.parse_upload("hf_mask.npy", _npy(hf), T, S, **CAPS)
     assert got.shape == (T, S) and got.dtype == np.float64
     convention, reason = MT.detect_convention(got)
     assert convention == "additive", reason
@@ -217,7 +220,7 @@ def test_hugging_face_4d_additive(neg):
 
 def test_additive_csv_with_minus_inf():
     rows = np.where(CAUSAL, "0", "-inf")
-    got = MT.parse_upload("m.csv", _csv(rows), T, S)
+    got = MT.parse_upload("m.csv", _csv(rows), T, S, **CAPS)
     assert np.isneginf(got).sum() == (~CAUSAL).sum()
     assert MT.detect_convention(got)[0] == "additive"
 
@@ -225,16 +228,16 @@ def test_additive_csv_with_minus_inf():
 def test_batched_uploads_take_item_0():
     r = np.random.default_rng(0)
     batch = r.random((3, T, S)) > 0.5
-    np.testing.assert_array_equal(MT.parse_upload("b.npy", _npy(batch), T, S), batch[0])
+    np.testing.assert_array_equal(MT.parse_upload("b.npy", _npy(batch), T, S, **CAPS), batch[0])
     hf = np.where(batch, 0.0, -np.inf)[:, None]  # [B, 1, T, S]
-    np.testing.assert_array_equal(MT.parse_upload("b.npy", _npy(hf), T, S), hf[0, 0])
-    one = MT.parse_upload("b.npy", _npy(batch[:1].astype(np.int8)), T, S)
+    np.testing.assert_array_equal(MT.parse_upload("b.npy", _npy(hf), T, S, **CAPS), hf[0, 0])
+    one = MT.parse_upload("b.npy", _npy(batch[:1].astype(np.int8)), T, S, **CAPS)
     np.testing.assert_array_equal(one, batch[0])
 
 
 def test_non_square_shape():
     a = np.tril(np.ones((3, 5), bool), k=2)
-    np.testing.assert_array_equal(MT.parse_upload("m.npy", _npy(a), 3, 5), a)
+    np.testing.assert_array_equal(MT.parse_upload("m.npy", _npy(a), 3, 5, **CAPS), a)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gqa_viz import mask_tools
+from gqa_viz.app.limits import MAX_UPLOAD_BYTES
 
 PAGE = "app_pages/mask_lab.py"
 TIMEOUT = 90
@@ -236,7 +236,7 @@ BAD = {
     "wrong shape": ("bad.npy", _npy(np.ones((T, T + 1), bool)), "expected shape"),
     "non-0/1 values": ("bad.npy", _npy(np.full((T, T), 0.5)), "0/1"),
     "non-numeric csv": ("bad.csv", ("1," * (T - 1) + "x\n").encode() * T, "not a number"),
-    "too large": ("big.npy", b"\x93NUMPY" + bytes(mask_tools.MAX_UPLOAD_BYTES), "the limit is 2"),
+    "too large": ("big.npy", b"\x93NUMPY" + bytes(MAX_UPLOAD_BYTES), "the limit is 2"),
 }
 
 
@@ -296,7 +296,7 @@ def test_download_uploads_back():
     at = _app()
     csv = at.get("download_button")[1]
     assert csv.proto.HasField("deferred_file_id") or csv.proto.url
-    from gqa_viz import mask_lab
+    from gqa_viz.app import mask_lab
 
     data = mask_lab.matrix_csv(CAUSAL)
     _upload(at, "mask.csv", data)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gqa_viz.settings import MAX_LEN
+from gqa_viz.app.limits import MAX_LEN
 
 PAGE = "app_pages/playground.py"
 TIMEOUT = 60
@@ -251,12 +251,12 @@ def test_invalid_url_inputs_warn_and_keep_running(query, expected):
 
 
 def test_library_error_is_shown_not_raised(monkeypatch):
-    import gqa_viz.playground
+    import gqa_viz.app.playground
 
     def broken(settings):
         raise ValueError("the layer said no")
 
-    monkeypatch.setattr(gqa_viz.playground, "run", broken)
+    monkeypatch.setattr(gqa_viz.app.playground, "run", broken)
     at = _app(check=False, seed="987654")  # a seed no other test uses: not in st.cache_data
     assert not at.exception
     assert len(at.error) == 1 and "the layer said no" in at.error[0].value

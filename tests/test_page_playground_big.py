@@ -7,8 +7,7 @@ import json
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from gqa_viz.figures.heads import MAX_CELLS
-from gqa_viz.settings import MAX_SCORE_CELLS
+from gqa_viz.app.limits import MAX_DRAWN_CELLS, MAX_SCORE_CELLS
 
 PAGE = "app_pages/playground.py"
 
@@ -71,7 +70,7 @@ def test_a_long_input_is_max_pooled_and_a_region_zooms_to_exact_cells():
     at.slider(key="zoom_q").set_value((0, 599))
     at.slider(key="zoom_k").set_value((0, 599)).run()
     _ok(at)
-    assert any(f"{MAX_CELLS:,}" in w.value for w in at.warning)
+    assert any(f"{MAX_DRAWN_CELLS:,}" in w.value for w in at.warning)
     assert at.query_params["t"] == "600" and at.selectbox(key="w_n").value == 8
 
 

@@ -12,8 +12,8 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app_pages import trained as page  # noqa: E402
 from gqa_viz import tasks, trained  # noqa: E402
+from gqa_viz.app import trained_heads as page  # noqa: E402
 
 PAGE = "app_pages/trained.py"
 TIMEOUT = 120
@@ -233,7 +233,7 @@ def test_upload_shows_the_layer_and_a_bad_file_the_error(tmp_path):
     data = _keras_weights_h5(tmp_path, n=4, k=2, layers=2)
     at.file_uploader(key="tr_upload_file").upload("mine.weights.h5", data).run()
     _ok(at)
-    described = page.keras_weights.read_upload("mine.weights.h5", data)
+    described = page.read_upload("mine.weights.h5", data)
     text = " ".join(m.value for m in at.markdown)
     assert described[0].describe() in text and "grouped-query attention" in text
     assert at.selectbox(key="tr_upload_layer").options == [layer.name for layer in described]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gqa_viz.playground import tokenize
-from gqa_viz.settings import DEFAULT_SENTENCE, DEFAULT_SOURCE
+from gqa_viz.app.playground import tokenize
+from gqa_viz.app.settings import DEFAULT_SENTENCE, DEFAULT_SOURCE
 
 PAGE = "app_pages/walkthrough.py"
 APP = Path(__file__).resolve().parent.parent / "app.py"

@@ -8,7 +8,8 @@ import numpy as np
 import plotly.io as pio
 import pytest
 
-from gqa_viz.figures.heads import MAX_CELLS, heads_figure, pool_blocks, pool_factor
+from gqa_viz.app.limits import MAX_DRAWN_CELLS
+from gqa_viz.figures.heads import heads_figure, pool_blocks, pool_factor
 
 
 def _brute(values, mask, f, reduce):
@@ -67,11 +68,11 @@ def test_masked_cells_never_win_a_block():
 
 def test_pool_factor_is_the_smallest_that_fits():
     for N, T, S in [(32, 2048, 2048), (8, 400, 400), (1, 512, 512), (64, 11, 11), (3, 1000, 7)]:
-        f = pool_factor(N, T, S)
-        assert N * math.ceil(T / f) * math.ceil(S / f) <= MAX_CELLS
+        f = pool_factor(N, T, S, max_cells=MAX_DRAWN_CELLS)
+        assert N * math.ceil(T / f) * math.ceil(S / f) <= MAX_DRAWN_CELLS
         if f > 1:
             g = f - 1
-            assert N * math.ceil(T / g) * math.ceil(S / g) > MAX_CELLS
+            assert N * math.ceil(T / g) * math.ceil(S / g) > MAX_DRAWN_CELLS
 
 
 def _causal_values(N, T, hot):
@@ -85,11 +86,11 @@ def test_a_single_hot_key_survives_downsampling_of_the_largest_map():
     N, T, hot = 32, 2048, 1000
     values, mask = _causal_values(N, T, hot)
     labels = [str(i) for i in range(T)]
-    fig = heads_figure(values, mask, labels, labels, 8, saturate=99.0)
+    fig = heads_figure(values, mask, labels, labels, 8, saturate=99.0, max_cells=MAX_DRAWN_CELLS)
     scores = [tr for tr in fig.data if tr.meta["role"] == "scores"]
     assert len(scores) == N
     z = np.asarray(scores[5].z, np.float32)
-    f = pool_factor(N, T, T)
+    f = pool_factor(N, T, T, max_cells=MAX_DRAWN_CELLS)
     column = hot // f
     # Every block row at or below the hot key's row sees it at full strength.
     assert np.all(z[column:, column] == pytest.approx(0.9, abs=1e-4))
@@ -103,7 +104,9 @@ def test_the_largest_map_is_sent_compactly():
     values, mask = _causal_values(N, T, 7)
     labels = [str(i) for i in range(T)]
     for kind in ("probs", "logits"):
-        fig = heads_figure(values, mask, labels, labels, 4, kind=kind, saturate=99.0)
+        fig = heads_figure(
+            values, mask, labels, labels, 4, kind=kind, saturate=99.0, max_cells=MAX_DRAWN_CELLS
+        )
         payload = len(pio.to_json(fig, validate=False).encode())
         assert payload < 5_000_000, (kind, payload)
         assert '"bdata"' in pio.to_json(fig, validate=False)[:200_000]  # typed arrays
@@ -124,6 +127,7 @@ def test_a_zoomed_region_keeps_its_place_in_the_whole():
         q_start=1000,
         k_start=300,
         color_limits=(0.0, 2.0),
+        max_cells=MAX_DRAWN_CELLS,
     )
     scores = [tr for tr in fig.data if tr.meta["role"] == "scores"]
     assert [tr.name for tr in scores] == ["q8", "q9", "q10", "q11"]
@@ -134,7 +138,7 @@ def test_a_zoomed_region_keeps_its_place_in_the_whole():
     labels = [a.text for a in fig.layout.annotations]
     assert any("K/V head 2" in t or "K/V 2" in t for t in labels)
     with pytest.raises(ValueError, match="multiple of G"):
-        heads_figure(values, None, labels_q, labels_k, 1, first_head=3)
+        heads_figure(values, None, labels_q, labels_k, 1, first_head=3, max_cells=MAX_DRAWN_CELLS)
 
 
 def test_zoom_figure_draws_a_region_exactly_on_the_overview_colours():
@@ -145,7 +149,17 @@ def test_zoom_figure_draws_a_region_exactly_on_the_overview_colours():
     values = rng.random((N, T, T)).astype(np.float32)
     mask = np.tril(np.ones((T, T), bool))
     labels = [str(i) for i in range(T)]
-    fig = zoom_figure(values, mask, labels, labels, 2, group=1, queries=(500, 599), keys=(450, 560))
+    fig = zoom_figure(
+        values,
+        mask,
+        labels,
+        labels,
+        2,
+        group=1,
+        queries=(500, 599),
+        keys=(450, 560),
+        max_cells=MAX_DRAWN_CELLS,
+    )
     scores = [tr for tr in fig.data if tr.meta["role"] == "scores"]
     assert [tr.name for tr in scores] == ["q4", "q5", "q6", "q7"]
     z = np.asarray(scores[2].z, np.float32)
@@ -156,6 +170,26 @@ def test_zoom_figure_draws_a_region_exactly_on_the_overview_colours():
         values, mask, "probs"
     )
     with pytest.raises(ValueError, match="at most"):
-        zoom_figure(values, mask, labels, labels, 2, group=None, queries=(0, 599), keys=(0, 599))
+        zoom_figure(
+            values,
+            mask,
+            labels,
+            labels,
+            2,
+            group=None,
+            queries=(0, 599),
+            keys=(0, 599),
+            max_cells=MAX_DRAWN_CELLS,
+        )
     with pytest.raises(ValueError, match="outside the map"):
-        zoom_figure(values, mask, labels, labels, 2, group=0, queries=(0, 600), keys=(0, 5))
+        zoom_figure(
+            values,
+            mask,
+            labels,
+            labels,
+            2,
+            group=0,
+            queries=(0, 600),
+            keys=(0, 5),
+            max_cells=MAX_DRAWN_CELLS,
+        )

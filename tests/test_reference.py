@@ -1,4 +1,4 @@
-"""Tests for gqa_viz.reference: hand-computed numbers, mask shapes, and parity with Keras."""
+"""Tests for tests.reference: hand-computed numbers, mask shapes, and parity with Keras."""
 
 import math
 import os
@@ -10,7 +10,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gqa_viz.reference import (  # noqa: E402
+from tests.reference import (  # noqa: E402
     params_from_keras_weights,
     reference_gqa,
     reference_mask,

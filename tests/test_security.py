@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from bench.load import LightSession, Tally
-from gqa_viz.settings import from_query_params
+from gqa_viz.app.settings import from_query_params
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = sorted(p for folder in ("gqa_viz", "app_pages") for p in (ROOT / folder).rglob("*.py")) + [

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from gqa_viz import core, settings, sharing
+from gqa_viz import core, sharing
+from gqa_viz.app import settings
 from gqa_viz.core import GQASpec
 
 N, H, D, T = 8, 8, 32, 12

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from gqa_viz import playground, sharing, tasks, tiny, trained
-from gqa_viz.settings import Settings, from_query_params
+from gqa_viz import sharing, tasks, tiny, trained
+from gqa_viz.app import playground
+from gqa_viz.app.settings import Settings, from_query_params
 
 
 def _settings(**params) -> Settings:

@@ -13,8 +13,8 @@ from numbers import Integral
 
 import plotly.graph_objects as go
 
-from gqa_viz.settings import MAX_QUERY_HEADS
-from gqa_viz.theme import FONT_FAMILY, PAPER_BG, TEXT_DARK, group_color, text_color
+from gqa_viz.core import divisors
+from gqa_viz.figures.theme import FONT_FAMILY, PAPER_BG, TEXT_DARK, group_color, text_color
 
 KIND_NAMES = {
     "MHA": "multi-head attention",
@@ -26,6 +26,9 @@ _WIDTH = 100.0  # data units spanned by the query row, whatever N is
 _LEFT = -19.0  # room for the row labels left of the boxes
 _GAP = 18.0  # vertical distance between the two rows (wire length)
 _NOMINAL_PX = 900.0  # assumed figure width in px, to size fonts and hover targets
+# The most query heads the drawing stays legible for (boxes, fonts and wires shrink with N);
+# the app's own limit (gqa_viz/app/limits.py) must not exceed it (a test checks).
+LEGIBLE_HEADS = 64
 
 
 def _check(num_query_heads, num_key_value_heads) -> tuple[int, int]:
@@ -36,12 +39,12 @@ def _check(num_query_heads, num_key_value_heads) -> tuple[int, int]:
         if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     n, k = int(num_query_heads), int(num_key_value_heads)
-    if n > MAX_QUERY_HEADS:
-        raise ValueError(f"num_query_heads must be at most {MAX_QUERY_HEADS}, got {n}.")
-    if n % k:
+    if n > LEGIBLE_HEADS:
+        raise ValueError(f"num_query_heads must be at most {LEGIBLE_HEADS}, got {n}.")
+    if k not in divisors(n):
         raise ValueError(
             f"num_query_heads ({n}) must be divisible by num_key_value_heads ({k}); "
-            f"valid choices are {', '.join(str(d) for d in range(1, n + 1) if n % d == 0)}."
+            f"valid choices are {', '.join(map(str, divisors(n)))}."
         )
     return n, k
 
@@ -169,7 +172,7 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
     Query head n, its wire and K/V head n // G all have the colour ``group_color(n // G)``.
     Box sizes, fonts and wire widths shrink as N grows so that N = 1 ... 64 stay legible;
     labels move outside a row whose boxes are too narrow, and then name every few heads.
-    Raises ``ValueError`` unless both numbers are positive integers, N <= MAX_QUERY_HEADS
+    Raises ``ValueError`` unless both numbers are positive integers, N <= LEGIBLE_HEADS
     and K divides N.
     """
     n, k = _check(num_query_heads, num_key_value_heads)

@@ -3,8 +3,9 @@
 Axis letters as in :mod:`gqa_viz.core`: T query length, S key/value length, N query heads,
 K kv heads, G = N // K, H head_dim. Query head n reads K/V head n // G.
 
-Every figure here is a plain ``go.Figure`` whose axes are placed by hand (no
-``make_subplots``), so a group's panels, its label and its coloured frame line up exactly:
+Every figure here is a plain ``go.Figure`` whose axes are placed by hand with the grid kit
+(:mod:`gqa_viz.figures.grid`; no ``make_subplots``), so a group's panels, its label and its
+coloured frame line up exactly:
 
 * one heatmap trace per query head (``meta["role"] == "scores"``, named ``"q{n}"``), all on
   one shared colour axis (one colour bar);
@@ -14,9 +15,10 @@ Every figure here is a plain ``go.Figure`` whose axes are placed by hand (no
 
 Axes are categorical: a query or key is named ``"'cat' @1"`` (token and position; ``"@1"``
 for random inputs), which the hover labels show as they are. Tick labels are the bare
-tokens for short inputs and every few positions otherwise. Maps of more than ``MAX_CELLS``
-cells are downsampled, by block max unless asked otherwise (:func:`pool_blocks`; the subtitle
-and hover labels say so), and :func:`zoom_figure` draws a region of one at full resolution.
+tokens for short inputs and every few positions otherwise. Maps of more than ``max_cells``
+cells (the caller's cap) are downsampled, by block max unless asked otherwise
+(:func:`pool_blocks`; the subtitle and hover labels say so), and :func:`zoom_figure` draws a
+region of one at full resolution.
 
 Also here: :func:`kv_heads_figure` (the K/V heads' keys and values), :func:`dropout_figure`
 (one head's returned scores beside its dropped weights) and the data behind the heads
@@ -25,7 +27,6 @@ figure as download bytes (:func:`scores_csv`, :func:`mask_csv`, :func:`npy_bytes
 
 from __future__ import annotations
 
-import html
 import io
 import math
 from dataclasses import dataclass
@@ -33,16 +34,28 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from gqa_viz.theme import (
-    FONT_FAMILY,
+from gqa_viz.figures.grid import (
+    CHAR_PX,
+    TICK_CHARS,
+    TICK_FONT,
+    TOKEN_TICKS,
+    Geometry,
+    Ticks,
+    axis,
+    badge,
+    block_labels,
+    categories,
+    check_labels,
+    figure_base,
+    is_positional,
+    ticks,
+)
+from gqa_viz.figures.theme import (
     LOGIT_COLORSCALE,
     MASKED_COLOR,
-    PAPER_BG,
     PROB_COLORSCALE,
-    TEXT_DARK,
     TEXT_MUTED,
     group_color,
-    text_color,
 )
 
 # What each kind of value is called, its symbol in the hover label, and its colour scale.
@@ -54,14 +67,8 @@ KINDS = {
 
 NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its container
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
-MAX_CELLS = 250_000  # drawn cells per figure (N x T x S); larger maps are downsampled
 PERCENTILE_SAMPLE = 2_000_000  # cells a colour-scale percentile is estimated from, at most
 POOLS = ("max", "mean")
-MAX_TOKEN_TICKS = 40  # tokens as tick labels up to this length, positions beyond
-_TICK_FONT = 10
-_CHAR_PX = 6.2  # average width of one tick-label character at _TICK_FONT
-_MAX_TICK_CHARS = 12  # longer tokens are cut in tick labels (hover shows them whole)
-_WIDTH_SLACK = 0.8  # x tick labels are spaced for a figure drawn at 80% of NOMINAL_WIDTH
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,80 +92,9 @@ def group_label(kv_head: int, groups: int, short: bool = False) -> str:
     return f"K/V head {kv_head} · {_heads_range(a, b)}"
 
 
-def _is_positional(labels: list[str]) -> bool:
-    return list(labels) == [str(i) for i in range(len(labels))]
-
-
-def _categories(labels: list[str], start: int = 0) -> list[str]:
-    """Unique axis categories: ``"'tok' @i"``, or ``"@i"`` for positional labels.
-
-    ``start`` is the position of the first label (a zoomed region starts mid-sequence).
-    """
-    if _is_positional(labels):
-        return [f"@{i + start}" for i in range(len(labels))]
-    return [f"'{html.escape(str(tok), quote=False)}' @{i + start}" for i, tok in enumerate(labels)]
-
-
 def _nth(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
-
-
-def _short(token: str) -> str:
-    return token if len(token) <= _MAX_TICK_CHARS else token[: _MAX_TICK_CHARS - 1] + "…"
-
-
-def _nice_step(count: int, slot_px: float, min_px: float) -> int:
-    """The smallest of 1, 2, 5, 10, 20, ... so that labels ``step`` apart are ``min_px`` apart."""
-    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500):
-        if step * slot_px >= min_px or step >= count:
-            return step
-    return count
-
-
-@dataclass(frozen=True)
-class _Ticks:
-    vals: list[str]
-    text: list[str]
-    angle: float
-    extent_px: float  # room the labels need away from the axis
-
-
-def _ticks(
-    labels: list[str], cats: list[str], cell_px: float, axis: str, starts: list[int] | None = None
-) -> _Ticks:
-    """Tokens when short and roomy enough, else every few positions (``starts``: block starts)."""
-    n = len(cats)
-    starts = list(range(n)) if starts is None else starts
-    if axis == "x":  # the figure may be drawn narrower than planned; heights are exact
-        cell_px *= _WIDTH_SLACK
-    tokens = (
-        not _is_positional(labels) and len(labels) <= MAX_TOKEN_TICKS and starts == list(range(n))
-    )
-    if tokens:
-        text = [html.escape(_short(str(t)), quote=False) for t in labels]
-        longest = min(max(len(str(t)) for t in labels), _MAX_TICK_CHARS)
-        if axis == "y":
-            if cell_px >= _TICK_FONT + 1:
-                return _Ticks(cats, text, 0, longest * _CHAR_PX + 6)
-        else:
-            if cell_px >= longest * _CHAR_PX + 4:
-                return _Ticks(cats, text, 0, _TICK_FONT + 8)
-            if cell_px >= _TICK_FONT + 1:
-                return _Ticks(cats, text, -90, longest * _CHAR_PX + 8)
-    digits = len(str(max(starts)))
-    min_px = (_TICK_FONT + 4) if axis == "y" else digits * _CHAR_PX + 10
-    step = _nice_step(n, max(cell_px, 1e-6), min_px)
-    idx = list(range(0, n, step))
-    if axis == "x" and len(idx) > 1:
-        # No label at the right edge, where it would run into the next panel's first one.
-        idx = [i for i in idx if (n - 0.5 - i) * cell_px >= digits * _CHAR_PX / 2 + 4]
-    return _Ticks(
-        [cats[i] for i in idx],
-        [str(starts[i]) for i in idx],
-        0,
-        (digits * _CHAR_PX + 6) if axis == "y" else _TICK_FONT + 8,
-    )
 
 
 def _as_float_array(x, name: str, ndim: int) -> np.ndarray:
@@ -180,15 +116,6 @@ def _as_mask(mask, shape: tuple[int, int]) -> np.ndarray:
             f"got {list(m.shape)}."
         )
     return m.astype(bool)
-
-
-def _check_labels(q_labels, k_labels, T: int, S: int) -> tuple[list[str], list[str]]:
-    q_labels, k_labels = [str(t) for t in q_labels], [str(t) for t in k_labels]
-    if len(q_labels) != T:
-        raise ValueError(f"q_labels has {len(q_labels)} labels for T = {T} queries.")
-    if len(k_labels) != S:
-        raise ValueError(f"k_labels has {len(k_labels)} labels for S = {S} keys.")
-    return q_labels, k_labels
 
 
 def _check_heads(n: int, k) -> int:
@@ -238,7 +165,7 @@ def color_range(
     return (-top, top) if kind == "logits" else (0.0, top)
 
 
-def pool_factor(n_heads: int, T: int, S: int, max_cells: int = MAX_CELLS) -> int:
+def pool_factor(n_heads: int, T: int, S: int, *, max_cells: int) -> int:
     """The smallest block side f with ``n_heads`` x ceil(T / f) x ceil(S / f) <= max_cells."""
     f = max(1, math.floor(math.sqrt(n_heads * T * S / max_cells)))
     while n_heads * math.ceil(T / f) * math.ceil(S / f) > max_cells:
@@ -297,12 +224,6 @@ def _pool_sentence(f: int, how: str, kind: str) -> str:
     )
 
 
-def _block_labels(length: int, f: int, start: int = 0) -> tuple[list[str], list[int]]:
-    starts = list(range(0, length, f))
-    labels = [f"@{a + start}–{min(a + f, length) - 1 + start}" for a in starts]
-    return labels, [a + start for a in starts]
-
-
 # ---------------------------------------------------------------------------------------------
 # Layout: where each query head's panel goes.
 
@@ -358,91 +279,6 @@ def grid_layout(n: int, k: int) -> Grid:
     return Grid(n, k, cols, per_row, rows_per_group, tuple(cells))
 
 
-@dataclass
-class _Geometry:
-    """Pixel layout of panels (top-down y, inside the plot area) and its paper conversion."""
-
-    width: float
-    height: float  # plot area
-    margin: dict
-
-    def x(self, px: float) -> float:
-        return px / self.width
-
-    def y(self, px: float) -> float:
-        return 1.0 - px / self.height
-
-
-def _figure_base(fig: go.Figure, title: str, subtitle: str, height: float, margin: dict) -> None:
-    fig.update_layout(
-        template="none",
-        title=dict(
-            text=title,
-            x=0.0,
-            xref="container",
-            xanchor="left",
-            y=1.0,
-            yref="container",
-            yanchor="top",
-            pad=dict(l=12, t=14),
-            font=dict(size=17, color=TEXT_DARK),
-            subtitle=dict(text=subtitle, font=dict(size=12, color=TEXT_MUTED)),
-        ),
-        height=int(round(height)),
-        margin=margin,
-        font=dict(family=FONT_FAMILY, size=12, color=TEXT_DARK),
-        paper_bgcolor=PAPER_BG,
-        plot_bgcolor=PAPER_BG,
-        showlegend=False,
-        hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12), align="left"),
-        dragmode=False,
-    )
-
-
-def _axis(domain, anchor: str, ticks: _Ticks, cats: list[str], show: bool, reverse: bool):
-    ax = dict(
-        domain=[max(0.0, min(1.0, domain[0])), max(0.0, min(1.0, domain[1]))],
-        anchor=anchor,
-        type="category",
-        categoryorder="array",
-        categoryarray=cats,
-        tickmode="array",
-        tickvals=ticks.vals,
-        ticktext=ticks.text,
-        tickangle=ticks.angle,
-        showticklabels=show,
-        tickfont=dict(size=_TICK_FONT, color=TEXT_MUTED),
-        ticks="",
-        showgrid=False,
-        zeroline=False,
-        showline=True,
-        linecolor="#CBD2D9",
-        mirror=True,
-        automargin=False,
-        fixedrange=True,
-    )
-    if reverse:
-        ax["autorange"] = "reversed"
-    return ax
-
-
-def _badge(x, y, text, color, *, xanchor="left", size=11, name=None) -> dict:
-    return dict(
-        x=x,
-        y=y,
-        xref="paper",
-        yref="paper",
-        xanchor=xanchor,
-        yanchor="bottom",
-        text=text,
-        showarrow=False,
-        bgcolor=color,
-        borderpad=2,
-        font=dict(size=size, color=text_color(color)),
-        name=name,
-    )
-
-
 def _mask_legend(x: float, y: float, extra: str = "", xanchor: str = "right") -> dict:
     return dict(
         x=x,
@@ -477,7 +313,7 @@ def heads_figure(
     first_head: int = 0,
     q_start: int = 0,
     k_start: int = 0,
-    max_cells: int = MAX_CELLS,
+    max_cells: int,
     color_limits: tuple[float, float] | None = None,
 ) -> go.Figure:
     """One heatmap per query head [N, T, S], in rows by the K/V head each one reads.
@@ -499,7 +335,7 @@ def heads_figure(
     values = _as_float_array(values, "values [N, T, S]", 3)
     N, T, S = values.shape
     mask = _as_mask(mask, (T, S))
-    q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
+    q_labels, k_labels = check_labels(q_labels, k_labels, T, S)
     K = _check_heads(N, num_key_value_heads)
     G = N // K
     if first_head % G:
@@ -517,15 +353,15 @@ def heads_figure(
             bar_title = quantity
 
     # Too many cells for a browser: f x f blocks, pooled (subtitle and hover say how).
-    f = pool_factor(N, T, S, max_cells)
+    f = pool_factor(N, T, S, max_cells=max_cells)
     if f > 1:
         shown, shown_mask = pool_blocks(values, mask, f, pool, kind)
-        q_cats, q_starts = _block_labels(T, f, q_start)
-        k_cats, k_starts = _block_labels(S, f, k_start)
+        q_cats, q_starts = block_labels(T, f, q_start)
+        k_cats, k_starts = block_labels(S, f, k_start)
         q_tick_labels, k_tick_labels = [str(a) for a in q_starts], [str(a) for a in k_starts]
     else:
         shown, shown_mask = values, mask
-        q_cats, k_cats = _categories(q_labels, q_start), _categories(k_labels, k_start)
+        q_cats, k_cats = categories(q_labels, q_start), categories(k_labels, k_start)
         q_starts = list(range(q_start, q_start + T)) if q_start else None
         k_starts = list(range(k_start, k_start + S)) if k_start else None
         q_tick_labels, k_tick_labels = q_labels, k_labels
@@ -542,9 +378,9 @@ def heads_figure(
     hgap, group_gap, vgap = 8.0, 18.0, 14.0
     # Provisional y tick room (tokens are at most ~12 characters wide).
     ylab = (
-        min(max(len(t) for t in q_tick_labels), _MAX_TICK_CHARS) * _CHAR_PX + 12
-        if not _is_positional(q_labels) and T <= MAX_TOKEN_TICKS and f == 1
-        else len(str(T)) * _CHAR_PX + 12
+        min(max(len(t) for t in q_tick_labels), TICK_CHARS) * CHAR_PX + 12
+        if not is_positional(q_labels) and T <= TOKEN_TICKS and f == 1
+        else len(str(T)) * CHAR_PX + 12
     )
     margin = dict(l=int(ylab + 14), r=110, t=112 if f == 1 else 142, b=16)
     avail = NOMINAL_WIDTH - margin["l"] - margin["r"]
@@ -552,8 +388,8 @@ def heads_figure(
     panel_w = (avail - (ncols - 1) * hgap - n_block_gaps * (group_gap - hgap)) / ncols
     panel_w = max(40.0, min(panel_w, 260.0))
     panel_h = max(48.0, min(panel_w * min(max(Tv / Sv, 0.5), 2.0), 320.0))
-    xt = _ticks(k_tick_labels, k_cats, panel_w / Sv, "x", k_starts)
-    yt = _ticks(q_tick_labels, q_cats, panel_h / Tv, "y", q_starts)
+    xt = ticks(k_tick_labels, k_cats, panel_w / Sv, "x", k_starts)
+    yt = ticks(q_tick_labels, q_cats, panel_h / Tv, "y", q_starts)
     label_h, title_h = 22.0, 17.0
 
     # Columns: x of each grid column's left edge.
@@ -578,7 +414,7 @@ def heads_figure(
         y += panel_h + xt.extent_px + vgap
     plot_h = y
     plot_w = float(avail)
-    geo = _Geometry(plot_w, plot_h, margin)
+    geo = Geometry(plot_w, plot_h, margin)
 
     fig = go.Figure()
     default_title = {
@@ -592,7 +428,7 @@ def heads_figure(
     )
     if f > 1:
         subtitle += f"<br>{_pool_sentence(f, pool, kind)}"
-    _figure_base(fig, title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin)
+    figure_base(fig, title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin)
 
     where = "queries %{y}<br>keys %{x}" if f > 1 else "query %{y}<br>key %{x}"
     value_fmt = ":.2f" if kind == "logits" else ":.3f"
@@ -605,10 +441,10 @@ def heads_figure(
         y0, y1 = row_top[r], row_top[r] + panel_h
         i = head + 1
         xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
-        fig.layout[f"xaxis{'' if i == 1 else i}"] = _axis(
+        fig.layout[f"xaxis{'' if i == 1 else i}"] = axis(
             [geo.x(x0), geo.x(x1)], ya, xt, k_cats, True, False
         )
-        fig.layout[f"yaxis{'' if i == 1 else i}"] = _axis(
+        fig.layout[f"yaxis{'' if i == 1 else i}"] = axis(
             [geo.y(y1), geo.y(y0)], xa, yt, q_cats, c == 0, True
         )
         who = f"q head {head + first_head} (K/V head {j})"
@@ -647,7 +483,7 @@ def heads_figure(
             )
         )
         annotations.append(
-            _badge(
+            badge(
                 geo.x(x0),
                 geo.y(y0 - 2),
                 f"q{head + first_head}",
@@ -686,7 +522,7 @@ def heads_figure(
         # Long label only where it fits even when the figure is drawn narrower than planned.
         short = 0.8 * (gx1 - gx0) < 7.0 * len(group_label(j, G)) + 12
         annotations.append(
-            _badge(
+            badge(
                 geo.x(gx0 + 1),
                 geo.y(gy0 + label_h - 3),
                 f"<b>{group_label(j, G, short=short)}</b>",
@@ -728,7 +564,7 @@ def heads_figure(
 def _region_labels(labels, first: int, last: int) -> list[str]:
     # Positional labels restart at "0": heads_figure adds the region's start to them.
     labels = [str(t) for t in labels]
-    if _is_positional(labels):
+    if is_positional(labels):
         return [str(i) for i in range(last - first + 1)]
     return labels[first : last + 1]
 
@@ -745,12 +581,13 @@ def zoom_figure(
     keys: tuple[int, int],
     kind: str = "probs",
     saturate: float | None = None,
+    max_cells: int,
 ) -> go.Figure:
     """A region of :func:`heads_figure`'s map at full resolution, on the whole map's colours.
 
     ``group``: the K/V head whose G query heads are shown (None: all heads); ``queries`` and
     ``keys``: inclusive (first, last) positions. Raises ValueError when the region has more
-    than ``MAX_CELLS`` cells, rather than pooling it.
+    than ``max_cells`` cells, rather than pooling it.
     """
     values = _as_float_array(values, "values [N, T, S]", 3)
     N, T, S = values.shape
@@ -767,11 +604,11 @@ def zoom_figure(
         raise ValueError(f"group must be a K/V head, 0 to {K - 1}, got {group}.")
     heads = slice(0, N) if group is None else slice(group * G, group * G + G)
     region = values[heads, q0 : q1 + 1, k0 : k1 + 1]
-    if region.size > MAX_CELLS:
+    if region.size > max_cells:
         n, rows, cols = region.shape
         raise ValueError(
             f"This region is {n} head(s) × {rows} queries × {cols} keys = {region.size:,} "
-            f"cells; at most {MAX_CELLS:,} are drawn at full resolution. Narrow the query or "
+            f"cells; at most {max_cells:,} are drawn at full resolution. Narrow the query or "
             "key range."
         )
     span = f"queries {q0}–{q1}, keys {k0}–{k1}"
@@ -787,6 +624,7 @@ def zoom_figure(
         first_head=heads.start,
         q_start=q0,
         k_start=k0,
+        max_cells=max_cells,
         color_limits=color_range(values, mask, kind, saturate),
     )
 
@@ -795,11 +633,12 @@ def zoom_figure(
 # The K/V heads themselves.
 
 
-def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
+def kv_heads_figure(keys, values, k_labels, num_query_heads: int, *, max_cells: int) -> go.Figure:
     """Each K/V head's key vectors and value vectors [S, H], one column per K/V head.
 
     ``keys``, ``values``: [S, K, H] (one batch item). Column j is titled with the query heads
-    that read it; keys and values have their own symmetric colour scale.
+    that read it; keys and values have their own symmetric colour scale. Beyond ``max_cells``
+    cells (keys and values together) every few positions and dims are shown.
     """
     keys = _as_float_array(keys, "keys [S, K, H]", 3)
     vals = _as_float_array(values, "values [S, K, H]", 3)
@@ -820,14 +659,14 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
     G = N // K
     # Too many cells: show every fs-th position and every fh-th dim (values, not means).
     fs = fh = 1
-    while 2 * math.ceil(S / fs) * K * math.ceil(H / fh) > MAX_CELLS:
+    while 2 * math.ceil(S / fs) * K * math.ceil(H / fh) > max_cells:
         if math.ceil(S / fs) >= math.ceil(H / fh):
             fs += 1
         else:
             fh += 1
     rows_shown, dims_shown = list(range(0, S, fs)), list(range(0, H, fh))
     keys, vals = keys[rows_shown][:, :, dims_shown], vals[rows_shown][:, :, dims_shown]
-    all_cats = _categories(k_labels)
+    all_cats = categories(k_labels)
     cats = [all_cats[i] for i in rows_shown]
     shown_labels = [k_labels[i] for i in rows_shown]
     dims = [f"dim {h}" for h in dims_shown]
@@ -837,23 +676,23 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
     blocks = -(-K // per_row)
     hgap, title_h, vgap = 16.0, 24.0, 10.0
     ylab = (
-        min(max(len(t) for t in shown_labels), _MAX_TICK_CHARS) * _CHAR_PX + 10
-        if not _is_positional(k_labels) and S <= MAX_TOKEN_TICKS
-        else len(str(S)) * _CHAR_PX + 10
+        min(max(len(t) for t in shown_labels), TICK_CHARS) * CHAR_PX + 10
+        if not is_positional(k_labels) and S <= TOKEN_TICKS
+        else len(str(S)) * CHAR_PX + 10
     )
     margin = dict(l=int(ylab + 42), r=110, t=80 if fs == fh == 1 else 96, b=16)
     avail = WIDE_WIDTH - margin["l"] - margin["r"]
     panel_w = max(40.0, min((avail - (per_row - 1) * hgap) / per_row, 200.0))
     panel_h = max(48.0, min(panel_w * min(max(Sv / Hv, 0.4), 2.5), 260.0))
-    yt = _ticks(shown_labels, cats, panel_h / Sv, "y", rows_shown if fs > 1 else None)
-    xt = _ticks([str(h) for h in dims_shown], dims, panel_w / Hv, "x", dims_shown)
-    xt = _Ticks(xt.vals, xt.text, 0, _TICK_FONT + 8)
+    yt = ticks(shown_labels, cats, panel_h / Sv, "y", rows_shown if fs > 1 else None)
+    xt = ticks([str(h) for h in dims_shown], dims, panel_w / Hv, "x", dims_shown)
+    xt = Ticks(xt.vals, xt.text, 0, TICK_FONT + 8)
     tops, y = [], 0.0
     for _ in range(blocks):
         y += title_h
         tops.append(y)
         y += 2 * panel_h + vgap + 2 * (xt.extent_px + 4) + 18
-    geo = _Geometry(float(avail), y, margin)
+    geo = Geometry(float(avail), y, margin)
     fig = go.Figure()
     subtitle = (
         "Rows: key/value positions; columns: head_dim. Each K/V head is read by G = "
@@ -862,7 +701,7 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
     if fs > 1 or fh > 1:
         parts = [f"every {_nth(f)} {what}" for f, what in ((fs, "position"), (fh, "dim")) if f > 1]
         subtitle += f"<br>Too many cells to draw: showing {' and '.join(parts)}."
-    _figure_base(
+    figure_base(
         fig,
         "The K/V heads: projected keys and values",
         subtitle,
@@ -883,10 +722,10 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
             py0 = top + part * (panel_h + xt.extent_px + 4 + vgap)
             i = 2 * j + part + 1
             xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
-            fig.layout[f"xaxis{'' if i == 1 else i}"] = _axis(
+            fig.layout[f"xaxis{'' if i == 1 else i}"] = axis(
                 [geo.x(x0), geo.x(x0 + panel_w)], ya, xt, dims, True, False
             )
-            fig.layout[f"yaxis{'' if i == 1 else i}"] = _axis(
+            fig.layout[f"yaxis{'' if i == 1 else i}"] = axis(
                 [geo.y(py0 + panel_h), geo.y(py0)], xa, yt, cats, c == 0, True
             )
             if c == 0:
@@ -922,7 +761,7 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int) -> go.Figure:
         text = f"<b>K/V head {j} → read by {readers}</b>"
         if panel_w < 7.0 * len(text) - 40:
             text = f"<b>K/V {j} → {readers}</b>"
-        annotations.append(_badge(geo.x(x0), geo.y(top - 3), text, color, name=f"kv{j}"))
+        annotations.append(badge(geo.x(x0), geo.y(top - 3), text, color, name=f"kv{j}"))
         bottom = top + 2 * panel_h + 2 * (xt.extent_px + 4) + vgap + 4
         shapes.append(
             dict(
@@ -999,23 +838,23 @@ def dropout_figure(
         )
     T, S = probs.shape
     mask = _as_mask(mask, (T, S))
-    q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
+    q_labels, k_labels = check_labels(q_labels, k_labels, T, S)
     both = np.stack([probs, dropped])
     zmin, zmax = color_range(both, mask, "probs")
-    q_cats, k_cats = _categories(q_labels), _categories(k_labels)
+    q_cats, k_cats = categories(q_labels), categories(k_labels)
     margin = dict(l=90, r=110, t=90, b=64)
     avail = NOMINAL_WIDTH - margin["l"] - margin["r"]
     gap = 60.0
     panel_w = min((avail - gap) / 2, 340.0)
     panel_h = max(80.0, min(panel_w * min(max(T / S, 0.5), 2.0), 360.0))
-    xt = _ticks(k_labels, k_cats, panel_w / S, "x")
-    yt = _ticks(q_labels, q_cats, panel_h / T, "y")
+    xt = ticks(k_labels, k_cats, panel_w / S, "x")
+    yt = ticks(q_labels, q_cats, panel_h / T, "y")
     title_h = 22.0
     height = title_h + panel_h + xt.extent_px + 6
-    geo = _Geometry(float(avail), height, margin)
+    geo = Geometry(float(avail), height, margin)
     who = f"q head {head}" + ("" if kv_head is None else f" (K/V head {kv_head})")
     fig = go.Figure()
-    _figure_base(
+    figure_base(
         fig,
         f"Dropout on {who}: rate {rate:g}",
         "Same colour scale on both sides; white cells on the right were dropped.",
@@ -1032,10 +871,10 @@ def dropout_figure(
         x0 = p * (panel_w + gap)
         i = p + 1
         xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
-        fig.layout[f"xaxis{'' if i == 1 else i}"] = _axis(
+        fig.layout[f"xaxis{'' if i == 1 else i}"] = axis(
             [geo.x(x0), geo.x(x0 + panel_w)], ya, xt, k_cats, True, False
         )
-        fig.layout[f"yaxis{'' if i == 1 else i}"] = _axis(
+        fig.layout[f"yaxis{'' if i == 1 else i}"] = axis(
             [geo.y(title_h + panel_h), geo.y(title_h)], xa, yt, q_cats, True, True
         )
         base = f"{who}<br>query %{{y}}<br>key %{{x}}"
@@ -1136,7 +975,7 @@ def scores_csv(values, mask, q_labels, k_labels, num_key_value_heads: int) -> by
     values = _as_float_array(values, "values [N, T, S]", 3)
     N, T, S = values.shape
     mask = _as_mask(mask, (T, S))
-    q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
+    q_labels, k_labels = check_labels(q_labels, k_labels, T, S)
     G = N // _check_heads(N, num_key_value_heads)
     q_tok, k_tok = [_csv_field(t) for t in q_labels], [_csv_field(t) for t in k_labels]
     lines = [SCORES_CSV_HEADER]

@@ -4,7 +4,8 @@ Axis letters as in :mod:`gqa_viz.core`: T query length (rows, top to bottom), S 
 length (columns). A mask is a [T, S] bool array, True = the query may attend to the key.
 
 Every figure is a row (or rows) of equally sized panels drawn by :func:`grid_figure`, with
-axes placed by hand like :mod:`gqa_viz.figures.heads`:
+axes placed by hand with the grid kit it shares with :mod:`gqa_viz.figures.heads`
+(:mod:`gqa_viz.figures.grid`):
 
 * each panel is one heatmap trace per cell category (``meta["role"] == "cells"``, with
   ``meta["panel"]`` and ``meta["code"]``): for a boolean mask code 1 ("attend",
@@ -17,7 +18,7 @@ axes placed by hand like :mod:`gqa_viz.figures.heads`:
 * at the right, an optional side panel sharing the query axis (``meta["role"] == "side"``):
   keys per query, or how much the output changed per query.
 
-Grids of more than ``MAX_CELLS`` cells in all are drawn coarser: boolean panels as the
+Grids of more than ``max_cells`` cells in all (the caller's cap) are drawn coarser: boolean panels as the
 fraction of allowed pairs per f×f block, other panels every f-th position (the subtitle
 says which).
 """
@@ -31,22 +32,21 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from gqa_viz.figures.heads import (
-    _CHAR_PX,
-    _MAX_TICK_CHARS,
-    _TICK_FONT,
-    _axis,
-    _badge,
-    _block_labels,
-    _categories,
-    _check_labels,
-    _figure_base,
-    _Geometry,
-    _is_positional,
-    _ticks,
+from gqa_viz.figures.grid import (
+    CHAR_PX,
+    TICK_CHARS,
+    TICK_FONT,
+    Geometry,
+    axis,
+    badge,
+    block_labels,
+    categories,
+    check_labels,
+    figure_base,
+    is_positional,
+    ticks,
 )
-from gqa_viz.mask_tools import block_skip
-from gqa_viz.theme import (
+from gqa_viz.figures.theme import (
     ATTEND_COLOR,
     AXIS_LINE_COLOR,
     EMPTY_BLOCK_COLOR,
@@ -68,10 +68,10 @@ from gqa_viz.theme import (
     WINDOW_COLORS,
     component_color,
 )
+from gqa_viz.mask_tools import block_skip
 
 WIDTH = 1100  # px the layout is planned for (the page's main column); it stretches
-MAX_CELLS = 250_000  # drawn cells per figure, all panels together
-MAX_COLS = 4  # panels per row
+PANELS_PER_ROW = 4
 # (colour, name) per code of a boolean mask: 0 masked, 1 attend.
 BOOL_CODES = ((MASK_OFF_COLOR, "masked"), (ATTEND_COLOR, "attend"))
 # Codes of :func:`alignment_figure`'s difference panel.
@@ -125,9 +125,9 @@ def _as_cells(cells, T: int, S: int, name: str) -> np.ndarray:
     return a.astype(np.int8) if a.dtype == bool else a.astype(np.int16)
 
 
-def _factor(panels: int, T: int, S: int) -> int:
+def _factor(panels: int, T: int, S: int, max_cells: int) -> int:
     f = 1
-    while panels * math.ceil(T / f) * math.ceil(S / f) > MAX_CELLS:
+    while panels * math.ceil(T / f) * math.ceil(S / f) > max_cells:
         f += 1
     return f
 
@@ -176,7 +176,8 @@ def grid_figure(
     fully_masked_rows=None,
     single_key_rows=None,
     side: Side | None = None,
-    max_cols: int = MAX_COLS,
+    max_cells: int,
+    max_cols: int = PANELS_PER_ROW,
     max_panel_px: float = 300.0,
     q_axis: _AxisSpec | None = None,
     k_axis: _AxisSpec | None = None,
@@ -187,7 +188,8 @@ def grid_figure(
     """Panels of [T, S] cells side by side (see the module docstring).
 
     ``operators[i]`` joins panel i and panel i + 1. ``fully_masked_rows`` and
-    ``single_key_rows`` (query indices) are marked beside the last panel.
+    ``single_key_rows`` (query indices) are marked beside the last panel. Beyond
+    ``max_cells`` cells in all panels together, each drawn cell is an f×f block.
     """
     if not panels:
         raise ValueError("grid_figure needs at least one panel.")
@@ -196,17 +198,17 @@ def grid_figure(
     P = len(panels)
     if operators is not None and len(operators) != P - 1:
         raise ValueError(f"operators must have {P - 1} entries, got {len(operators)}.")
-    f = 1 if q_axis is not None else _factor(P, T, S)
+    f = 1 if q_axis is not None else _factor(P, T, S, max_cells)
     if q_axis is None or k_axis is None:
-        q_labels, k_labels = _check_labels(q_labels, k_labels, T, S)
+        q_labels, k_labels = check_labels(q_labels, k_labels, T, S)
         if f > 1:
-            qc, qs = _block_labels(T, f)
-            kc, ks = _block_labels(S, f)
+            qc, qs = block_labels(T, f)
+            kc, ks = block_labels(S, f)
             q_axis = _AxisSpec(qc, [str(a) for a in qs], qs)
             k_axis = _AxisSpec(kc, [str(a) for a in ks], ks)
         else:
-            q_axis = _AxisSpec(_categories(q_labels), q_labels)
-            k_axis = _AxisSpec(_categories(k_labels), k_labels)
+            q_axis = _AxisSpec(categories(q_labels), q_labels)
+            k_axis = _AxisSpec(categories(k_labels), k_labels)
     Tv, Sv = len(q_axis.cats), len(k_axis.cats)
     markers = fully_masked_rows is not None or single_key_rows is not None
     fully = np.asarray([] if fully_masked_rows is None else fully_masked_rows, int)
@@ -217,11 +219,11 @@ def grid_figure(
     rows = -(-P // cols)
     op_gap = 40.0 if operators is not None else 18.0
     marker_w = 22.0 if markers else 0.0
-    positional = _is_positional(q_axis.labels) or f > 1 or q_axis.starts is not None
+    positional = is_positional(q_axis.labels) or f > 1 or q_axis.starts is not None
     ylab = (
-        len(str(T)) * _CHAR_PX + 10
+        len(str(T)) * CHAR_PX + 10
         if positional or Tv > 40
-        else min(max(len(t) for t in q_axis.labels), _MAX_TICK_CHARS) * _CHAR_PX + 10
+        else min(max(len(t) for t in q_axis.labels), TICK_CHARS) * CHAR_PX + 10
     )
     side_gap, side_w = (ylab + 24.0, 170.0) if side is not None else (0.0, 0.0)
     margin = dict(l=int(ylab + 14), r=24, t=104, b=24)
@@ -229,13 +231,13 @@ def grid_figure(
     panel_w = (avail - (cols - 1) * op_gap - marker_w - side_gap - side_w) / cols
     panel_w = max(60.0, min(panel_w, max_panel_px))
     panel_h = max(60.0, min(panel_w * min(max(Tv / Sv, 0.5), 2.0), 380.0))
-    xt = _ticks(k_axis.labels, k_axis.cats, panel_w / Sv, "x", k_axis.starts)
-    yt = _ticks(q_axis.labels, q_axis.cats, panel_h / Tv, "y", q_axis.starts)
+    xt = ticks(k_axis.labels, k_axis.cats, panel_w / Sv, "x", k_axis.starts)
+    yt = ticks(q_axis.labels, q_axis.cats, panel_h / Tv, "y", q_axis.starts)
     wrapped = [_wrap(p.title, panel_w) for p in panels]
     title_h = 10.0 + 15.0 * max(len(w) for w in wrapped)
     row_h = title_h + panel_h + xt.extent_px + 16
     height = rows * row_h
-    geo = _Geometry(float(avail), height, margin)
+    geo = Geometry(float(avail), height, margin)
 
     fig = go.Figure()
     notes = []
@@ -249,7 +251,7 @@ def grid_figure(
             )
         )
     full_subtitle = "<br>".join(x for x in (subtitle, *notes) if x)
-    _figure_base(fig, title, full_subtitle, height + margin["t"] + margin["b"], margin)
+    figure_base(fig, title, full_subtitle, height + margin["t"] + margin["b"], margin)
 
     annotations, shapes = [], []
     where = f"{hover_q} %{{y}}<br>{hover_k} %{{x}}"
@@ -259,10 +261,10 @@ def grid_figure(
         y0 = r * row_h + title_h
         n = i + 1
         xa, ya = ("x", "y") if n == 1 else (f"x{n}", f"y{n}")
-        fig.layout[f"xaxis{'' if n == 1 else n}"] = _axis(
+        fig.layout[f"xaxis{'' if n == 1 else n}"] = axis(
             [geo.x(x0), geo.x(x0 + panel_w)], ya, xt, k_axis.cats, True, False
         )
-        fig.layout[f"yaxis{'' if n == 1 else n}"] = _axis(
+        fig.layout[f"yaxis{'' if n == 1 else n}"] = axis(
             [geo.y(y0 + panel_h), geo.y(y0)], xa, yt, q_axis.cats, c == 0, True
         )
         gaps = 1 if panel_w / Sv >= 7 and panel_h / Tv >= 7 else 0
@@ -314,8 +316,8 @@ def grid_figure(
         text = "<br>".join(
             f"<b>{prefix if n == 0 else ''}{line}</b>" for n, line in enumerate(wrapped[i])
         )
-        badge = _badge(geo.x(x0), geo.y(y0 - 3), text, panel.color, size=11, name=f"panel {i}")
-        annotations.append({**badge, "align": "left"})
+        title_badge = badge(geo.x(x0), geo.y(y0 - 3), text, panel.color, size=11, name=f"panel {i}")
+        annotations.append({**title_badge, "align": "left"})
         if operators is not None and i < P - 1 and c < cols - 1:
             annotations.append(
                 dict(
@@ -394,7 +396,7 @@ def grid_figure(
             zeroline=False,
             showline=True,
             linecolor=AXIS_LINE_COLOR,
-            tickfont=dict(size=_TICK_FONT, color=TEXT_MUTED),
+            tickfont=dict(size=TICK_FONT, color=TEXT_MUTED),
             title=dict(text=side.x_title, font=dict(size=11, color=TEXT_MUTED), standoff=4),
             fixedrange=True,
         )
@@ -408,7 +410,7 @@ def grid_figure(
             tickmode="array",
             tickvals=yt.vals,
             ticktext=yt.text,
-            tickfont=dict(size=_TICK_FONT, color=TEXT_MUTED),
+            tickfont=dict(size=TICK_FONT, color=TEXT_MUTED),
             showticklabels=True,
             ticks="",
             showgrid=False,
@@ -443,7 +445,7 @@ def grid_figure(
                     )
                 )
         annotations.append(
-            _badge(
+            badge(
                 geo.x(sx0), geo.y(y_top - 3), f"<b>{side.title}</b>", NEUTRAL_BADGE_COLOR, size=11
             )
         )
@@ -513,6 +515,7 @@ def components_figure(
     fully_masked_rows=None,
     single_key_rows=None,
     title: str = "Your mask, piece by piece",
+    max_cells: int,
 ) -> go.Figure:
     """Each component (kind, label, [T, S]) and the final mask the layer applies.
 
@@ -557,6 +560,7 @@ def components_figure(
         operators=ops if len(panels) > 1 else None,
         fully_masked_rows=fully_masked_rows,
         single_key_rows=single_key_rows,
+        max_cells=max_cells,
     )
     if either:
         _bracket(fig, first=int(settings_mask is not None), last=len(panels) - 2)
@@ -612,7 +616,7 @@ def _bracket(fig: go.Figure, first: int, last: int) -> None:
     )
 
 
-def keras_merge_figure(parts, final, q_labels, k_labels) -> go.Figure:
+def keras_merge_figure(parts, final, q_labels, k_labels, *, max_cells: int) -> go.Figure:
     """The masks Keras ANDs (``KerasPart``: name, shapes, [T, S]), broadcast, and their AND."""
     final = np.asarray(final, bool)
     panels = [
@@ -631,11 +635,12 @@ def keras_merge_figure(parts, final, q_labels, k_labels) -> go.Figure:
         operators=ops,
         fully_masked_rows=np.flatnonzero(counts == 0),
         single_key_rows=np.flatnonzero(counts == 1),
+        max_cells=max_cells,
         max_panel_px=220.0,
     )
 
 
-def alignment_figure(top_left, bottom_right, q_labels, k_labels) -> go.Figure:
+def alignment_figure(top_left, bottom_right, q_labels, k_labels, *, max_cells: int) -> go.Figure:
     """Causal aligned top-left (Keras) and bottom-right (KV cache), and where they differ."""
     tl, br = np.asarray(top_left, bool), np.asarray(bottom_right, bool)
     T, S = tl.shape
@@ -659,11 +664,18 @@ def alignment_figure(top_left, bottom_right, q_labels, k_labels) -> go.Figure:
         subtitle="Rows: queries (top to bottom); columns: keys. The two alignments agree only "
         "when T = S." + (" ✕: a query one of them leaves with no key." if empty.size else ""),
         fully_masked_rows=empty if empty.size else None,
+        max_cells=max_cells,
     )
 
 
 def window_figure(
-    semantics: dict[str, np.ndarray], counts: dict[str, np.ndarray], window: int, q_labels, k_labels
+    semantics: dict[str, np.ndarray],
+    counts: dict[str, np.ndarray],
+    window: int,
+    q_labels,
+    k_labels,
+    *,
+    max_cells: int,
 ) -> go.Figure:
     """The same window ``w`` read by each framework, and how many keys each query sees."""
     names = list(semantics)
@@ -687,13 +699,22 @@ def window_figure(
         subtitle="Rows: queries (top to bottom); columns: keys. Same number, different bands; "
         "right: how many keys each query sees.",
         side=side,
+        max_cells=max_cells,
         max_cols=3,
         max_panel_px=240.0,
     )
 
 
 def readings_figure(
-    as_read, inverted, output_change, q_labels, k_labels, *, convention: str, other: str
+    as_read,
+    inverted,
+    output_change,
+    q_labels,
+    k_labels,
+    *,
+    convention: str,
+    other: str,
+    max_cells: int,
 ) -> go.Figure:
     """An uploaded mask read as given and inverted, and how much each query's output moves."""
     a, b = np.asarray(as_read, bool), np.asarray(inverted, bool)
@@ -720,17 +741,24 @@ def readings_figure(
         fully_masked_rows=np.flatnonzero(cb == 0),
         single_key_rows=np.flatnonzero(cb == 1),
         side=side,
+        max_cells=max_cells,
         max_panel_px=280.0,
     )
 
 
-MAX_TILES = 1024  # tiles outlined on the cells; beyond, one cell per tile
-
-
-def block_figure(allowed, block_q: int, block_k: int, q_labels=None, k_labels=None) -> go.Figure:
+def block_figure(
+    allowed,
+    block_q: int,
+    block_k: int,
+    q_labels=None,
+    k_labels=None,
+    *,
+    max_tiles: int,
+    max_cells: int,
+) -> go.Figure:
     """The final mask cut into ``block_q`` × ``block_k`` tiles: empty (skipped), partial, full.
 
-    Up to ``MAX_TILES`` tiles, the mask's cells are drawn with each tile outlined
+    Up to ``max_tiles`` tiles, the mask's cells are drawn with each tile outlined
     (``name == "tile {state}"`` shapes); beyond, one cell per tile coloured by its state.
     """
     a = np.asarray(allowed, bool)
@@ -746,9 +774,9 @@ def block_figure(allowed, block_q: int, block_k: int, q_labels=None, k_labels=No
         ("▢", PARTIAL_BLOCK_COLOR, "partial tile: computed, then masked"),
         ("▢", FULL_BLOCK_COLOR, "full tile"),
     ]
-    if Tb * Sb > MAX_TILES:
+    if Tb * Sb > max_tiles:
 
-        def axis(n: int, b: int, L: int) -> _AxisSpec:
+        def tile_axis(n: int, b: int, L: int) -> _AxisSpec:
             cats = [f"{i * b}–{min((i + 1) * b, L) - 1}" for i in range(n)]
             return _AxisSpec(cats, [str(i * b) for i in range(n)], [i * b for i in range(n)])
 
@@ -758,10 +786,11 @@ def block_figure(allowed, block_q: int, block_k: int, q_labels=None, k_labels=No
             None,
             title="What a block-sparse kernel sees",
             subtitle=subtitle + " One cell per tile: rows are query blocks, columns key blocks.",
-            q_axis=axis(Tb, block_q, T),
-            k_axis=axis(Sb, block_k, S),
+            q_axis=tile_axis(Tb, block_q, T),
+            k_axis=tile_axis(Sb, block_k, S),
             hover_q="queries",
             hover_k="keys",
+            max_cells=max_cells,
             max_panel_px=360.0,
         )
     q_labels = [str(i) for i in range(T)] if q_labels is None else q_labels
@@ -772,10 +801,11 @@ def block_figure(allowed, block_q: int, block_k: int, q_labels=None, k_labels=No
         k_labels,
         title="What a block-sparse kernel sees",
         subtitle=subtitle + " Faded tiles are skipped.",
+        max_cells=max_cells,
         max_panel_px=360.0,
         extra_legend=legend,
     )
-    f = _factor(1, T, S)  # grid_figure draws f×f blocks of cells beyond MAX_CELLS
+    f = _factor(1, T, S, max_cells)  # grid_figure draws f×f blocks of cells beyond max_cells
     shapes = []
     style = {
         0: dict(
@@ -803,3 +833,27 @@ def block_figure(allowed, block_q: int, block_k: int, q_labels=None, k_labels=No
             )
     fig.update_layout(shapes=shapes)
     return fig
+
+
+def embedding_figure(query_mask, value_mask, q_labels, k_labels, *, max_cells: int) -> go.Figure:
+    """The implicit masks of ``Embedding(mask_zero=True)``: query_mask [T] and value_mask [S]
+    broadcast to [T, S], and their AND, with the rows it leaves no key marked."""
+    qm, vm = np.asarray(query_mask, bool), np.asarray(value_mask, bool)
+    T, S = qm.size, vm.size
+    merged = qm[:, None] & vm[None, :]
+    panels = [
+        Panel("query_mask → [T, 1]", np.broadcast_to(qm[:, None], (T, S))),
+        Panel("value_mask → [1, S]", np.broadcast_to(vm[None, :], (T, S))),
+        Panel("implicit mask", merged, FINAL_MASK_COLOR),
+    ]
+    return grid_figure(
+        panels,
+        q_labels,
+        k_labels,
+        title="The masks Keras derives from the token ids",
+        subtitle="Rows: queries; columns: keys.",
+        operators=["&", "="],
+        fully_masked_rows=np.flatnonzero(~merged.any(axis=1)),
+        max_cells=max_cells,
+        max_panel_px=220.0,
+    )

@@ -19,20 +19,21 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gqa_viz.theme import (
+from gqa_viz.figures.theme import (
     AXIS_LINE_COLOR,
     DIFF_COLORSCALE,
+    DRIFT_COLORS,
+    GPU_LINE_COLOR,
     GRID_LINE_COLOR,
     MASKED_COLOR,
-    TEXT_DARK,
     TEXT_MUTED,
+    TRANSPARENT,
+    VARIANT_COLORS,
     base_layout,
     group_color,
 )
 
-VARIANT_COLORS = {"mha": "#D55E00", "configured": "#0072B2", "mqa": "#009E73"}
 VARIANT_NAMES = {"mha": "MHA (K = N)", "configured": "as configured", "mqa": "MQA (K = 1)"}
-GPU_LINE_COLOR = TEXT_DARK
 
 
 def k_label(K: int, N: int) -> str:
@@ -153,10 +154,11 @@ def drift_figure(curve: list[dict], current_k: int | None = None, title: str | N
         horizontal_spacing=0.14,
     )
     series = (
-        ("js", "JS divergence", "#0072B2", ".3g", 1),
-        ("rel_error", "relative output error", "#D55E00", ".1%", 2),
+        ("js", "JS divergence", ".3g", 1),
+        ("rel_error", "relative output error", ".1%", 2),
     )
-    for key, name, color, fmt, col in series:
+    for key, name, fmt, col in series:
+        color = DRIFT_COLORS[key]
         y = [float(r[key]) for r in rows]
         fig.add_trace(
             go.Scatter(
@@ -181,7 +183,7 @@ def drift_figure(curve: list[dict], current_k: int | None = None, title: str | N
                     x=[labels[i]],
                     y=[y[i]],
                     mode="markers",
-                    marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color=color, width=2)),
+                    marker=dict(size=16, color=TRANSPARENT, line=dict(color=color, width=2)),
                     name=f"K = {current_k} (shown)",
                     hoverinfo="skip",
                     meta={"role": "current"},

@@ -9,7 +9,7 @@ are written: row 0 at the top, query positions down the side. Axes are numeric (
 tokens stay separate rows) with the tokens as tick labels. Masked cells are drawn in
 :data:`theme.MASKED_COLOR` on a heatmap layer of their own (named :data:`MASKED_NAME`),
 never as a low value, so a masked 0 and a computed 0 look different. All colours come from
-:mod:`gqa_viz.theme`.
+:mod:`gqa_viz.figures.theme`.
 """
 
 from __future__ import annotations
@@ -18,17 +18,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from gqa_viz import theme
+from gqa_viz.figures import theme
 
-MAX_TICKS = 32  # tick labels per axis before thinning
+TICK_LABELS = 32  # tick labels per axis before thinning
 MASKED_NAME = "masked"
 DROPPED_NAME = "dropped"
-
-# The "attend" colour of the mask figure: a mid tone of the probability scale.
-ALLOWED_COLOR = sample_colorscale(theme.PROB_COLORSCALE, [0.6])[0]
 
 _COLORBAR = {"thickness": 12, "len": 0.85, "outlinewidth": 0}
 
@@ -53,7 +49,7 @@ def shape_text(letters: str, values: dict[str, int]) -> str:
 # Building blocks.
 
 
-def _ticks(labels: Sequence[str], max_ticks: int = MAX_TICKS) -> dict:
+def _ticks(labels: Sequence[str], max_ticks: int = TICK_LABELS) -> dict:
     n = len(labels)
     step = max(1, -(-n // max_ticks))
     idx = list(range(0, n, step))
@@ -151,7 +147,7 @@ def _matrix_axes(
 ):
     where = {} if row is None else {"row": row, "col": col}
     if x_ticks is None:
-        x_ticks = MAX_TICKS // 2 if _is_features(x_labels) else MAX_TICKS
+        x_ticks = TICK_LABELS // 2 if _is_features(x_labels) else TICK_LABELS
     fig.update_xaxes(
         title_text=x_title,
         title_standoff=4,
@@ -233,7 +229,7 @@ def _panels(
             row=1,
             col=col,
             show_y=col == 1,
-            x_ticks=MAX_TICKS // (2 * len(panels)),
+            x_ticks=TICK_LABELS // (2 * len(panels)),
         )
     return _layout(fig, title, _height(len(y_labels)), subtitle, color)
 
@@ -451,8 +447,8 @@ def mask_figure(mask: np.ndarray, q_labels: Sequence[str], k_labels: Sequence[st
             colorscale=[
                 [0.0, theme.MASKED_COLOR],
                 [0.5, theme.MASKED_COLOR],
-                [0.5, ALLOWED_COLOR],
-                [1.0, ALLOWED_COLOR],
+                [0.5, theme.STEPS_ATTEND_COLOR],
+                [1.0, theme.STEPS_ATTEND_COLOR],
             ],
             zmin=0,
             zmax=1,

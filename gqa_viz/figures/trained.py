@@ -8,6 +8,7 @@ heads, G = N // K, V vocab. Query head n reads K/V head n // G.
 * :func:`right_key_attention` and :func:`right_key_figure`: how much probability each head
   puts on the right key, on average over the answer positions, as bars coloured by K/V head
   (and :func:`previous_token_attention`, the same for the token just before the query);
+* :func:`layer_sentence`: what the strongest heads of a layer do on a prompt, in words;
 * :func:`prediction_figure`: the prompt, the model's next token at each answer position and
   the right answer, right ones and wrong ones in two colours;
 * :func:`experiment_figure` and :func:`experiment_summary`: the MHA -> GQA conversion and
@@ -26,25 +27,22 @@ import plotly.graph_objects as go
 
 from gqa_viz.figures.heads import NOMINAL_WIDTH, heads_figure
 from gqa_viz.figures.sharing import k_label
-from gqa_viz.theme import (
+from gqa_viz.figures.theme import (
+    ANSWER_FILL,
     AXIS_LINE_COLOR,
-    FULLY_MASKED_ROW_COLOR,
     GRID_LINE_COLOR,
-    GROUP_COLORS,
+    METHOD_COLORS,
+    RIGHT_COLOR,
+    RIGHT_KEY_COLOR,
     TEXT_DARK,
     TEXT_MUTED,
+    WRONG_COLOR,
     base_layout,
     group_color,
 )
 
-# Vermilion outlines stand out on the white-to-blue probability scale at both ends.
-RIGHT_KEY_COLOR = FULLY_MASKED_ROW_COLOR
-# Right and wrong predictions: the Okabe-Ito green / vermilion pair (colour-blind safe).
-RIGHT_COLOR, WRONG_COLOR = GROUP_COLORS[2], GROUP_COLORS[4]
-ANSWER_FILL = "#E4E7EB"  # the same light grey as the Mask Lab's neutral tiles
 METHODS = ("mean", "first", "random")
 METHOD_NAMES = {"mean": "mean-pool", "first": "first head", "random": "random head"}
-METHOD_COLORS = {"mean": GROUP_COLORS[0], "first": GROUP_COLORS[1], "random": GROUP_COLORS[3]}
 PHASES = {"before": "right after conversion", "after": "after uptraining"}
 
 
@@ -98,6 +96,38 @@ def uniform_baseline(answer_keys) -> float:
     return float(np.mean(1.0 / (t + 1))) if t.size else float("nan")
 
 
+def layer_sentence(probs, answer_keys, layer: int, last: bool) -> str:
+    """What the strongest heads of one layer do on this prompt, from the numbers (Markdown).
+
+    ``probs``: [N, L, L] the layer's attention; ``last``: it is the model's top layer, where a
+    previous-token head serves no layer above.
+    """
+    keys = np.asarray(answer_keys)
+    if not (keys >= 0).any():
+        return "This prompt has no answer position, so no head has a right key to find."
+    right = right_key_attention(probs, keys)  # [N]
+    prev = previous_token_attention(probs)  # [N]
+    n, v = int(np.argmax(right)), float(np.max(right))
+    m, w = int(np.argmax(prev)), float(np.max(prev))
+    even = uniform_baseline(keys)
+    if v >= 0.5:
+        text = (
+            f"**q{n} finds the answer**: on average it puts {v:.0%} of its attention on the "
+            f"right key (spread evenly it would be {even:.0%})."
+        )
+    else:
+        text = (
+            f"No head of layer {layer} looks at the right key much: the most is q{n} with "
+            f"{v:.0%} (spread evenly: {even:.0%})."
+        )
+    if w >= 0.5 and not last:  # it matters only to a layer above
+        text += (
+            f" **q{m} is a previous-token head**: it puts {w:.0%} on the token just before the "
+            "query, which lets a head of the next layer find a token by what came before it."
+        )
+    return text
+
+
 def trained_heads_figure(
     probs,
     tokens: list[str],
@@ -106,6 +136,8 @@ def trained_heads_figure(
     title: str,
     answers: list[str] | None = None,
     row_px: float = 11.0,
+    *,
+    max_cells: int,
 ) -> go.Figure:
     """One layer's causal attention [N, L, L] per query head, grouped by K/V head, with the
     right key of each answer position outlined in every head.
@@ -115,7 +147,7 @@ def trained_heads_figure(
     key). The figure is :func:`gqa_viz.figures.heads.heads_figure` made taller, so that each
     query row is at least ``row_px`` high and can carry its token. The outlines are one
     scatter trace per head (``meta["role"] == "right key"``), on the head's axes, at
-    (key answer_keys[t], query t).
+    (key answer_keys[t], query t). ``max_cells``: heads_figure's cap on drawn cells.
     """
     probs = np.asarray(probs, dtype=np.float32)
     N, L, _ = probs.shape
@@ -123,7 +155,9 @@ def trained_heads_figure(
     if answers is None:
         answers = [tokens[k] if k >= 0 else "" for k in np.asarray(answer_keys).tolist()]
     mask = np.tril(np.ones((L, L), bool))  # causal: query t sees keys 0..t
-    fig = heads_figure(probs, mask, tokens, tokens, num_key_value_heads, title=title)
+    fig = heads_figure(
+        probs, mask, tokens, tokens, num_key_value_heads, title=title, max_cells=max_cells
+    )
     G = N // num_key_value_heads
     scores = {t.meta["head"]: t for t in fig.data if (t.meta or {}).get("role") == "scores"}
 

@@ -5,6 +5,8 @@ Every figure takes its colours from here, so a KV group has the same colour on e
 
 from __future__ import annotations
 
+from plotly.colors import sample_colorscale
+
 # Attention probabilities: white (0) to deep blue (max). Sequential, colour-blind safe.
 PROB_COLORSCALE = "Blues"
 # Logits are signed: diverging, centred on 0.
@@ -86,6 +88,28 @@ MASK_COMPONENT_COLORS = {
 # Panel and line colours of the window-semantics comparison (Keras, JAX, FlexAttention).
 WINDOW_COLORS = ("#0072B2", "#56B4E9", "#E69F00", "#D55E00", "#009E73", "#CC79A7")
 
+# --- Walkthrough. ------------------------------------------------------------------------------
+# The "attend" colour of its mask figure: a mid tone of the probability scale.
+STEPS_ATTEND_COLOR = sample_colorscale(PROB_COLORSCALE, [0.6])[0]
+
+# --- KV sharing. -------------------------------------------------------------------------------
+# The KV cache of the three head layouts: MHA vermilion, as configured blue, MQA green.
+VARIANT_COLORS = {"mha": GROUP_COLORS[4], "configured": GROUP_COLORS[0], "mqa": GROUP_COLORS[2]}
+# The two drift measures against K: JS divergence and relative output error.
+DRIFT_COLORS = {"js": GROUP_COLORS[0], "rel_error": GROUP_COLORS[4]}
+GPU_LINE_COLOR = TEXT_DARK  # the GPU memory left for the cache
+TRANSPARENT = "rgba(0,0,0,0)"  # the fill of a ring marker
+
+# --- Trained heads. -----------------------------------------------------------------------------
+# The right key's outline: vermilion stands out on the white-to-blue probability scale at both
+# ends.
+RIGHT_KEY_COLOR = FULLY_MASKED_ROW_COLOR
+# Right and wrong predictions: the Okabe-Ito green / vermilion pair (colour-blind safe).
+RIGHT_COLOR, WRONG_COLOR = GROUP_COLORS[2], GROUP_COLORS[4]
+ANSWER_FILL = EMPTY_BLOCK_FILL  # answer positions: the light grey of the Mask Lab's empty tiles
+# One colour per MHA -> GQA conversion method.
+METHOD_COLORS = {"mean": GROUP_COLORS[0], "first": GROUP_COLORS[1], "random": GROUP_COLORS[3]}
+
 
 def component_color(kind: str) -> str:
     """The badge colour of a Mask Lab component kind (grey for unknown kinds)."""
@@ -126,3 +150,13 @@ def base_layout(fig, title: str, subtitle: str, height: int, margin: dict | None
     )
     if margin is not None:
         fig.update_layout(margin=margin)
+
+
+# The app's own colours, which .streamlit/config.toml's [theme] repeats (a TOML file cannot
+# import them; a test checks that the two agree).
+STREAMLIT_THEME = {
+    "primaryColor": "#2E6FD8",
+    "backgroundColor": "#FFFFFF",
+    "secondaryBackgroundColor": "#F3F6FA",
+    "textColor": TEXT_DARK,
+}

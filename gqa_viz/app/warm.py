@@ -1,6 +1,6 @@
-"""Fill JAX's persistent compilation cache ahead of time: ``python -m gqa_viz.warm [DIR]``.
+"""Fill JAX's persistent compilation cache ahead of time: ``python -m gqa_viz.app.warm [DIR]``.
 
-Compiles what the app prewarms at start-up (:func:`gqa_viz.playground.prewarm`) into DIR, or
+Compiles what the app prewarms at start-up (:func:`gqa_viz.app.playground.prewarm`) into DIR, or
 into ``$GQA_VIZ_JAX_CACHE_DIR``, or into ``.jax_cache/`` beside ``app.py`` (the app's own
 default), so a server started later on that directory loads the programs instead of
 compiling them. The Dockerfile runs it at build time. No Streamlit here.
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from gqa_viz import playground, runtime
+from gqa_viz.app import playground, runtime
 
 CACHE_DIR_ENV = "GQA_VIZ_JAX_CACHE_DIR"
 # The same default as app.py, so `make warm` fills the directory `make run` reads.
@@ -27,7 +27,7 @@ def cache_entries(cache_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gqa_viz.warm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gqa_viz.app.warm", description=__doc__)
     parser.add_argument(
         "cache_dir",
         nargs="?",

@@ -4,7 +4,7 @@ Axis letters: B batch, T query length, S key/value length, N query heads, K kv h
 G = N // K, H head_dim, D model dim.
 
 Every snippet is plain Python that runs on its own once a few NumPy arrays are in its
-namespace; :func:`snippet_inputs` builds that namespace from a :class:`~gqa_viz.playground.Result`:
+namespace; :func:`snippet_inputs` builds that namespace from a :class:`~gqa_viz.app.playground.Result`:
 
 =============== ============== =========================================================
 name            shape          what
@@ -39,7 +39,7 @@ import textwrap
 import numpy as np
 
 from gqa_viz import core
-from gqa_viz.settings import Settings
+from gqa_viz.app.settings import Settings
 
 __all__ = ["keras_snippet", "jax_snippet", "torch_snippet", "snippet_inputs", "has_mask"]
 
@@ -318,7 +318,7 @@ def snippet_inputs(result) -> dict:
     Keys: query, value, query_mask, value_mask, weights, q, k, v (module docstring). Arrays
     are fresh writable copies (``torch.tensor`` and Keras accept them as they are).
     """
-    from gqa_viz.playground import build_inputs
+    from gqa_viz.app.playground import build_inputs
 
     query, value, q_valid, k_valid, *_ = build_inputs(result.settings, [])
     tr = result.trace

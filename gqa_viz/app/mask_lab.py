@@ -4,8 +4,8 @@ Axis letters as in :mod:`gqa_viz.core`: B batch, T query length, S key/value len
 N query heads, K kv heads, G = N // K, H head_dim, D model dim.
 
 The page's main call is :func:`compose`: it builds the Playground's input for a
-:class:`~gqa_viz.settings.Settings` (the same tokens, embeddings and weights as
-:func:`gqa_viz.playground.run`), materializes each extra mask *component* the person chose
+:class:`~gqa_viz.app.settings.Settings` (the same tokens, embeddings and weights as
+:func:`gqa_viz.app.playground.run`), materializes each extra mask *component* the person chose
 (hashable specs: :class:`PrefixLM`, :class:`Document`, ...) as a boolean [T, S], combines them
 (AND, or OR between the components), and runs the attention core with that as
 ``attention_mask``. The core ANDs it with the masks the settings imply (padding as
@@ -19,23 +19,30 @@ Smaller helpers explain single points: :func:`accept_upload` (a custom mask file
 the last good one), :func:`compare_readings` (an uploaded mask read as given and inverted),
 :func:`alignment` (top-left against bottom-right causal), :func:`embedding_padding`
 (the masks ``Embedding(mask_zero=True)`` makes Keras derive) and :func:`keras_code`.
+
+The rest serves the page (``app_pages/mask_lab.py``) without Streamlit: its widgets' keys and
+defaults, the upload kept in its session_state (functions taking ``state`` read and write it;
+any mutable mapping will do), and its prose, ``assets/text/mask_lab.md`` (:func:`text`), filled
+in with the numbers of a result.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
 
-from gqa_viz import buckets, core, mask_tools, playground
+from gqa_viz import buckets, core, mask_tools
 from gqa_viz import masks as M
-from gqa_viz.settings import MASK_LAB_MAX_LEN, Settings
+from gqa_viz.app import limits, playground, prose
+from gqa_viz.app.settings import Settings
 
 COMBINE = ("and", "or")
-MAX_DOCUMENT_TEXT = 4000  # characters of a document-ids text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +181,10 @@ def parse_document_ids(text: str) -> tuple[tuple[int, ...], tuple[int, ...] | No
 
     Raises ValueError with a message for a person: what is wrong and an example.
     """
-    if len(text) > MAX_DOCUMENT_TEXT:
-        raise ValueError(f"The document ids are limited to {MAX_DOCUMENT_TEXT} characters.")
+    if len(text) > limits.MASK_LAB_MAX_DOCUMENT_TEXT:
+        raise ValueError(
+            f"The document ids are limited to {limits.MASK_LAB_MAX_DOCUMENT_TEXT} characters."
+        )
     parts = text.split("|")
     if len(parts) > 2:
         raise ValueError("Use at most one '|' (query ids | key ids).")
@@ -363,7 +372,7 @@ def _normalize(s: Settings) -> Settings:
 def input_labels(settings: Settings) -> tuple[list[str], list[str]]:
     """The query and key labels (T and S) of the Playground input for ``settings``.
 
-    Raises ValueError above ``MASK_LAB_MAX_LEN`` positions, naming the limit.
+    Raises ValueError above ``limits.MASK_LAB_MAX_LEN`` positions, naming the limit.
     """
     *_, q_labels, k_labels = playground.build_inputs(_normalize(settings), [])
     _check_length(len(q_labels), len(k_labels))
@@ -371,9 +380,9 @@ def input_labels(settings: Settings) -> tuple[list[str], list[str]]:
 
 
 def _check_length(T: int, S: int) -> None:
-    if max(T, S) > MASK_LAB_MAX_LEN:
+    if max(T, S) > limits.MASK_LAB_MAX_LEN:
         raise ValueError(
-            f"the Mask Lab works on up to {MASK_LAB_MAX_LEN} positions per axis; this input has "
+            f"the Mask Lab works on up to {limits.MASK_LAB_MAX_LEN} positions per axis; this input has "
             f"T = {T}, S = {S}. Lower the query length T (and S) in the sidebar; the Playground "
             "shows lengths up to 2048."
         )
@@ -474,9 +483,7 @@ def compose(
         raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}.")
     notes: list[str] = []
     s = _normalize(settings)
-    spec = core.GQASpec(
-        s.n, s.k, s.h, use_bias=s.bias, use_gate=s.gate, sliding_window=s.window or None
-    )
+    spec = s.spec()
     query, value, q_valid, k_valid, q_labels, k_labels = playground.build_inputs(s, notes)
     T, S = len(q_labels), len(k_labels)
     _check_length(T, S)
@@ -550,7 +557,8 @@ def compose(
 def accept_upload(previous, filename: str, data: bytes, T: int, S: int):
     """(mask, error): the parsed [T, S] array, or ``previous`` and a message for a person."""
     try:
-        return mask_tools.parse_upload(filename, data, T, S), None
+        caps = {"max_bytes": limits.MAX_UPLOAD_BYTES, "max_elements": limits.MAX_MASK_ELEMENTS}
+        return mask_tools.parse_upload(filename, data, T, S, **caps), None
     except mask_tools.MaskUploadError as e:
         return previous, str(e)
 
@@ -651,3 +659,456 @@ def matrix_csv(allowed) -> bytes:
     """A [T, S] mask as a CSV matrix of 0/1 (row i = query i), which the upload reads back."""
     a = np.asarray(allowed).astype(np.uint8)
     return ("\n".join(",".join(map(str, row)) for row in a.tolist()) + "\n").encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# The page: widgets' keys and defaults, the kept upload, and the prose filled in.
+
+UPLOAD = "ml_upload"  # session_state: {"name", "raw", "id"} of the last good upload
+UPLOAD_SEEN = "ml_upload_seen"  # session_state: (file_id, error or None) of the file last read
+BLOCK_SIZES = (2, 4, 8, 16, 32, 64, 128)  # tile sides offered by the block-sparse section
+KIND_TITLES = {kind: cls.title for kind, cls in KINDS.items()} | {"uploaded": Uploaded.title}
+KIND_HELP = {
+    **{kind: M.COMPONENTS[kind].capitalize() + "." for kind in KINDS if kind in M.COMPONENTS},
+    "uploaded": "Your uploaded mask, read with the convention chosen in *Upload a custom mask*.",
+}
+KIND_HELP["causal_bottom_right"] += " Turn off use_causal_mask in the sidebar to see it alone."
+# The number boxes of each component kind, in column order: (label, widget key, minimum).
+KIND_NUMBERS = {
+    "prefix_lm": (("prefix length", "ml_prefix", 0),),
+    "causal_window": (("window w", "ml_cw_window", 1),),
+    "dilated_window": (("window w", "ml_dil_window", 1), ("dilation d", "ml_dil_dilation", 1)),
+    "block_sparse": (
+        ("block size", "ml_bs_block", 1),
+        ("local blocks", "ml_bs_local", 0),
+        ("global tokens", "ml_bs_global", 0),
+    ),
+}
+# Every ``ml_*`` widget's value before the person changes it.
+WIDGET_DEFAULTS = {
+    "ml_components": ["document"],
+    "ml_combine": "and",
+    "ml_prefix": 3,
+    "ml_doc_mode": "every",
+    "ml_doc_every": 4,
+    "ml_doc_ids": "",
+    "ml_cw_window": 3,
+    "ml_dil_window": 2,
+    "ml_dil_dilation": 2,
+    "ml_bs_block": 4,
+    "ml_bs_local": 1,
+    "ml_bs_global": 1,
+    "ml_block": 4,
+    "ml_window": 3,
+    **{f"ml_neg_{kind}": False for kind in KIND_TITLES},
+}
+DOCUMENT_MODES = {"every": "split every n", "ids": "ids"}  # how document boundaries are given
+COMBINE_NAMES = {"and": "AND (all must allow)", "or": "OR (one is enough)"}
+_SHORT = {"query_mask": "padding", "value_mask": "key padding", "use_causal_mask": "causal"}
+
+
+# --- Widget state -----------------------------------------------------------------------------
+# Widget values live in ``state[SAVED]`` (written by each widget's on_change, :func:`remember`)
+# and are put back into the widgets' ``ml_*`` keys on every run (:func:`seed_widgets`), so they
+# survive page switches: Streamlit drops the state of widgets a page stops rendering.
+
+SAVED = "ml_saved"
+
+
+def seed_widgets(state: MutableMapping) -> None:
+    """Put every ``ml_*`` widget's value from ``state[SAVED]`` (or its default) into its key.
+
+    Done on every run, before the widgets: after a visit to another page Streamlit has
+    dropped these widgets' state, or gets a stale value back for them, and ``state[SAVED]``
+    is the truth. Each widget's on_change (:func:`remember`) writes a new value into it
+    before the run, so this never undoes the person's change.
+    """
+    saved = state.setdefault(SAVED, {})
+    for key, value in WIDGET_DEFAULTS.items():
+        state[key] = saved.setdefault(key, value)
+
+
+def remember(state: MutableMapping, key: str) -> None:
+    """A widget's on_change: save its new value."""
+    state[SAVED][key] = state[key]
+
+
+def set_widget(state: MutableMapping, key: str, value) -> None:
+    """Change a widget's value from the page (before the widget is drawn)."""
+    state[key] = value
+    state[SAVED][key] = value
+
+
+def seed_window(state: MutableMapping, window: int) -> None:
+    """On the section's first visit, the window box starts at the sidebar's window (if any)."""
+    if window and "ml_window_from" not in state:
+        set_widget(state, "ml_window", window)
+    state["ml_window_from"] = True
+
+
+@functools.cache
+def text() -> dict[str, str]:
+    """The page's prose, ``assets/text/mask_lab.md``, by section (:mod:`gqa_viz.app.prose`)."""
+    return prose.sections("mask_lab")
+
+
+def where(labels: list[str], i: int) -> str:
+    """A query or key in Markdown: the token as code (so <pad> shows), then its position."""
+    return f"`{labels[i]}`@{i}"
+
+
+def plain(labels: list[str], i: int) -> str:
+    """The same, for a table cell."""
+    return f"'{labels[i]}' @{i}"
+
+
+def rows_text(labels: list[str], rows, limit: int = 12) -> str:
+    """The first ``limit`` of ``rows`` (indices into ``labels``) in Markdown, then the count."""
+    shown = ", ".join(where(labels, int(i)) for i in list(rows)[:limit])
+    return shown + (f", … ({len(rows)} in all)" if len(rows) > limit else "")
+
+
+def cached_compose(
+    settings: Settings, components: tuple[Component, ...] = (), combine: str = "and"
+) -> MaskLabResult:
+    """:func:`compose` through the server's results cache (shared, bounded; read-only).
+
+    ``settings``: the compute key (:func:`gqa_viz.app.settings.compute_key`). Heavy inputs
+    wait for the heavy-work slot, as on the Playground.
+    """
+    return playground.RESULTS.get(
+        ("mask-lab", settings, components, combine),
+        lambda: compose(settings, components, combine),
+        heavy=playground.is_heavy(settings),
+    )
+
+
+def component_options(uploaded: bool) -> list[str]:
+    """The component kinds offered: every kind, and "uploaded" once a mask fits the input."""
+    return list(KINDS) + (["uploaded"] if uploaded else [])
+
+
+def default_document_ids(T: int) -> str:
+    """The document-ids text first shown: a new document every 4 positions."""
+    return ",".join(str(i // 4) for i in range(T))
+
+
+def make_component(kind: str, values: Mapping, negate: bool, uploaded_allowed=None) -> Component:
+    """The component ``kind`` from the page's widget ``values`` (``WIDGET_DEFAULTS``' keys).
+
+    Raises ValueError, with a message for a person, for document ids that do not parse.
+    """
+    if kind == "document":
+        if values["ml_doc_mode"] == "every":
+            return Document(every=values["ml_doc_every"], negate=negate)
+        q_ids, k_ids = parse_document_ids(values["ml_doc_ids"])
+        return Document(q_ids, k_ids, negate=negate)
+    if kind == "uploaded":
+        return Uploaded.from_allowed(uploaded_allowed, negate=negate)
+    args = [values[key] for _, key, _ in KIND_NUMBERS.get(kind, ())]
+    return KINDS[kind](*args, negate=negate)
+
+
+def settings_mask_shown(result: MaskLabResult) -> bool:
+    """Whether the sidebar's settings mask anything (padding, causal, window)."""
+    return any(p.name != "attention_mask" for p in result.keras_parts)
+
+
+def settings_title(result: MaskLabResult) -> str:
+    """``sidebar: causal & window 3``: the settings' masks in the first panel's title."""
+    names = [
+        _SHORT.get(p.name, f"window {result.settings.window}")
+        for p in result.keras_parts
+        if p.name != "attention_mask"
+    ]
+    if "padding" in names and "key padding" in names and not result.settings.cross:
+        names.remove("key padding")
+    return "sidebar: " + " & ".join(names)
+
+
+def components_marks(result: MaskLabResult) -> dict:
+    """What the components figure draws beside the components (its keyword arguments)."""
+    return {
+        "combine": result.combine,
+        "settings_mask": result.keras_mask if settings_mask_shown(result) else None,
+        "settings_title": settings_title(result),
+        "fully_masked_rows": result.fully_masked_rows,
+        "single_key_rows": result.single_key_rows,
+    }
+
+
+def metrics(result: MaskLabResult) -> list[tuple[str, str | int]]:
+    """(label, value) of the numbers above the components figure."""
+    return [
+        ("allowed pairs", f"{int(result.final.sum())} / {result.T * result.S}"),
+        ("fraction allowed", f"{result.allowed_fraction:.1%}"),
+        ("fully masked rows", int(result.fully_masked_rows.size)),
+        ("single-key rows", int(result.single_key_rows.size)),
+    ]
+
+
+# --- The upload -------------------------------------------------------------------------------
+
+
+def receive_upload(
+    state: MutableMapping, file_id: str, name: str, read: Callable[[], bytes], T: int, S: int
+) -> str | None:
+    """The uploader holds a file: read it once (kept in ``state`` if good); its error, or None.
+
+    A bad file leaves the previous good upload in place.
+    """
+    seen = state.get(UPLOAD_SEEN)
+    if seen is None or seen[0] != file_id:
+        previous = state.get(UPLOAD)
+        raw, error = accept_upload(
+            None if previous is None else previous["raw"], name, read(), T, S
+        )
+        if error is None:
+            state[UPLOAD] = {"name": name, "raw": raw, "id": file_id}
+        state[UPLOAD_SEEN] = (file_id, error)
+    return state[UPLOAD_SEEN][1]
+
+
+def upload_stale(upload: dict, T: int, S: int) -> str | None:
+    """The warning for a kept upload whose shape is not this input's [T, S]; None if it fits."""
+    rows, cols = np.asarray(upload["raw"]).shape
+    if (rows, cols) == (T, S):
+        return None
+    return text()["upload_stale"].format(name=upload["name"], rows=rows, cols=cols, T=T, S=S)
+
+
+def convention_choice(raw) -> tuple[list[str], int, str | None, str]:
+    """The conventions offered for ``raw``, the one preselected, the detected one and why."""
+    detected, reason = mask_tools.detect_convention(raw)
+    names = list(mask_tools.CONVENTIONS)
+    return names, names.index(detected) if detected in names else 0, detected, reason
+
+
+def convention_label(convention: str) -> str:
+    """``keep_bool: boolean, True = attend (...)``."""
+    return f"{convention}: {mask_tools.CONVENTIONS[convention]}"
+
+
+def uploaded_allowed(uploaded: tuple[np.ndarray, str] | None) -> np.ndarray | None:
+    """The allowed pairs of an upload (raw, convention); None without one."""
+    return None if uploaded is None else mask_tools.to_allowed(*uploaded)
+
+
+def readings_text(r: Readings) -> tuple[str, str]:
+    """What the two readings change (Markdown), and the line above the frameworks' table."""
+    a, b = r.as_read, r.inverted
+    allowed, inverted = a.components[0][2], b.components[0][2]
+    summary = text()["readings"].format(
+        convention=r.convention,
+        other=r.inverted_convention,
+        allowed=int(allowed.sum()),
+        inverted=int(inverted.sum()),
+        moved=int((r.output_change > 1e-5).sum()),
+        T=a.T,
+        largest=float(r.output_change.max()),
+    )
+    if r.row_outcomes:
+        rows = [o["row"] for o in r.row_outcomes]
+        return summary, (
+            f"Read as **{r.convention}**, your mask leaves {len(rows)} query row(s) with no "
+            f"key: {rows_text(a.q_labels, rows)}. What each framework returns there:"
+        )
+    flipped = np.flatnonzero(~inverted.any(axis=1))
+    other = (
+        f" Read as {r.inverted_convention}, though, it would leave {flipped.size} row(s) with "
+        f"no key ({rows_text(a.q_labels, flipped, 4)})."
+        if flipped.size
+        else ""
+    )
+    return summary, (
+        f"Read as **{r.convention}**, every query row of your mask keeps a key, so the "
+        f"frameworks agree.{other} A row with no key is where they part ways:"
+    )
+
+
+def framework_table() -> dict[str, list[str]]:
+    """What each framework makes of a row with no allowed key, as table columns."""
+    rules = mask_tools.FRAMEWORK_ROW_RULES
+    return {
+        "framework": list(rules),
+        "a row with no allowed key becomes": list(rules.values()),
+        "in short": [mask_tools.ROW_OUTCOME.get(f, "") for f in rules],
+    }
+
+
+# --- The sections -----------------------------------------------------------------------------
+
+
+def outcome_text(result: MaskLabResult) -> str:
+    """The rows to watch, in Markdown: fully masked rows and what each implementation does."""
+    rows = result.fully_masked_rows
+    if rows.size == 0:
+        return "Every query keeps at least one key: **no fully masked rows**."
+    bias = result.output_bias
+    if not result.settings.bias:
+        bias_note = " (zeros here: `use_bias=False`)."
+    elif not np.any(bias):
+        bias_note = " (zeros here too: a fresh layer's bias starts at 0)."
+    else:
+        bias_note = "."
+    matches = bool(np.allclose(result.output[rows], bias, atol=1e-5))
+    return text()["fully_masked"].format(
+        count=rows.size,
+        rows=rows_text(result.q_labels, rows),
+        bias=bias_note,
+        checked=" — checked: the rows below equal the bias." if matches else ".",
+    )
+
+
+def outcome_table(result: MaskLabResult) -> dict:
+    """Per fully masked row: the output's norm here (= Keras with scores) and Keras fused."""
+    rows = result.fully_masked_rows
+    out = result.output[rows]
+    return {
+        "query": [plain(result.q_labels, int(i)) for i in rows],
+        "‖output‖ gqa_viz = Keras with scores": np.linalg.norm(out, axis=-1),
+        "‖output‖ Keras fused (uniform)": np.linalg.norm(result.uniform_output, axis=-1),
+        "‖difference‖": np.linalg.norm(out - result.uniform_output, axis=-1),
+    }
+
+
+def single_key_text(result: MaskLabResult) -> str | None:
+    """The rows left with one key, in Markdown; None if there are none."""
+    rows = result.single_key_rows
+    if not rows.size:
+        return None
+    q, k = result.q_labels, result.k_labels
+    pairs = ", ".join(
+        f"{where(q, int(i))} → {where(k, int(j))}"
+        for i, j in list(zip(rows, result.single_keys))[:12]
+    )
+    return text()["single_key"].format(
+        count=rows.size, pairs=pairs, more=" …" if rows.size > 12 else ""
+    )
+
+
+def block_options(state: MutableMapping, T: int, S: int) -> list[int]:
+    """The tile sides offered for an input of T queries and S keys.
+
+    A tile size no longer offered moves to the largest one (the smallest for T <= 4).
+    """
+    options = [b for b in BLOCK_SIZES if b <= max(T, S)] or [BLOCK_SIZES[0]]
+    if state["ml_block"] not in options:
+        set_widget(state, "ml_block", options[-1] if T > 4 else options[0])
+    return options
+
+
+def block_view(result: MaskLabResult, block: int) -> tuple[list[tuple[str, str, str]], str]:
+    """The block-sparse section's metrics as shown (label, value, help), and its caption."""
+    info = result.block_skip(block, block)
+    spec = result.spec
+    metrics = [
+        (
+            "pairs masked",
+            f"{1 - result.allowed_fraction:.1%}",
+            "Fraction of (query, key) pairs the final mask blocks: the most any kernel could save.",
+        ),
+        (
+            "attention FLOPs skippable",
+            f"{info['skippable_fraction']:.1%}",
+            f"{info['skippable_flops']:,} of {info['dense_flops']:,} FLOPs for QKᵀ and PV over "
+            f"{spec.num_query_heads} heads of dim {spec.head_dim}.",
+        ),
+    ]
+    return metrics, text()["block_caption"].format(**info)
+
+
+def alignment_view(result: MaskLabResult) -> tuple[str, dict[str, np.ndarray], list, list]:
+    """The alignment section: its Markdown, both causal masks, and their query and key labels.
+
+    With T = S the two alignments coincide, so a T = 4, S = 7 example is shown instead.
+    """
+    T, S = result.T, result.S
+    words = text()
+    if T == S:
+        example = [str(i) for i in range(4)], [str(j) for j in range(7)]
+        return (
+            words["alignment"] + " " + words["alignment_same"].format(T=T),
+            alignment(4, 7),
+            *example,
+        )
+    more = "alignment_more_queries" if T > S else "alignment_more_keys"
+    sentence = words[more].format(T=T, S=S, extra=abs(T - S))
+    return (
+        words["alignment"] + " " + sentence,
+        alignment(T, S),
+        result.q_labels,
+        result.k_labels,
+    )
+
+
+def window_view(window: int, T: int, S: int) -> tuple[str, dict, dict]:
+    """Each library's reading of ``window``: the rules (Markdown), the masks, keys per query."""
+    rules = "\n".join(f"- **{name}**: {rule}" for name, rule in mask_tools.WINDOW_RULES.items())
+    sem = mask_tools.window_semantics(int(window), T, S)
+    counts = {name: mask_tools.count_allowed(m) for name, m in sem.items()}
+    return rules + "\n\n" + text()["window_porting"], sem, counts
+
+
+def keras_table(result: MaskLabResult) -> str:
+    """The masks Keras merges for this call, as a Markdown table under the section's intro."""
+    lines = [
+        "| Keras argument | given as | broadcast to | what it masks |",
+        "|:--|:--|:--|:--|",
+    ]
+    lines += [
+        f"| `{p.name}` | `{p.given}` | `{p.broadcast}` | {p.rule.replace('|', chr(92) + '|')} |"
+        for p in result.keras_parts
+    ]
+    return text()["keras_merge"] + "\n\n" + "\n".join(lines)
+
+
+def embedding_tables(result: MaskLabResult, e: EmbeddingPadding) -> list[dict]:
+    """The token ids and implicit masks as tables: queries, then keys (cross-attention, T != S)."""
+    tables = [
+        {
+            "query token": [plain(result.q_labels, i) for i in range(result.T)],
+            "id": e.q_ids,
+            "query_mask": e.query_mask,
+        }
+    ]
+    if result.S != result.T or result.settings.cross:
+        tables.append(
+            {
+                "key token": [plain(result.k_labels, j) for j in range(result.S)],
+                "id": e.k_ids,
+                "value_mask": e.value_mask,
+            }
+        )
+    return tables
+
+
+def embedding_text(result: MaskLabResult, e: EmbeddingPadding) -> str | None:
+    """What padding does to the rows, in Markdown; None without fully masked rows."""
+    if not e.fully_masked_rows.size:
+        return None
+    return text()["embedding_fully_masked"].format(
+        count=e.fully_masked_rows.size, rows=rows_text(result.q_labels, e.fully_masked_rows)
+    )
+
+
+def download_files(result: MaskLabResult) -> list[dict]:
+    """The final mask's download buttons: label, data (a callable), file name, type, key, help."""
+    name = f"mask_T{result.T}_S{result.S}"
+    return [
+        {
+            "label": "final mask (.npy)",
+            "data": lambda: npy_bytes(result.final),
+            "file_name": f"{name}.npy",
+            "mime": "application/octet-stream",
+            "key": "ml_dl_npy",
+        },
+        {
+            "label": "final mask (.csv)",
+            "data": lambda: matrix_csv(result.final),
+            "file_name": f"{name}.csv",
+            "mime": "text/csv",
+            "key": "ml_dl_csv",
+            "help": "One row per query, one 0/1 column per key; uploads back as keep_bool.",
+        },
+    ]

@@ -1,4 +1,6 @@
-"""What the Playground and Walkthrough pages compute, as one call: :func:`run`.
+"""What the Playground and Walkthrough pages compute, as one call: :func:`run`; and what the
+Playground shows beside its figures: the summary (:func:`summary_markdown`) and the
+downloads (:func:`downloads`).
 
 Axis letters: B batch, T query length, S key/value length, N query heads, K kv heads,
 G = N // K, H head_dim, D model dim.
@@ -22,23 +24,26 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import jax
 import numpy as np
 
 from gqa_viz import buckets, core, trained
-from gqa_viz.cache import ResultCache
-from gqa_viz.settings import (
-    DEFAULTS,
-    HEAD_CHOICES,
+from gqa_viz.app.cache import ResultCache
+from gqa_viz.app.limits import (
     HEAVY_SCORE_CELLS,
+    MAX_CSV_ROWS,
     MAX_LEN,
+    MAX_NPY_BYTES,
+    MAX_RESULT_BYTES,
     MAX_TOKENS,
-    Settings,
-    check_size,
-    divisors,
 )
+from gqa_viz.app.settings import DEFAULTS, HEAD_CHOICES, Settings, check_size
+from gqa_viz.core import divisors
+from gqa_viz.figures.diagram import KIND_NAMES, attention_kind
+from gqa_viz.figures.heads import mask_csv, npy_bytes, scores_csv
 
 PAD = "<pad>"
 _TOKEN = re.compile(r"[\w']+|[^\w\s]")
@@ -147,7 +152,7 @@ def make_params(s: Settings, spec: core.GQASpec) -> core.Params:
     if s.weights == "trained":
         return trained.layer_view(s.model, s.layer, s.seed).params
     if s.weights == "pooled":
-        mha = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias, use_gate=s.gate)
+        mha = s.spec(k=s.n)
         mha_params = jax.tree.map(np.asarray, core.init_params(mha, s.d, seed=s.seed))
         params, _ = core.mha_to_gqa(mha_params, mha, s.k)
         return params
@@ -169,15 +174,7 @@ def run(s: Settings) -> Result:
     elif s.mode == "sentence" and (s.batch > 1 or s.item):
         notes.append("A sentence is one batch item; batch size applies in random mode.")
         s = replace(s, batch=1, item=0)
-    spec = core.GQASpec(
-        s.n,
-        s.k,
-        s.h,
-        use_bias=s.bias,
-        use_gate=s.gate,
-        sliding_window=s.window or None,
-        dropout=s.dropout,
-    )
+    spec = s.spec()
     query, value, q_valid, k_valid, q_labels, k_labels = build_inputs(s, notes)
     check_size(s, len(q_labels), len(k_labels), query.shape[0])
     params = make_params(s, spec)
@@ -205,10 +202,9 @@ def run(s: Settings) -> Result:
 
 
 # Shared by every session of a server, and by every page (the Mask Lab and KV sharing pages
-# key their results with their name): equal requests are computed once, and all results
-# together stay within 1.5 GiB, which holds one run at the size limit (logits and
-# probabilities, 512 MiB each) beside many small ones.
-RESULTS = ResultCache(max_bytes=int(1.5 * 2**30), max_concurrent=1)
+# key their results with their name): equal requests are computed once, within
+# limits.MAX_RESULT_BYTES in all.
+RESULTS = ResultCache(max_bytes=MAX_RESULT_BYTES, max_concurrent=1)
 
 
 def is_heavy(s: Settings) -> bool:
@@ -266,8 +262,7 @@ def param_count(spec: core.GQASpec, d: int) -> int:
 
 def summary(s: Settings, T: int, S: int) -> dict[str, str | int]:
     """Shapes, parameter counts and K/V cache size, against the MHA layer of the same width."""
-    spec = core.GQASpec(s.n, s.k, s.h, use_bias=s.bias, use_gate=s.gate)
-    mha = core.GQASpec(s.n, s.n, s.h, use_bias=s.bias, use_gate=s.gate)
+    spec, mha = s.spec(), s.spec(k=s.n)
     B = 1 if s.mode == "sentence" else s.batch
     kv_bytes = 2 * s.k * s.h * 4  # K and V, float32, per token
     mha_bytes = 2 * s.n * s.h * 4
@@ -283,3 +278,139 @@ def summary(s: Settings, T: int, S: int) -> dict[str, str | int]:
         "K/V cache for this batch": kv_bytes * S * B,
         "K/V cache for this batch, MHA": mha_bytes * S * B,
     }
+
+
+def format_bytes(n: int) -> str:
+    """Binary units: 2816 -> '2.75 KiB'."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.3g} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def summary_markdown(result: Result) -> str:
+    """The summary beside the heads figure: the kind of attention, the tensors' shapes, and
+    parameters and K/V cache against MHA of the same width (:func:`summary`)."""
+    s = result.settings
+    T, S = len(result.q_labels), len(result.k_labels)
+    info = summary(s, T, S)
+    kind = attention_kind(s.n, s.k)
+    p, p_mha = info["parameters"], info["parameters (MHA)"]
+    kv, kv_mha = info["K/V cache per token (float32)"], info["K/V cache per token, MHA"]
+    kv_all, kv_all_mha = info["K/V cache for this batch"], info["K/V cache for this batch, MHA"]
+    B = 1 if s.mode == "sentence" else s.batch
+    shapes = "\n".join(
+        f"| {name.split(' [')[0]} | `{value}` |" for name, value in info.items() if "[" in name
+    )
+    this = "this" if kind == "MHA" else kind
+    return f"""
+#### {kind}: {KIND_NAMES[kind]}
+N = {s.n} query heads, K = {s.k} K/V head{"s" if s.k > 1 else ""}:
+**G = {s.groups}** query head{"s" if s.groups > 1 else ""} per K/V head.
+
+| tensor | shape |
+|:--|:--|
+{shapes}
+
+| | {this} | MHA |
+|:--|--:|--:|
+| parameters | {p:,} | {p_mha:,} |
+| K/V cache per token | {format_bytes(kv)} | {format_bytes(kv_mha)} |
+| K/V cache, this input | {format_bytes(kv_all)} | {format_bytes(kv_all_mha)} |
+
+{_cache_sentence(s, kind, p, p_mha, B, S)}
+"""
+
+
+def _cache_sentence(s: Settings, kind: str, p: int, p_mha: int, B: int, S: int) -> str:
+    floats = f"2·K·H = {2 * s.k * s.h} numbers per token"
+    this_input = f"This input: B·S = {B}·{S} tokens."
+    if kind == "MHA":
+        return (
+            "Every query head has its own K/V head: nothing is shared, and the K/V cache "
+            f"(float32, one layer) keeps {floats}. {this_input}"
+        )
+    return (
+        f"{100 * (1 - p / p_mha):.0f}% fewer parameters than MHA of the same width. The K/V "
+        f"cache (float32, one layer) keeps {floats} instead of 2·N·H = {2 * s.n * s.h}: "
+        f"**{s.n // s.k}× smaller**. {this_input}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads of the shown map and its mask.
+
+VIEW_NAMES = {"probs": "probabilities", "logits": "logits"}
+
+
+@dataclass(frozen=True)
+class Download:
+    """One download button. ``data`` builds the file only when it is asked for."""
+
+    label: str
+    data: Callable[[], bytes]
+    file_name: str
+    mime: str
+    key: str
+    disabled: bool = False
+    help: str | None = None
+
+
+def downloads(result: Result, values: np.ndarray, kind: str, stem: str) -> list[Download]:
+    """The shown ``values`` [N, T, S] (``kind``: "probs" or "logits") and the mask [T, S], as
+    CSV and .npy. A CSV over ``limits.MAX_CSV_ROWS`` rows or a .npy over
+    ``limits.MAX_NPY_BYTES`` is refused (disabled), with a help text that says why."""
+    s, mask = result.settings, result.mask
+    q_labels, k_labels = result.q_labels, result.k_labels
+    rows = values.size  # the long-format CSV has N x T x S rows
+    what = VIEW_NAMES[kind]
+    csv_too_big = rows > MAX_CSV_ROWS
+    npy_too_big = values.size * 4 > MAX_NPY_BYTES
+    return [
+        Download(
+            f"{what} (.csv)",
+            lambda: scores_csv(values, mask, q_labels, k_labels, s.k),
+            f"{stem}.csv",
+            "text/csv",
+            "dl_scores_csv",
+            disabled=csv_too_big,
+            help=(
+                f"{rows:,} rows: too many for a CSV, use .npy"
+                if csv_too_big
+                else "Long format: head, kv_head, query_pos, query_token, key_pos, key_token, "
+                "score, masked."
+            ),
+        ),
+        Download(
+            f"{what} (.npy)",
+            lambda: npy_bytes(values.astype(np.float32)),
+            f"{stem}.npy",
+            "application/octet-stream",
+            "dl_scores_npy",
+            disabled=npy_too_big,
+            help=(
+                f"{values.size * 4 / 2**20:,.0f} MiB: above the {MAX_NPY_BYTES // 2**20} MiB "
+                "limit for downloads; zoom in and download a region's figure, or run gqa_viz "
+                "locally"
+                if npy_too_big
+                else "float32 [N, T, S]; np.load() it."
+            ),
+        ),
+        Download(
+            "mask (.csv)",
+            lambda: mask_csv(mask, q_labels, k_labels),
+            f"{stem}_mask.csv",
+            "text/csv",
+            "dl_mask_csv",
+        ),
+        Download(
+            "mask (.npy)",
+            lambda: npy_bytes(mask.astype(bool)),
+            f"{stem}_mask.npy",
+            "application/octet-stream",
+            "dl_mask_npy",
+            help="bool [T, S], True = the query may attend to the key.",
+        ),
+    ]

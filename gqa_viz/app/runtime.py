@@ -14,6 +14,9 @@ from pathlib import Path
 
 import jax
 
+from gqa_viz import buckets
+from gqa_viz.app.limits import MAX_COMPILATION_CACHE_BYTES, MAX_PROGRAMS_IN_MEMORY
+
 
 def enable_compilation_cache(path: str | os.PathLike) -> Path:
     """Store every compiled XLA program under ``path`` (created if missing) and reuse it.
@@ -28,11 +31,19 @@ def enable_compilation_cache(path: str | os.PathLike) -> Path:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     # Least recently used programs are evicted beyond this, so the directory stays bounded.
-    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    jax.config.update("jax_compilation_cache_max_size", MAX_COMPILATION_CACHE_BYTES)
     return cache_dir
 
 
-CACHE_MAX_BYTES = 512 * 2**20
+def start_up(cache_dir: str | os.PathLike, prewarm: Callable[[threading.Event], object]) -> str:
+    """Once per server process: the compilation cache, the cap on compiled programs kept in
+    memory, prewarming in the background; returns :func:`backend_label`."""
+    enable_compilation_cache(cache_dir)
+    buckets.limit_programs_in_memory(MAX_PROGRAMS_IN_MEMORY)
+    start_prewarm(prewarm)
+    return backend_label()
+
+
 PREWARM_ENV = "GQA_VIZ_PREWARM"  # "0" turns start-up prewarming off (the tests do)
 
 

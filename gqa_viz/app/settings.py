@@ -13,38 +13,19 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-# Limits: the one place they are defined. Pages show them in their widgets and messages.
-MAX_QUERY_HEADS = 64
-MAX_HEAD_DIM = 256
-MAX_MODEL_DIM = 4096
-MAX_LEN = 2048  # T and S (random inputs)
-# Scores one forward pass may hold, B x N x T x S: 32 heads at T = S = 2048. The trace keeps
-# logits and probabilities of this size (512 MiB each in float32).
-MAX_SCORE_CELLS = 32 * 2048 * 2048
-# Above this many scores a computation is "heavy": it waits for the server's one heavy-work
-# slot (gqa_viz/cache.py), so several large requests run one after another while small ones
-# (the classroom's usual 10-300 tokens) never queue behind them. 16 heads at T = S = 512.
-HEAVY_SCORE_CELLS = 16 * 512 * 512
-MASK_LAB_MAX_LEN = 512  # T and S on the Mask Lab, whose per-pair tools scale with T x S
-WALKTHROUGH_MAX_LEN = 256  # T and S on the Walkthrough, whose step figures are full-resolution
-# Scores on the KV sharing page, B x N x T x S: it runs the layer twice for every K dividing N
-# and keeps every probability map (64 heads at T = S = 256: about 5 s and 220 MiB on 2 cores).
-KV_SHARING_MAX_SCORE_CELLS = 64 * 256 * 256
-# Uploads (masks, weights), in MB. Streamlit enforces it first: .streamlit/config.toml's
-# server.maxUploadSize must say the same (a test checks).
-MAX_UPLOAD_MB = 2
-# Uploaded weights: values per array, in all, and attention layers per file. A 2 MB file can
-# unpack to far more (compression, aliases), so these bound what reading it may allocate.
-MAX_UPLOAD_ARRAY_VALUES = 4 * 2**20
-MAX_UPLOAD_VALUES = 16 * 2**20
-MAX_UPLOAD_LAYERS = 16
-UPLOAD_VIEW_MAX_LEN = 128  # Trained heads: length of the random input an uploaded layer is shown on
-MAX_PROMPT_CHARS = 400  # Trained heads: a typed prompt
-MAX_TOKENS = 64  # words in a sentence input
-MAX_TEXT_CHARS = 1000
-MAX_BATCH = 8
-MAX_DROPOUT = 0.9
-MAX_SEED = 2**31 - 1
+from gqa_viz.app.limits import (
+    MAX_BATCH,
+    MAX_DROPOUT,
+    MAX_HEAD_DIM,
+    MAX_LEN,
+    MAX_MODEL_DIM,
+    MAX_QUERY_HEADS,
+    MAX_SCORE_CELLS,
+    MAX_SEED,
+    MAX_TEXT_CHARS,
+)
+from gqa_viz.core import GQASpec, divisors, nearest_divisor
+
 HEAD_DIMS = (4, 8, 16, 32, 64, 128, 256)
 # What the controls offer (a URL may ask for other values within the limits).
 HEAD_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -102,18 +83,32 @@ class Settings:
     def cross(self) -> bool:
         return self.attn == "cross"
 
+    def spec(self, k: int | None = None) -> GQASpec:
+        """The layer these settings describe: the one way a :class:`GQASpec` is made from them.
+
+        ``k`` replaces num_key_value_heads (``k=s.n`` is the multi-head layer of the same
+        width, which "pooled" weights start from and KV sharing compares against).
+        """
+        return GQASpec(
+            num_query_heads=self.n,
+            num_key_value_heads=self.k if k is None else k,
+            head_dim=self.h,
+            use_bias=self.bias,
+            use_gate=self.gate,
+            sliding_window=self.window or None,
+            dropout=self.dropout,
+        )
+
 
 DEFAULTS = Settings()
 
-
-def divisors(n: int) -> list[int]:
-    """The valid num_key_value_heads for ``n`` query heads."""
-    return [k for k in range(1, n + 1) if n % k == 0]
+# Fields that change only how a result is drawn, not what is computed.
+VIEW_FIELDS = ("view", "scale", "pool")
 
 
-def nearest_divisor(n: int, k: int) -> int:
-    """The divisor of ``n`` closest to ``k`` (ties go to the smaller)."""
-    return min(divisors(n), key=lambda d: (abs(d - k), d))
+def compute_key(s: Settings) -> Settings:
+    """``s`` with the drawing-only fields at their defaults: the key of a computed result."""
+    return replace(s, **{name: getattr(DEFAULTS, name) for name in VIEW_FIELDS})
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -245,6 +240,34 @@ def out_of_limits(name: str, value: Any, hi: Any = None) -> str | None:
     return f"{what} must be between {lo} and {hi}; got {_short(value)}"
 
 
+def sanitize(values: dict[str, Any], current: Settings) -> tuple[dict[str, Any], list[str]]:
+    """Widget values given their field's type and limits: (the values that change, messages).
+
+    Values come from the browser, which can send anything; one that cannot be read as its
+    type, or is outside its limits, falls back to its value in ``current``, with a message
+    that says why. (Streamlit would silently put an out-of-range number back to the widget's
+    lowest value.) A value of the right type within the limits is left out of the changes.
+    """
+    changed: dict[str, Any] = {}
+    messages = []
+    for name, value in values.items():
+        kept = getattr(current, name)
+        shown = repr(kept) if len(repr(kept)) <= 40 else "the previous value"
+        try:
+            fixed = coerce(name, value)
+        except (ValueError, OverflowError) as e:
+            fixed = kept
+            messages.append(f"{name}: {str(value)[:40]!r} is not valid; kept {shown} ({e}).")
+        else:
+            why = out_of_limits(name, fixed)
+            if why is not None:
+                fixed = kept
+                messages.append(f"{why}; kept {shown}.")
+        if type(fixed) is not type(value) or fixed != value:
+            changed[name] = fixed
+    return changed, messages
+
+
 def validate(s: Settings) -> tuple[Settings, list[str]]:
     """Clamp every field into its limits; one message per change, naming the limit."""
     msgs: list[str] = []
@@ -269,7 +292,7 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
     v: dict[str, Any] = {}
     v["n"] = clamp("n")
     k = clamp("k")
-    if v["n"] % k:
+    if k not in divisors(v["n"]):
         fixed = nearest_divisor(v["n"], k)
         msgs.append(
             f"num_query_heads ({v['n']}) must be divisible by num_key_value_heads ({k}); "
@@ -302,41 +325,57 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
     return Settings(**v), msgs
 
 
-def _trained(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
-    """A trained layer fixes the shape (N, K, H, D, bias, no gate) and the input (its task's
-    prompt, drawn with the seed: self-attention, one batch item)."""
+# The fields of a trained layer's shape: a value asked for in the URL is reported if ignored.
+TRAINED_SHAPE_FIELDS = ("n", "k", "h", "d", "bias", "gate")
+
+
+def fixed_by_trained(model: str, layer: int) -> dict[str, Any]:
+    """The fields a shipped trained model fixes: the one place this rule is written.
+
+    Its shape (N, K, H, D, biases, no gate), self-attention, and ``layer`` clamped to its
+    layers. An unknown ``model`` is replaced by :data:`DEFAULT_MODEL` (returned as "model").
+    """
     from gqa_viz import trained  # loads model files: only when a trained layer is asked for
 
-    names = trained.names()
-    if s.model not in names:
-        msgs.append(f"model must be one of {', '.join(names)}; got {s.model[:40]!r}.")
-    model = s.model if s.model in names else DEFAULT_MODEL
+    model = model if model in trained.names() else DEFAULT_MODEL
     cfg = trained.load(model).cfg
-    v["model"] = model
-    top = cfg.num_layers - 1
-    v["layer"] = min(max(s.layer, 0), top)
-    if v["layer"] != s.layer:
-        msgs.append(f"layer must be between 0 and {top}; got {s.layer}, using {v['layer']}.")
-    fixed = {
+    return {
+        "model": model,
+        "layer": min(max(layer, 0), cfg.num_layers - 1),
         "n": cfg.num_query_heads,
         "k": cfg.num_key_value_heads,
         "h": cfg.head_dim,
         "d": cfg.d_model,
         "bias": True,
         "gate": False,
+        "attn": "self",
     }
+
+
+def _trained(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
+    """A trained layer fixes the shape and the input (its task's prompt, drawn with the seed:
+    self-attention, one batch item): :func:`fixed_by_trained`."""
+    from gqa_viz import trained
+
+    names = trained.names()
+    if s.model not in names:
+        msgs.append(f"model must be one of {', '.join(names)}; got {s.model[:40]!r}.")
+    fixed = fixed_by_trained(s.model, s.layer)
+    if fixed["layer"] != s.layer:
+        top = trained.load(fixed["model"]).cfg.num_layers - 1
+        msgs.append(f"layer must be between 0 and {top}; got {s.layer}, using {fixed['layer']}.")
     changed = [  # a value left at its default was not asked for: no message about it
         f"{name}={v[name]}"
-        for name, value in fixed.items()
-        if v[name] != value and v[name] != getattr(DEFAULTS, name)
+        for name in TRAINED_SHAPE_FIELDS
+        if v[name] != fixed[name] and v[name] != getattr(DEFAULTS, name)
     ]
     if changed:
         msgs.append(
-            f"The trained model {model} fixes N = {fixed['n']}, K = {fixed['k']}, "
+            f"The trained model {fixed['model']} fixes N = {fixed['n']}, K = {fixed['k']}, "
             f"H = {fixed['h']}, D = {fixed['d']}, with biases and no gate; "
             f"{', '.join(changed)} ignored."
         )
-    v.update(fixed, attn="self", batch=1, item=0)
+    v.update(fixed, batch=1, item=0)
 
 
 def check_size(

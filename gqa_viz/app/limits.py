@@ -1,0 +1,77 @@
+"""Every limit of the app, in one place: sizes a visitor can ask for, uploads, memory.
+
+Pages show these numbers in their widgets and messages; library and figure functions that
+need a cap take it as an argument and are called with these. A limit is named ``MAX_*`` (or
+``*_MAX_*`` for one page's own), and no other module defines one (a test checks).
+"""
+
+from __future__ import annotations
+
+# --- The Playground's controls (gqa_viz/app/settings.py clamps URL values into these) -------
+MAX_QUERY_HEADS = 64
+MAX_HEAD_DIM = 256
+MAX_MODEL_DIM = 4096
+MAX_LEN = 2048  # T and S (random inputs)
+MAX_TOKENS = 64  # words in a sentence input
+MAX_TEXT_CHARS = 1000
+MAX_BATCH = 8
+MAX_DROPOUT = 0.9
+MAX_SEED = 2**31 - 1
+
+# --- Work per request -------------------------------------------------------------------
+# Scores one forward pass may hold, B x N x T x S: 32 heads at T = S = 2048. The trace keeps
+# logits and probabilities of this size (512 MiB each in float32).
+MAX_SCORE_CELLS = 32 * 2048 * 2048
+# Above this many scores a computation is "heavy": it waits for the server's one heavy-work
+# slot (gqa_viz/app/cache.py), so several large requests run one after another while small
+# ones (the classroom's usual 10-300 tokens) never queue behind them. 16 heads at T = S = 512.
+HEAVY_SCORE_CELLS = 16 * 512 * 512
+MASK_LAB_MAX_LEN = 512  # T and S on the Mask Lab, whose per-pair tools scale with T x S
+WALKTHROUGH_MAX_LEN = 256  # T and S on the Walkthrough, whose step figures are full-resolution
+# Scores on the KV sharing page, B x N x T x S: it runs the layer twice for every K dividing N
+# and keeps every probability map (64 heads at T = S = 256: about 5 s and 220 MiB on 2 cores).
+KV_SHARING_MAX_SCORE_CELLS = 64 * 256 * 256
+MASK_LAB_MAX_DOCUMENT_TEXT = 4000  # Mask Lab: characters of a document-ids text
+
+# --- Figures ------------------------------------------------------------------------------
+# Cells one figure draws (all heads or panels together); bigger maps are downsampled, and a
+# zoomed region must fit at full resolution.
+MAX_DRAWN_CELLS = 250_000
+MAX_BLOCK_TILES = 1024  # Mask Lab's block figure outlines each tile up to this many
+# Playground downloads: the long-format CSV has N x T x S rows; beyond this, .npy only. A
+# bigger .npy is refused (the server builds it in memory).
+MAX_CSV_ROWS = 2_000_000
+MAX_NPY_BYTES = 256 * 2**20
+
+# --- Uploads ------------------------------------------------------------------------------
+# In MB. Streamlit enforces it first: .streamlit/config.toml's server.maxUploadSize must say
+# the same (a test checks).
+MAX_UPLOAD_MB = 2
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
+MAX_MASK_ELEMENTS = 512 * 512 * 8  # B * T * S of an uploaded mask
+# Uploaded weights: values per array, in all, and attention layers per file. A 2 MB file can
+# unpack to far more (compression, aliases), so these bound what reading it may allocate.
+MAX_UPLOAD_ARRAY_VALUES = 4 * 2**20
+MAX_UPLOAD_VALUES = 16 * 2**20
+MAX_UPLOAD_LAYERS = 16
+UPLOAD_VIEW_MAX_LEN = 128  # Trained heads: length of the random input an uploaded layer is shown on
+MAX_PROMPT_CHARS = 400  # Trained heads: a typed prompt
+
+# --- Server memory ------------------------------------------------------------------------
+# The results cache shared by every session and page: all results together stay within
+# 1.5 GiB, which holds one run at the size limit (logits and probabilities, 512 MiB each)
+# beside many small ones.
+MAX_RESULT_BYTES = int(1.5 * 2**30)
+# Compiled attention programs held in memory, about 6 MB each on a CPU. Many visitors
+# exploring many head counts and lengths would otherwise keep adding programs for as long as
+# the server runs; past the limit JAX's in-memory caches are emptied and programs load again
+# from the persistent compilation cache (tens of ms each) as they are used. Prewarming
+# makes 116.
+MAX_PROGRAMS_IN_MEMORY = 160
+# JAX's persistent compilation cache on disk; least recently used programs are evicted.
+MAX_COMPILATION_CACHE_BYTES = 512 * 2**20
+
+# --- Shipped assets -----------------------------------------------------------------------
+# The tiny trained models in assets/trained, all files together (`make train` refuses more):
+# they live in the repository and in every image.
+MAX_TRAINED_ASSET_BYTES = 4 * 2**20
