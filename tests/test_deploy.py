@@ -207,11 +207,19 @@ def test_cpu_image_is_python_311_slim_and_warms_its_cache_as_the_app_user():
 
 
 def test_gpu_image_adds_the_cuda_plugin_of_the_pinned_jax():
-    pins = dict(
-        line.split("==")
+    from packaging.requirements import Requirement
+
+    # The pins that apply to the image's Python (Ubuntu 24.04's 3.12).
+    requirements = [
+        Requirement(line)
         for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
-    )
+    ]
+    pins = {
+        r.name: str(r.specifier).removeprefix("==")
+        for r in requirements
+        if r.marker is None or r.marker.evaluate({"python_version": "3.12"})
+    }
     (base,) = _args(GPU_DOCKERFILE, "FROM")
     assert base.startswith("nvidia/cuda:12.")
     assert f'"jax[cuda12]=={pins["jax"]}"' in " ".join(_args(GPU_DOCKERFILE, "RUN"))
