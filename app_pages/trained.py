@@ -171,15 +171,10 @@ def _layers(task: str, name: str, tokens: tuple[int, ...], run: dict) -> None:
 def _paper(task: str, tokens: tuple[int, ...]) -> None:
     st.header("The GQA paper in miniature")
     exp = trained.experiment()
-    info = exp["tasks"][task]
-    st.markdown(TEXT["paper"].format(uptrain_steps=info["uptrain_steps"], steps=info["steps"]))
-    left, right = st.columns([3, 1.25], gap="medium")
-    with left:
-        st.plotly_chart(
-            experiment_figure(exp, task), theme=None, key="tr_experiment", config=_CONFIG
-        )
-    with right:
-        st.markdown(experiment_summary(exp, task))
+    st.markdown(th.paper_text(task))
+    # Full width: every K column holds a bar and dots per method and phase.
+    st.plotly_chart(experiment_figure(exp, task), theme=None, key="tr_experiment", config=_CONFIG)
+    st.markdown(experiment_summary(exp, task))
     _live_conversion(task, tokens)
 
 

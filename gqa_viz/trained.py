@@ -7,6 +7,11 @@ A model is named ``<task>-k<K>`` (e.g. ``recall-k8``: the associative-recall mod
 K = 8 K/V heads, i.e. multi-head). :func:`layer_view` gives one of its attention layers with
 the input that layer really sees on a generated task prompt: the pair the Playground, the
 Walkthrough and the KV sharing page show instead of random weights and random vectors.
+
+:func:`experiment` is the uptraining experiment (``experiment.json``): per conversion cell
+(task, method, K) several runs, one per uptraining seed. :func:`spread` gives a cell's runs,
+:func:`compare` which method is better than which: only where its worst run beats the
+other's best.
 """
 
 from __future__ import annotations
@@ -110,3 +115,70 @@ def layer_view(name: str, layer: int, seed: int) -> LayerView:
     x = np.asarray(t.layers[layer].input)  # [1, L, D]
     keys = tasks.answer_keys(model.cfg.task, tokens)
     return LayerView(params, model.cfg.spec, x, token_labels(model.cfg.task, tokens), keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# The uptraining experiment: runs per cell, and which method is better.
+
+METHODS = ("mean", "first", "random")  # tiny.convert's methods, in the experiment's order
+
+
+class Spread(NamedTuple):
+    """One cell's runs of one phase and metric (seed order) and their mean, min and max."""
+
+    runs: tuple[float, ...]
+    mean: float
+    low: float
+    high: float
+
+
+def spread(row: dict, phase: str, metric: str = "token") -> Spread:
+    """The runs of an experiment row (``row["runs"]``, one per seed) in ``phase`` ("before":
+    right after conversion, "after": after uptraining). A row without runs (the first
+    release: one run) is its one number."""
+    if phase not in ("before", "after"):
+        raise ValueError(f'phase must be "before" or "after", got {phase!r}.')
+    if "runs" in row:
+        values = tuple(float(r[phase][metric]) for r in row["runs"])
+    else:
+        values = (float(row[phase][metric]),)
+    if not values:
+        raise ValueError(f"Row {row.get('task')}/{row.get('method')}/K={row.get('K')} has no runs.")
+    return Spread(values, float(np.mean(values)), min(values), max(values))
+
+
+def beats(a: Spread, b: Spread) -> bool:
+    """``a`` is better than ``b`` in every run: a's worst run beats b's best."""
+    return a.low > b.high
+
+
+class Comparison(NamedTuple):
+    """The methods of one cell column (task, K, phase), as :func:`compare` ranks them."""
+
+    spreads: dict[str, Spread]  # {method: its runs}
+    top: str  # the method with the highest mean (the first such in METHODS order on a tie)
+    beaten: tuple[str, ...]  # the others whose best run the top's worst run beats
+    overlapping: tuple[str, ...]  # the others: their runs overlap the top's
+
+    @property
+    def best(self) -> str | None:
+        """The top method if it beats every other in every run, else None (runs overlap)."""
+        return None if self.overlapping else self.top
+
+
+def compare(experiment: dict, task: str, K: int, phase: str = "after") -> Comparison:
+    """Which conversion method of ``task`` at ``K`` is better in ``phase``, run by run.
+
+    No method can beat the top one (its mean is the highest), so every other is either
+    beaten (the top's worst run above its best) or overlapping.
+    """
+    rows = {r["method"]: r for r in experiment["rows"] if r["task"] == task and r["K"] == K}
+    methods = [m for m in METHODS if m in rows] + sorted(set(rows) - set(METHODS))
+    if not methods:
+        raise ValueError(f"The experiment has no rows for task {task!r} at K = {K}.")
+    spreads = {m: spread(rows[m], phase) for m in methods}
+    top = max(methods, key=lambda m: spreads[m].mean)  # max keeps the first on a tie
+    others = [m for m in methods if m != top]
+    beaten = tuple(m for m in others if beats(spreads[top], spreads[m]))
+    overlapping = tuple(m for m in others if m not in beaten)
+    return Comparison(spreads, top, beaten, overlapping)

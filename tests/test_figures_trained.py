@@ -4,8 +4,6 @@ carries experiment.json's numbers."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
@@ -183,7 +181,11 @@ def test_prediction_figure_marks_right_and_wrong():
 
 
 # ---------------------------------------------------------------------------------------------
-# The experiment.
+# The experiment: several runs per cell.
+
+
+def _runs(row: dict, phase: str) -> list[float]:
+    return [r[phase]["token"] for r in row["runs"]]
 
 
 @pytest.mark.parametrize("task", tasks.TASKS)
@@ -192,41 +194,157 @@ def test_experiment_chart_has_the_json_values(task):
     fig = experiment_figure(exp, task)
     info = exp["tasks"][task]
     ks = sorted((int(k) for k in info["scratch"]), reverse=True)
+    rows = {(r["method"], r["K"]): r for r in exp["rows"] if r["task"] == task}
+    seeds = exp["uptraining"]["seeds"]
+    assert list(fig.layout.xaxis.ticktext) == ["8 (MHA)", "4", "2", "1 (MQA)"]
+    assert list(fig.layout.xaxis.tickvals) == [0, 1, 2, 3]
     lines = {(t.meta["method"], t.meta["phase"]): t for t in _role(fig, "conversion")}
-    assert set(lines) == {(m, p) for m in METHODS for p in ("before", "after")}
+    dots = {(t.meta["method"], t.meta["phase"]): t for t in _role(fig, "runs")}
+    assert set(lines) == set(dots) == {(m, p) for m in METHODS for p in ("before", "after")}
     for (method, phase), trace in lines.items():
-        want = [info["mha_token_accuracy"]] + [
-            next(
-                r[phase]["token"]
-                for r in exp["rows"]
-                if (r["task"], r["method"], r["K"]) == (task, method, k)
-            )
-            for k in ks[1:]
-        ]
-        assert list(trace.y) == pytest.approx(want, abs=1e-12)
+        runs = [np.array(_runs(rows[(method, k)], phase)) for k in ks[1:]]
+        mean = [info["mha_token_accuracy"]] + [r.mean() for r in runs]
+        assert list(trace.y) == pytest.approx(mean, abs=1e-6)
+        # The bar spans the worst run to the best; the MHA start has none.
+        err = trace.error_y
+        assert list(err.array) == pytest.approx([0] + [r.max() - r.mean() for r in runs], abs=1e-6)
+        assert list(err.arrayminus) == pytest.approx(
+            [0] + [r.mean() - r.min() for r in runs], abs=1e-6
+        )
         assert trace.line.dash == ("dash" if phase == "before" else "solid")
-        assert list(trace.x) == ["8 (MHA)", "4", "2", "1 (MQA)"]
+        # Each point sits in its K's column.
+        assert [round(x) for x in trace.x] == [0, 1, 2, 3] and trace.meta["K"] == ks
+        # Every run is a dot, in the column of its K, in seed order.
+        d = dots[(method, phase)]
+        assert list(d.y) == pytest.approx(np.concatenate(runs).tolist(), abs=1e-12)
+        assert d.meta["seeds"] == seeds * 3 and d.meta["K"] == [k for k in ks[1:] for _ in seeds]
+        assert [round(x) for x in d.x] == [i for i in (1, 2, 3) for _ in seeds]
+        assert list(d.x) == [trace.x[i] for i in (1, 2, 3) for _ in seeds]  # on the bar
+        filled = d.marker.color != "white"
+        assert filled == (phase == "after")
     (scratch,) = _role(fig, "scratch")
     assert list(scratch.y) == pytest.approx([info["scratch"][str(k)]["token"] for k in ks])
+    assert scratch.marker.symbol == "diamond"
+    assert "3 runs per point (seeds 0, 1, 2)" in fig.layout.title.subtitle.text
 
 
-def _synthetic(mean_best: bool) -> dict:
-    """The real experiment with recall's uptrained numbers overwritten."""
-    exp = copy.deepcopy(trained.experiment())
-    for r in exp["rows"]:
-        if r["task"] == "recall":
-            r["after"]["token"] = 0.9 if (r["method"] == "mean") == mean_best else 0.5
-            r["before"]["token"] = 0.25
-    return exp
+def _hand_made(after: dict[str, list[float]], before=None, scratch: float = 1.0) -> dict:
+    """An experiment of task "recall" written by hand: the same runs at every converted K."""
+    before = before or {m: [0.25, 0.25, 0.25] for m in METHODS}
+
+    def run(seed: int, b: float, a: float) -> dict:
+        return {"seed": seed, "before": {"token": b, "sequence": 0.0}, "after": {"token": a}}
+
+    rows = [
+        {
+            "task": "recall",
+            "method": m,
+            "K": k,
+            "runs": list(map(run, (0, 1, 2), before[m], after[m])),
+        }
+        for k in (4, 2, 1)
+        for m in METHODS
+    ]
+    task = {
+        "steps": 2000,
+        "uptrain_steps": 100,
+        "mha_token_accuracy": 1.0,
+        "scratch": {str(k): {"token": scratch, "sequence": scratch} for k in (8, 4, 2, 1)},
+    }
+    return {
+        "tasks": {"recall": task},
+        "rows": rows,
+        "uptraining": {"fraction": 0.05, "seeds": [0, 1, 2]},
+    }
 
 
-def test_summary_is_computed_from_the_data():
-    text = experiment_summary(_synthetic(mean_best=True), "recall")
-    assert "at 3 of the 3 values of K, as Ainslie et al." in text
-    assert "only 25.0% to 25.0%" in text
+def test_summary_when_the_runs_do_not_overlap():
+    exp = _hand_made(
+        {"mean": [0.9, 0.92, 0.95], "first": [0.5, 0.6, 0.7], "random": [0.4, 0.55, 0.65]}
+    )
+    c = trained.compare(exp, "recall", 2, "after")
+    assert (c.top, c.beaten, c.overlapping, c.best) == ("mean", ("first", "random"), (), "mean")
+    text = experiment_summary(exp, "recall")
+    for k in (4, 2, 1):
+        assert (
+            f"**K = {k}**: **mean-pool** is best: its worst run (90.0%) beats the best of "
+            "first head (70.0%) and random head (65.0%); from scratch 100.0%." in text
+        )
+    assert "overlap" not in text.split("\n\n", 1)[1]
+    assert "at 3 of the 3 values of K (K = 4, 2, 1), as Ainslie et al. (2023) found" in text
+    # The first paragraph: conversion alone, and how many uptrained runs reach from scratch.
+    assert "right after conversion K = 4 keeps 25.0% and K = 1 25.0%" in text
     assert "0 of the 9 converted models within 1 point" in text
-    text = experiment_summary(_synthetic(mean_best=False), "recall")
-    assert "at 0 of the 3 values of K, unlike in Ainslie et al." in text
-    real = experiment_summary(trained.experiment(), "sort")
-    mha = trained.experiment()["tasks"]["sort"]["mha_token_accuracy"]
-    assert f"{100 * mha:.1f}%" in real
+
+    # A narrow win is written with the decimals that show it.
+    exp = _hand_made(
+        {"mean": [0.9993, 1.0, 1.0], "first": [0.9991, 0.998, 0.99], "random": [0.5, 0.6, 0.7]}
+    )
+    assert (
+        "**mean-pool** is best: its worst run (99.93%) beats the best of first head (99.91%) "
+        "and random head (70.00%)" in experiment_summary(exp, "recall")
+    )
+
+    # Another method better in every run: mean-pooling loses, unlike in the paper.
+    exp = _hand_made(
+        {"mean": [0.3, 0.4, 0.5], "first": [0.8, 0.9, 0.95], "random": [0.6, 0.7, 0.75]}
+    )
+    text = experiment_summary(exp, "recall")
+    assert (
+        "**first head** is best: its worst run (80.0%) beats the best of mean-pool (50.0%)" in text
+    )
+    assert (
+        "at 0 of the 3 values of K, unlike in Ainslie et al. (2023), where mean-pooling won: "
+        "another start beats it in every run at K = 4, 2, 1." in text
+    )
+
+
+def test_summary_when_the_runs_overlap():
+    # First head has the highest mean, but mean-pool's best run beats its worst.
+    exp = _hand_made(
+        {"mean": [0.6, 0.8, 0.95], "first": [0.7, 0.9, 0.92], "random": [0.5, 0.6, 0.65]},
+        before={"mean": [0.25] * 3, "first": [0.3] * 3, "random": [0.1, 0.2, 0.4]},
+        scratch=0.96,
+    )
+    c = trained.compare(exp, "recall", 4, "after")
+    assert (c.top, c.beaten, c.overlapping, c.best) == ("first", ("random",), ("mean",), None)
+    text = experiment_summary(exp, "recall")
+    assert "is best" not in text
+    assert (
+        "**K = 4**: first head beats random head in every run, but its runs overlap with "
+        "mean-pool's (first head 70.0–92.0%, mean-pool 60.0–95.0%); from scratch 96.0%." in text
+    )
+    assert (
+        "at 0 of the 3 values of K; nor is another start better in every run anywhere, so "
+        "these runs neither confirm nor contradict Ainslie et al. (2023)" in text
+    )
+    assert "right after conversion K = 4 keeps 10.0–40.0% and K = 1 10.0–40.0%" in text
+    # mean-pool: its best run (95%) is within a point of 96%, the others not: some runs.
+    assert (
+        "0 of the 9 converted models within 1 point of the model trained with the same K from "
+        "scratch in all 3 runs, 3 more in some of them." in text
+    )
+
+    # No method's runs clear another's: all three overlap; equal runs everywhere say so.
+    exp = _hand_made(
+        {"mean": [0.6, 0.8, 0.9], "first": [0.65, 0.7, 0.95], "random": [0.5, 0.85, 0.9]}
+    )
+    text = experiment_summary(exp, "recall")
+    assert (
+        "the runs overlap: mean-pool 60.0–90.0%, first head 65.0–95.0%, random head 50.0–90.0%"
+        in text
+    )
+    text = experiment_summary(_hand_made({m: [1.0, 1.0, 1.0] for m in METHODS}), "recall")
+    assert "**K = 2**: the runs overlap (every method 100.0%); from scratch 100.0%." in text
+    assert "9 of the 9 converted models within 1 point" in text
+
+
+def test_summary_of_the_shipped_experiment():
+    exp = trained.experiment()
+    for task in tasks.TASKS:
+        text = experiment_summary(exp, task)
+        mha = exp["tasks"][task]["mha_token_accuracy"]
+        assert f"{100 * mha:.1f}%" in text
+        for k in (4, 2, 1):  # every K gets its verdict, by the rule
+            c = trained.compare(exp, task, k, "after")
+            assert (f"**K = {k}**: **" in text) == (c.best is not None)

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from gqa_viz import tasks, trained  # noqa: E402
 from gqa_viz.app import trained_heads as page  # noqa: E402
+from gqa_viz.figures.trained import experiment_summary  # noqa: E402
 
 PAGE = "app_pages/trained.py"
 TIMEOUT = 120
@@ -160,11 +161,57 @@ def test_parse_prompt(text, ok):
 
 
 def _json_before(task: str, method: str, K: int) -> dict:
-    return next(
-        r["before"]
+    """The seed-0 run's accuracy right after conversion (the live conversion's draw)."""
+    row = next(
+        r
         for r in trained.experiment()["rows"]
         if (r["task"], r["method"], r["K"]) == (task, method, K)
     )
+    return next(run["before"] for run in row["runs"] if run["seed"] == 0)
+
+
+def _paper_chart(at: AppTest) -> dict:
+    (spec,) = _with_role(at, "conversion")
+    return spec
+
+
+@pytest.mark.parametrize("task", ["recall", "induction"])
+def test_paper_chart_shows_every_run_and_the_summary_their_spread(task):
+    at = _app()
+    if task != "recall":
+        at.segmented_control(key="tr_task").set_value(task).run()
+        _ok(at)
+    exp = trained.experiment()
+    seeds = exp["uptraining"]["seeds"]
+    rows = {(r["method"], r["K"]): r for r in exp["rows"] if r["task"] == task}
+    spec = _paper_chart(at)
+    assert task in spec["layout"]["title"]["text"]
+    assert spec["layout"]["xaxis"]["ticktext"] == ["8 (MHA)", "4", "2", "1 (MQA)"]
+    dots = [d for d in spec["data"] if d.get("meta", {}).get("role") == "runs"]
+    lines = [d for d in spec["data"] if d.get("meta", {}).get("role") == "conversion"]
+    assert len(dots) == len(lines) == 6  # 3 methods x (right after conversion, uptrained)
+    for d in dots:
+        m, phase = d["meta"]["method"], d["meta"]["phase"]
+        want = [run[phase]["token"] for K in (4, 2, 1) for run in rows[(m, K)]["runs"]]
+        assert d["y"] == pytest.approx(want, abs=1e-12)
+        assert d["meta"]["seeds"] == seeds * 3
+    for line in lines:
+        m, phase = line["meta"]["method"], line["meta"]["phase"]
+        err = line["error_y"]
+        for i, K in enumerate((4, 2, 1), start=1):
+            runs = [run[phase]["token"] for run in rows[(m, K)]["runs"]]
+            assert line["y"][i] + err["array"][i] == pytest.approx(max(runs), abs=1e-9)
+            assert line["y"][i] - err["arrayminus"][i] == pytest.approx(min(runs), abs=1e-9)
+    # Beside the chart, the sentences computed from the runs.
+    summary = experiment_summary(exp, task)
+    shown = [m.value for m in at.markdown]
+    assert summary in shown
+    assert f"{len(seeds)} runs per method" in summary
+    for K in (4, 2, 1):
+        c = trained.compare(exp, task, K, "after")
+        assert ("is best: its worst run" in summary.split(f"**K = {K}**")[1].split("\n")[0]) == (
+            c.best is not None
+        )
 
 
 @pytest.mark.parametrize(("task", "method", "K"), [("recall", "mean", 2), ("copy", "random", 1)])

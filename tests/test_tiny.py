@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gqa_viz import GroupedQueryAttention, core, tasks, tiny
+from gqa_viz import GroupedQueryAttention, core, tasks, tiny, trained
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "trained"
 SHIPPED = sorted(ASSETS.glob("*.safetensors"))
@@ -273,6 +274,83 @@ def test_shipped_set_is_complete_and_small(experiment):
     assert len(experiment["rows"]) == len(tasks.TASKS) * 3 * 3
 
 
+def test_every_cell_has_a_run_per_seed(experiment):
+    seeds = experiment["uptraining"]["seeds"]
+    assert len(seeds) >= 3 and len(set(seeds)) == len(seeds) and seeds[0] == 0
+    draws = set()
+    for row in experiment["rows"]:
+        assert [r["seed"] for r in row["runs"]] == row["seeds"] == seeds
+        assert [r["draw_seed"] for r in row["runs"]] == [2 * s for s in seeds]  # 2 layers
+        draws.update(r["draw_seed"] + i for r in row["runs"] for i in (0, 1))
+    assert len(draws) == 2 * len(seeds)  # no two runs share a block's random-head draw
+
+
+def test_cell_statistics_are_those_of_its_runs(experiment):
+    """Each row's mean, min and max (the card's and the chart's numbers) recomputed."""
+    for row in experiment["rows"]:
+        for phase in ("before", "after"):
+            for metric in ("token", "sequence"):
+                runs = np.array([r[phase][metric] for r in row["runs"]])
+                stats = row[phase]
+                assert stats[metric] == pytest.approx(runs.mean(), abs=1e-6), row
+                assert (stats[f"{metric}_min"], stats[f"{metric}_max"]) == (
+                    runs.min(),
+                    runs.max(),
+                )
+        if row["method"] != "random":  # no draw: every run converts to the same model
+            assert row["before"]["token_min"] == row["before"]["token_max"]
+
+
+def _card_cell(text: str) -> tuple[float, float, float]:
+    """ "81.1% (6.7–99.0)" -> (81.1, 6.7, 99.0)."""
+    mean, low, high = re.fullmatch(r"([\d.]+)% \(([\d.]+)–([\d.]+)\)", text.strip()).groups()
+    return float(mean), float(low), float(high)
+
+
+def test_model_card_numbers_recompute_from_experiment(experiment):
+    card = (ASSETS / "MODEL_CARD.md").read_text()
+    table = card.split("## Uptraining")[1].split("## Notes")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    header, body = lines[0], lines[1:]
+    seeds = experiment["uptraining"]["seeds"]
+    assert f"per seed ({', '.join(map(str, seeds))})" in header
+    assert len(body) == len(experiment["rows"])
+    for line, row in zip(body, experiment["rows"]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:3] == [row["task"], str(row["K"]), row["method"]]
+        for text, phase in ((cells[3], "before"), (cells[4], "after")):
+            runs = 100 * np.array([r[phase]["token"] for r in row["runs"]])
+            # Half a unit of the last digit shown.
+            assert _card_cell(text) == pytest.approx(
+                (runs.mean(), runs.min(), runs.max()), abs=0.05 + 1e-9
+            ), line
+        per_seed = [float(v.rstrip("%")) for v in cells[5].split(", ")]
+        assert per_seed == pytest.approx([100 * r["after"]["token"] for r in row["runs"]], abs=0.05)
+        assert float(cells[6].rstrip("%")) == pytest.approx(
+            100 * experiment["tasks"][row["task"]]["scratch"][str(row["K"])]["token"], abs=0.05
+        )
+    # How long `make train` takes, and what the runs start from.
+    t = experiment["timing"]
+    assert t["whole_run_seconds"] == pytest.approx(
+        t["models_seconds"] + t["experiment_seconds"], abs=0.11
+    )
+    assert t["whole_run_seconds"] < 40 * 60
+    assert (
+        f"The whole `make train` (both) takes about {t['whole_run_seconds'] / 60:.0f} min on "
+        "2 cores" in card
+    )
+    assert f"{len(seeds)} runs per cell, seeds {', '.join(map(str, seeds))}" in card
+    assert "shipped MHA model of the task (`<task>-k8.safetensors`, trained with seed 0)" in card
+    # The verdicts after uptraining follow the page's rule.
+    for task in experiment["tasks"]:
+        verdicts = []
+        for K in (4, 2, 1):
+            best = trained.compare(experiment, task, K, "after").best
+            names = {"mean": "mean-pool", "first": "first head", "random": "random head"}
+            verdicts.append(f"K = {K} {names[best]} best" if best else f"K = {K} runs overlap")
+        assert f"  - {task}: {', '.join(verdicts)}." in card
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_model_reaches_its_stated_accuracy(path, experiment):
     params, cfg, card = tiny.load(path)
@@ -287,13 +365,35 @@ def test_shipped_model_reaches_its_stated_accuracy(path, experiment):
 
 @pytest.mark.parametrize("task", tasks.TASKS)
 def test_conversion_accuracies_in_experiment_recompute(task, experiment):
+    """Every run's number right after conversion, seed 0 (the default draw) included."""
     mha = tiny.load(ASSETS / f"{task}-k8.safetensors")
     for row in experiment["rows"]:
         if row["task"] != task:
             continue
-        params, cfg = tiny.convert(mha.params, mha.cfg, row["K"], row["method"])
-        acc = tiny.evaluate(params, cfg)
-        assert acc.token == pytest.approx(row["before"]["token"], abs=TOL), row
+        for run in row["runs"]:
+            draw = run["draw_seed"]  # 0, convert's default, for seed 0
+            params, cfg = tiny.convert(mha.params, mha.cfg, row["K"], row["method"], seed=draw)
+            acc = tiny.evaluate(params, cfg)
+            assert acc.token == pytest.approx(run["before"]["token"], abs=TOL), (row, run)
+            assert acc.sequence == pytest.approx(run["before"]["sequence"], abs=TOL), (row, run)
+
+
+def test_an_uptraining_run_recomputes(experiment):
+    """A run of seed 1 (another draw, other data) done again by the script's own function
+    (sort, K = 2: 25 uptraining steps) gives experiment.json's numbers."""
+    from scripts import train_tiny
+
+    row = next(
+        r for r in experiment["rows"] if (r["task"], r["K"], r["method"]) == ("sort", 2, "random")
+    )
+    want = next(r for r in row["runs"] if r["seed"] == 1)
+    mha = tiny.load(ASSETS / "sort-k8.safetensors")
+    steps = experiment["tasks"]["sort"]["uptrain_steps"]
+    got = train_tiny.uptrain_run((mha.params, mha.cfg), 2, "random", 1, steps)
+    assert got["draw_seed"] == want["draw_seed"]
+    for phase in ("before", "after"):
+        for metric in ("token", "sequence"):
+            assert got[phase][metric] == pytest.approx(want[phase][metric], abs=TOL), phase
 
 
 def test_mha_models_reach_the_target(experiment):

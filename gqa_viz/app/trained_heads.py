@@ -236,10 +236,20 @@ def converted_accuracy(task: str, method: str, K: int) -> tuple[float, float]:
 
 
 def convert(task: str, method: str, K: int) -> tuple[dict, tiny.Config]:
-    """The task's MHA model converted to K kv heads as the experiment did (its seed)."""
+    """The task's MHA model converted to K kv heads as the experiment's first run did (its
+    random-head draw: :func:`first_run`)."""
     mha = trained.load(trained.mha_name(task))
-    seed = int(trained.experiment()["training"]["seed"])  # the experiment's random-head draws
+    seed = int(first_run(task, method, K).get("draw_seed", 0))
     return tiny.convert(mha.params, mha.cfg, K, method, seed=seed)
+
+
+def first_run(task: str, method: str, K: int) -> dict:
+    """The experiment's first run of a conversion cell (seed 0): {"seed", "draw_seed",
+    "before", "after"}; the row itself for a one-run experiment."""
+    row = experiment_row(task, method, K)
+    if "runs" not in row:
+        return {"seed": trained.experiment()["training"]["seed"], "draw_seed": 0, **row}
+    return row["runs"][0]
 
 
 def evaluate(params: dict, cfg: tiny.Config) -> tiny.Accuracy:
@@ -268,27 +278,56 @@ def conversion_report(
     task: str, method: str, K: int, token: float, sequence: float
 ) -> tuple[list[tuple[str, str, str]], str]:
     """A conversion measured now (``token``, ``sequence``: :func:`evaluate`'s accuracies)
-    beside experiment.json's numbers: (label, value, sequences) per metric, and a caption
-    saying whether the measurement is the table's number."""
-    row = experiment_row(task, method, K)
+    beside experiment.json's numbers: (label, value, note) per metric, and a caption saying
+    whether the measurement is the number of the experiment's first run (the same draw).
+
+    After uptraining: the mean over the runs, their min to max in the note."""
+    run = first_run(task, method, K)
+    after = trained.spread(experiment_row(task, method, K), "after")
+    n = len(after.runs)
     metrics = [
         (label, f"{100 * acc['token']:.2f}%", f"sequences: {100 * acc['sequence']:.1f}%")
         for label, acc in (
             ("measured now", {"token": token, "sequence": sequence}),
-            ("experiment.json, right after conversion", row["before"]),
-            ("experiment.json, after uptraining", row["after"]),
+            ("experiment.json, right after conversion", run["before"]),
         )
     ]
-    before = row["before"]["token"]
+    metrics.append(
+        (
+            "experiment.json, after uptraining" + (f" (mean of {n} runs)" if n > 1 else ""),
+            f"{100 * after.mean:.2f}%",
+            f"runs: {100 * after.low:.1f}% to {100 * after.high:.1f}%"
+            if n > 1
+            else f"sequences: {100 * run['after']['sequence']:.1f}%",
+        )
+    )
+    before = run["before"]["token"]
     if round(token, 6) == before:
         verdict = text()["live_same"]
     else:
         verdict = text()["live_differ"].format(difference=abs(token - before))
     ev = trained.experiment()["eval"]
     caption = text()["live_caption"].format(
-        K=K, method=method, task=task, seed=ev["seed"], batch=ev["batch"], verdict=verdict
+        K=K,
+        method=method,
+        draw=int(run.get("draw_seed", 0)),
+        run=run.get("seed"),
+        task=task,
+        seed=ev["seed"],
+        batch=ev["batch"],
+        verdict=verdict,
     )
     return metrics, caption
+
+
+def paper_text(task: str) -> str:
+    """The paper section's introduction for ``task``: its steps and runs per conversion."""
+    exp = trained.experiment()
+    info = exp["tasks"][task]
+    runs = len(trained.spread(exp["rows"][0], "after").runs)
+    return text()["paper"].format(
+        uptrain_steps=info["uptrain_steps"], steps=info["steps"], runs=runs
+    )
 
 
 def layers_text(name: str) -> str:

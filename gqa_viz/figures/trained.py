@@ -12,7 +12,9 @@ heads, G = N // K, V vocab. Query head n reads K/V head n // G.
 * :func:`prediction_figure`: the prompt, the model's next token at each answer position and
   the right answer, right ones and wrong ones in two colours;
 * :func:`experiment_figure` and :func:`experiment_summary`: the MHA -> GQA conversion and
-  uptraining results (``assets/trained/experiment.json``) of one task, against K.
+  uptraining results (``assets/trained/experiment.json``) of one task, against K: every run
+  of each cell, their mean and spread, and sentences that call a method better only where
+  its worst run beats the other's best.
 
 "The right key" of an answer position t is :func:`gqa_viz.tasks.answer_keys` [t]: the earlier
 position whose token is the answer, where a lookup or induction head should look.
@@ -40,6 +42,7 @@ from gqa_viz.figures.theme import (
     base_layout,
     group_color,
 )
+from gqa_viz.trained import Comparison, Spread, beats, compare, spread
 
 METHODS = ("mean", "first", "random")
 METHOD_NAMES = {"mean": "mean-pool", "first": "first head", "random": "random head"}
@@ -446,7 +449,7 @@ def prediction_figure(
 
 
 # ---------------------------------------------------------------------------------------------
-# The GQA paper in miniature: conversion and uptraining.
+# The GQA paper in miniature: conversion and uptraining, several runs per cell.
 
 
 def experiment_rows(experiment: dict, task: str) -> dict[tuple[str, int], dict]:
@@ -462,13 +465,32 @@ def _ks(experiment: dict, task: str) -> list[int]:
     return sorted((int(k) for k in experiment["tasks"][task]["scratch"]), reverse=True)
 
 
-def experiment_figure(experiment: dict, task: str, height: int = 480) -> go.Figure:
-    """Answer-token accuracy against K for each conversion method, right after conversion
-    (dashed) and after uptraining (solid), beside the models trained with K from scratch.
+def _seeds(experiment: dict, rows: dict) -> list:
+    """The runs' seeds, in the runs' order (one unnamed run for a one-run experiment)."""
+    row = next(iter(rows.values()))
+    if "runs" in row:
+        return [r.get("seed") for r in row["runs"]]
+    return [experiment.get("training", {}).get("seed")]
 
-    Every method's lines start at the MHA model itself (K = N: conversion changes nothing).
-    One trace per (method, phase) with ``meta = {"role": "conversion", "method", "phase"}``
-    (phase "before" or "after"), and one ``meta["role"] == "scratch"`` trace.
+
+# x inside each K's slot (ticks at 0, 1, ...): a column per method, the from-scratch diamond
+# last; right after conversion just left of after uptraining, so their bars stay apart.
+SLOT = {"mean": -0.3, "first": -0.1, "random": 0.1, "scratch": 0.3}
+PHASE_SHIFT = {"before": -0.045, "after": 0.045}
+
+
+def experiment_figure(experiment: dict, task: str, height: int = 520) -> go.Figure:
+    """Answer-token accuracy against K for each conversion method, right after conversion
+    (dashed, open dots) and after uptraining (solid, filled dots), beside the models trained
+    with K from scratch (diamonds).
+
+    Each cell has several runs (one per uptraining seed): the line joins their means (a short
+    horizontal tick), the error bar spans their min to max and a dot marks every run. Every
+    method's lines start at the MHA model itself (K = N: conversion changes nothing). The x
+    axis is numeric, K's tick at 0, 1, ... and each method in its own column beside it
+    (:data:`SLOT`). Traces: per (method, phase) one ``meta = {"role": "conversion", "method",
+    "phase", "K"}`` (the means, ``error_y`` to the min and max) and one ``"runs"`` (every run,
+    ``meta["seeds"]`` and ``meta["K"]`` per dot); one ``"scratch"``.
     """
     info = experiment["tasks"][task]
     rows = experiment_rows(experiment, task)
@@ -476,67 +498,126 @@ def experiment_figure(experiment: dict, task: str, height: int = 480) -> go.Figu
     N = ks[0]
     labels = [k_label(k, N) for k in ks]
     mha = float(info["mha_token_accuracy"])
-    fig = go.Figure()
+    seeds = _seeds(experiment, rows)
+    n = len(seeds)
     steps = info.get("uptrain_steps")
+    fig = go.Figure()
     for method in METHODS:
+        color = METHOD_COLORS[method]
         for phase in ("before", "after"):
-            y = [mha] + [float(rows[(method, k)][phase]["token"]) for k in ks[1:]]
-            seq = [None] + [float(rows[(method, k)][phase]["sequence"]) for k in ks[1:]]
+            cells = [spread(rows[(method, k)], phase) for k in ks[1:]]
+            seq = [spread(rows[(method, k)], phase, "sequence") for k in ks[1:]]
+            x = [i + SLOT[method] + PHASE_SHIFT[phase] for i in range(len(ks))]
             what = PHASES[phase] + (f" ({steps} steps)" if phase == "after" and steps else "")
+            after = phase == "after"
             fig.add_trace(
                 go.Scatter(
-                    x=labels,
-                    y=y,
+                    x=x,
+                    y=[mha] + [c.mean for c in cells],
                     mode="lines+markers",
                     name=f"{METHOD_NAMES[method]}, {PHASES[phase]}",
                     legendgroup=method,
-                    line=dict(
-                        color=METHOD_COLORS[method],
-                        width=2.4 if phase == "after" else 1.8,
-                        dash="solid" if phase == "after" else "dash",
+                    line=dict(color=color, width=2.2 if after else 1.6, dash=_DASH[phase]),
+                    # The mean as a short horizontal tick across the bar of runs.
+                    marker=dict(symbol="line-ew", size=13, line=dict(color=color, width=2.4)),
+                    error_y=dict(
+                        type="data",
+                        symmetric=False,
+                        array=[0.0] + [c.high - c.mean for c in cells],
+                        arrayminus=[0.0] + [c.mean - c.low for c in cells],
+                        color=color,
+                        thickness=2.0 if after else 1.4,
+                        width=0,
                     ),
-                    marker=dict(size=7 if phase == "after" else 6),
-                    customdata=[
-                        "the MHA model itself" if s is None else f"whole sequences right: {s:.1%}"
-                        for s in seq
+                    customdata=[["the MHA model itself", ""]]
+                    + [
+                        [
+                            f"{n} runs: {_pct(c.low)} to {_pct(c.high)}",
+                            f"<br>whole sequences right: {_pct(s.mean)} on average",
+                        ]
+                        for c, s in zip(cells, seq)
                     ],
-                    hovertemplate=f"{METHOD_NAMES[method]}, {what}<br>K = %{{x}}<br>"
-                    "answer tokens right: %{y:.1%}<br>%{customdata}<extra></extra>",
-                    meta={"role": "conversion", "method": method, "phase": phase},
+                    text=labels,
+                    hovertemplate=f"{METHOD_NAMES[method]}, {what}<br>K = %{{text}}<br>"
+                    "answer tokens right: %{y:.1%}"
+                    + (" on average" if n > 1 else "")
+                    + "<br>%{customdata[0]}%{customdata[1]}<extra></extra>",
+                    meta={"role": "conversion", "method": method, "phase": phase, "K": ks},
+                )
+            )
+            dots = [  # (K's tick, K, seed, accuracy) of every run
+                (i, k, s, v)
+                for i, (k, c) in enumerate(zip(ks[1:], cells), 1)
+                for s, v in zip(seeds, c.runs)
+            ]
+            fig.add_trace(
+                go.Scatter(
+                    x=[i + SLOT[method] + PHASE_SHIFT[phase] for i, *_ in dots],
+                    y=[v for *_, v in dots],
+                    mode="markers",
+                    name=f"{METHOD_NAMES[method]}, {PHASES[phase]}: each run",
+                    legendgroup=method,
+                    showlegend=False,
+                    marker=dict(
+                        symbol="circle",
+                        size=6.5,
+                        color=color if after else "white",
+                        line=dict(color="white" if after else color, width=1.2),
+                    ),
+                    customdata=[
+                        [k_label(k, N), "" if s is None else f"seed {s}"] for _, k, s, _ in dots
+                    ],
+                    hovertemplate=f"{METHOD_NAMES[method]}, {what}<br>K = %{{customdata[0]}}, "
+                    "%{customdata[1]}<br>answer tokens right: %{y:.1%}<extra></extra>",
+                    meta={
+                        "role": "runs",
+                        "method": method,
+                        "phase": phase,
+                        "K": [k for _, k, _, _ in dots],
+                        "seeds": [s for _, _, s, _ in dots],
+                    },
                 )
             )
     scratch = [float(info["scratch"][str(k)]["token"]) for k in ks]
     fig.add_trace(
         go.Scatter(
-            x=labels,
+            x=[i + SLOT["scratch"] for i in range(len(ks))],
             y=scratch,
             mode="markers",
-            name="trained with K K/V heads from scratch",
+            name="trained with K K/V heads from scratch (one run)",
             marker=dict(
                 symbol="diamond", size=12, color="white", line=dict(color=TEXT_DARK, width=2)
             ),
+            text=labels,
             customdata=[info["scratch"][str(k)].get("steps", info.get("steps")) for k in ks],
-            hovertemplate="trained from scratch with K = %{x}<br>answer tokens right: "
-            "%{y:.1%}<br>%{customdata} training steps<extra></extra>",
-            meta={"role": "scratch"},
+            hovertemplate="trained from scratch with K = %{text}<br>answer tokens right: "
+            "%{y:.1%}<br>%{customdata} training steps, one run<extra></extra>",
+            meta={"role": "scratch", "K": ks},
         )
     )
     frac = experiment.get("uptraining", {}).get("fraction")
     up = f"{steps} steps = {frac:.0%} of training" if steps and frac else "a few steps"
+    runs = (
+        f"{n} runs per point (seeds {', '.join(str(s) for s in seeds)}): a dot each, the bar "
+        f"from the worst to the best, tick and line at their mean."
+        if n > 1
+        else "One run per point."
+    )
     base_layout(
         fig,
         f"{task}: accuracy after converting the MHA model to K K/V heads",
-        f"Dashed: right after conversion. Solid: after uptraining ({up}).<br>"
-        f"Diamonds: trained with that K from scratch ({info.get('steps', '?')} steps).",
+        f"Dashed, open dots: right after conversion. Solid, filled: after uptraining ({up}).<br>"
+        f"{runs}<br>Diamonds: trained with that K from scratch ({info.get('steps', '?')} "
+        f"steps, one run).",
         height,
-        dict(l=64, r=16, t=96, b=50),
+        dict(l=64, r=16, t=112, b=50),
     )
     fig.update_layout(
         # Two entries a row, so each row is one method: dashed beside solid.
         legend=dict(
             orientation="h",
             x=0.0,
-            y=-0.2,
+            y=-0.16,
             xanchor="left",
             yanchor="top",
             entrywidth=0.5,
@@ -544,18 +625,21 @@ def experiment_figure(experiment: dict, task: str, height: int = 480) -> go.Figu
             font=dict(size=11),
             traceorder="normal",
         ),
-        margin=dict(b=150),
+        margin=dict(b=140),
     )
     fig.update_xaxes(
-        type="category",
-        categoryorder="array",
-        categoryarray=labels,
+        range=[-0.5, len(ks) - 0.5],
+        tickvals=list(range(len(ks))),
+        ticktext=labels,
         title=dict(text=f"K (K/V heads shared by the {N} query heads)", font=dict(size=11)),
         showline=True,
         linecolor=AXIS_LINE_COLOR,
-        gridcolor=GRID_LINE_COLOR,
+        showgrid=False,
+        zeroline=False,
         fixedrange=True,
     )
+    for i in range(1, len(ks)):  # a light rule between the K columns
+        fig.add_vline(x=i - 0.5, line=dict(color=GRID_LINE_COLOR, width=1))
     fig.update_yaxes(
         range=[0, 1.04],
         tickformat=".0%",
@@ -567,59 +651,127 @@ def experiment_figure(experiment: dict, task: str, height: int = 480) -> go.Figu
     return fig
 
 
+_DASH = {"before": "dash", "after": "solid"}
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _range(s: Spread) -> str:
+    """ "73.9–85.0%", or "85.0%" when every run gives the same (to the digit shown)."""
+    lo, hi = f"{100 * s.low:.1f}", f"{100 * s.high:.1f}"
+    return f"{hi}%" if lo == hi else f"{lo}–{hi}%"
+
+
+def _digits(a: float, b: float) -> int:
+    """The fewest decimals (1 to 4) at which a and b, in percent, print differently."""
+    return next((d for d in (1, 2, 3) if f"{100 * a:.{d}f}" != f"{100 * b:.{d}f}"), 4)
+
+
+def _names(methods) -> str:
+    names = [METHOD_NAMES[m] for m in methods]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def comparison_sentence(c: Comparison) -> str:
+    """Which method is better, from :func:`gqa_viz.trained.compare`: one is called better
+    only where its worst run beats the other's best; otherwise the text says the runs
+    overlap."""
+    s, top = c.spreads, c.top
+    if c.best:
+        # As many decimals as it takes to show the worst run above each best (99.96 > 99.94).
+        d = max(_digits(s[top].low, s[m].high) for m in c.beaten)
+        others = " and ".join(f"{METHOD_NAMES[m]} ({100 * s[m].high:.{d}f}%)" for m in c.beaten)
+        return (
+            f"**{METHOD_NAMES[top]}** is best: its worst run ({100 * s[top].low:.{d}f}%) beats "
+            f"the best of {others}"
+        )
+    ranges = {m: _range(v) for m, v in s.items()}
+    if not c.beaten:
+        if len(set(ranges.values())) == 1:
+            return f"the runs overlap (every method {ranges[top]})"
+        listed = ", ".join(f"{METHOD_NAMES[m]} {ranges[m]}" for m in s)
+        return f"the runs overlap: {listed}"
+    listed = ", ".join(f"{METHOD_NAMES[m]} {ranges[m]}" for m in (top, *c.overlapping))
+    return (
+        f"{METHOD_NAMES[top]} beats {_names(c.beaten)} in every run, but its runs overlap "
+        f"with {_names(c.overlapping)}'s ({listed})"
+    )
+
+
 def experiment_summary(experiment: dict, task: str) -> str:
-    """A few sentences on what the task's conversion results show, computed from the data."""
+    """What the task's conversion results show, computed from the runs (Markdown).
+
+    A method is called better than another only where its worst run beats the other's best
+    (:func:`gqa_viz.trained.compare`); otherwise the text says the runs overlap.
+    """
     info = experiment["tasks"][task]
     rows = experiment_rows(experiment, task)
     ks = _ks(experiment, task)[1:]  # the converted Ks, e.g. 4, 2, 1
+    n = len(_seeds(experiment, rows))
     mha = float(info["mha_token_accuracy"])
-    smallest = ks[-1]
+    runs = f"{n} runs" if n > 1 else "one run"
 
-    def best(k: int, phase: str) -> tuple[str, float]:
-        method = max(METHODS, key=lambda m: rows[(m, k)][phase]["token"])
-        return method, float(rows[(method, k)][phase]["token"])
+    def hull(k: int, phase: str) -> Spread:
+        values = [v for m in METHODS for v in spread(rows[(m, k)], phase).runs]
+        return Spread(tuple(values), float(np.mean(values)), min(values), max(values))
 
-    m_b, v_b = best(smallest, "before")
-    worst_b = min(float(rows[(m, smallest)]["before"]["token"]) for m in METHODS)
     parts = [
         f"The MHA model gets {_pct(mha)} of the held-out answers right. Grouping its K/V heads "
-        f"breaks it at once: at K = {ks[0]} the best conversion keeps "
-        f"{_pct(best(ks[0], 'before')[1])}; at K = {smallest} only {_pct(worst_b)} to "
-        f"{_pct(v_b)}, depending on the method (best: {METHOD_NAMES[m_b]})."
+        f"breaks it at once: right after conversion K = {ks[0]} keeps "
+        f"{_range(hull(ks[0], 'before'))} and K = {ks[-1]} {_range(hull(ks[-1], 'before'))}, "
+        f"over the {len(METHODS)} methods and {runs} each."
     ]
-    close = [
-        (m, k)
-        for m in METHODS
-        for k in ks
-        if float(info["scratch"][str(k)]["token"]) - float(rows[(m, k)]["after"]["token"]) <= 0.01
-    ]
+    close_all = close_some = 0
+    for m in METHODS:
+        for k in ks:
+            target = float(info["scratch"][str(k)]["token"]) - 0.01
+            s = spread(rows[(m, k)], "after")
+            close_all += s.low >= target
+            close_some += s.low < target <= s.high
     steps, frac = info.get("uptrain_steps"), experiment.get("uptraining", {}).get("fraction")
     how = (
         f"{steps} steps of uptraining ({frac:.0%} of the training run)"
         if steps and frac
-        else "Uptraining"
+        else "uptraining"
     )
-    m_a, v_a = best(smallest, "after")
-    scratch_small = float(info["scratch"][str(smallest)]["token"])
+    every = f"in all {n} runs" if n > 1 else ""
+    some = f", {close_some} more in some of them" if n > 1 and close_some else ""
     parts.append(
-        f"{how[0].upper()}{how[1:]} bring {len(close)} of the {len(METHODS) * len(ks)} "
-        f"converted models within 1 point of the model trained with the same K from scratch; "
-        f"at K = {smallest} the best uptrained one ({METHOD_NAMES[m_a]}) reaches "
-        f"{_pct(v_a)}, against {_pct(scratch_small)} from scratch."
+        f"{how[0].upper()}{how[1:]} bring {close_all} of the {len(METHODS) * len(ks)} "
+        f"converted models within 1 point of the model trained with the same K from scratch"
+        f"{' ' + every if every else ''}{some}."
     )
-    wins = sum(best(k, "after")[0] == "mean" for k in ks)
-    if wins * 2 > len(ks):
-        verdict = "as Ainslie et al. (2023) found for T5"
+    bullets = []
+    wins, losses = [], []
+    for k in ks:
+        c = compare(experiment, task, k, "after")
+        scratch = float(info["scratch"][str(k)]["token"])
+        bullets.append(f"- **K = {k}**: {comparison_sentence(c)}; from scratch {_pct(scratch)}.")
+        if c.best == "mean":
+            wins.append(k)
+        if any(beats(c.spreads[m], c.spreads["mean"]) for m in c.spreads if m != "mean"):
+            losses.append(k)
+    if len(wins) * 2 > len(ks):
+        verdict = ", as Ainslie et al. (2023) found for T5"
     elif wins:
-        verdict = "less clearly than in Ainslie et al. (2023), where mean-pooling won"
+        verdict = ", less clearly than in Ainslie et al. (2023), where mean-pooling won"
+    elif losses:
+        verdict = (
+            f", unlike in Ainslie et al. (2023), where mean-pooling won: another start beats "
+            f"it in every run at K = {', '.join(str(k) for k in losses)}"
+        )
     else:
-        verdict = "unlike in Ainslie et al. (2023), where mean-pooling won"
-    parts.append(
-        f"Mean-pooling is the best starting point for uptraining at {wins} of the {len(ks)} "
-        f"values of K, {verdict}."
+        verdict = (
+            "; nor is another start better in every run anywhere, so these runs neither "
+            "confirm nor contradict Ainslie et al. (2023), where mean-pooling won"
+        )
+    where = f" (K = {', '.join(str(k) for k in wins)})" if wins else ""
+    closing = (
+        f"Mean-pooling is the best starting point for uptraining, in every run, at "
+        f"{len(wins)} of the {len(ks)} values of K{where}{verdict}."
     )
-    return " ".join(parts)
+    head = f"After uptraining ({runs} per method; a method is **best** only where its worst "
+    head += "run beats every other method's best):"
+    return "\n\n".join([" ".join(parts), head + "\n\n" + "\n".join(bullets), closing])
