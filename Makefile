@@ -21,7 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Keras must use the JAX backend (tests compare against keras.layers.GroupQueryAttention).
 export KERAS_BACKEND := jax
 
-.PHONY: help venv dev-venv system-deps run test lint format bench bench-app clean distclean
+.PHONY: help venv dev-venv system-deps run test lint format bench bench-app bench-decode clean distclean
 
 help:
 	@echo "make venv         create .venv with requirements.txt (what the app needs)"
@@ -33,6 +33,7 @@ help:
 	@echo "make format       ruff format + ruff check --fix"
 	@echo "make bench        python -m bench.core"
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
+	@echo "make bench-decode python -m bench.decode (KV-cache decoding vs recompute; not in CI)"
 	@echo "make load         python -m bench.load (30 sessions + 3 browsers, 3 min; not in CI)"
 	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained, then"
 	@echo "                  the uptraining experiment, 3 seeds; about 10 min on 2 cores)"
@@ -85,6 +86,9 @@ bench: dev-venv
 
 bench-app: dev-venv system-deps
 	$(PY) -m bench.interactive
+
+bench-decode: dev-venv
+	$(PY) -m bench.decode
 
 .PHONY: load train
 load: dev-venv system-deps

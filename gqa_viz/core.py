@@ -220,7 +220,8 @@ def _maskable_dtype(m) -> bool:
 # The forward pass.
 
 
-def _dense(x, layer: dict[str, jax.Array], equation: str):
+def dense(x, layer: dict[str, jax.Array], equation: str):
+    """``einsum(equation, x, kernel) + bias``: one Keras EinsumDense layer of the weights."""
     y = jnp.einsum(equation, x, layer["kernel"])
     return y + layer["bias"] if "bias" in layer else y
 
@@ -230,13 +231,14 @@ def _large_negative(dtype) -> float:
     return -3e4 if jnp.dtype(dtype) == jnp.float16 else -1e9
 
 
-def _project(params: Params, spec: GQASpec, query, value, key):
-    q = _dense(query, params["query"], "btd,dnh->btnh")  # [B, T, N, H]
-    k = _dense(key, params["key"], "bsd,dkh->bskh")  # [B, S, K, H]
-    v = _dense(value, params["value"], "bsd,dkh->bskh")  # [B, S, K, H]
+def project(params: Params, spec: GQASpec, query, value, key):
+    """Q [B, T, N, H], K and V [B, S, K, H] (one per kv head, not repeated), and the gate."""
+    q = dense(query, params["query"], "btd,dnh->btnh")  # [B, T, N, H]
+    k = dense(key, params["key"], "bsd,dkh->bskh")  # [B, S, K, H]
+    v = dense(value, params["value"], "bsd,dkh->bskh")  # [B, S, K, H]
     gate = None
     if spec.use_gate:
-        gate = jax.nn.sigmoid(_dense(query, params["gate"], "btd,dnh->btnh"))  # [B, T, N, H]
+        gate = jax.nn.sigmoid(dense(query, params["gate"], "btd,dnh->btnh"))  # [B, T, N, H]
     return q, k, v, gate
 
 
@@ -252,8 +254,11 @@ def _merged_mask(spec, T, S, B, query_mask, value_mask, key_mask, attention_mask
     return None if mask is None else M.materialize(mask, T, S, B)  # [B or 1, T, S]
 
 
-def _explicit(spec, q, k, v, mask, dropout_rng, training, fully_masked_rows):
-    """Logits, probabilities and context, computed the way Keras does with scores."""
+def scores_and_context(spec, q, k, v, mask, dropout_rng, training, fully_masked_rows):
+    """Logits, probabilities and context, computed the way Keras does with scores.
+
+    Public so that a decode step (:mod:`gqa_viz.decode`) rounds exactly like the full pass.
+    """
     B, T, N, H = q.shape
     K, G = spec.num_key_value_heads, spec.groups
     S = k.shape[1]
@@ -295,7 +300,7 @@ def _fused_is_faster(implementation: str | None) -> bool:
     """Whether the output-only path calls jax.nn.dot_product_attention.
 
     ``implementation`` "xla" or "cudnn" asks for it. With None it is used on accelerators,
-    where its fused kernels win; on a CPU the heads-major contraction of :func:`_explicit`
+    where its fused kernels win; on a CPU the heads-major contraction of :func:`scores_and_context`
     measured 0.75-0.97x its time (``python -m bench.core``), so the CPU uses that.
     """
     if implementation is not None:
@@ -343,7 +348,7 @@ def _forward(
     key = value if key is None else key
     B, T, _ = query.shape
     S = value.shape[1]
-    q, k, v, gate = _project(params, spec, query, value, key)
+    q, k, v, gate = project(params, spec, query, value, key)
     mask = _merged_mask(
         spec, T, S, B, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
     )
@@ -357,20 +362,20 @@ def _forward(
         context = _fused(spec, q, k, v, mask, causal_only, fully_masked_rows, implementation)
         logits = probs = dropped = None
     else:
-        logits, probs, dropped, context = _explicit(
+        logits, probs, dropped, context = scores_and_context(
             spec, q, k, v, mask, dropout_rng, training, fully_masked_rows
         )
     out_layer = params["attention_output"]
     if context.ndim == 4:  # fused path: [B, T, N, H]
         if gate is not None:
             context = context * gate
-        output = _dense(context, out_layer, "btnh,nhd->btd")  # [B, T, D]
+        output = dense(context, out_layer, "btnh,nhd->btd")  # [B, T, D]
     else:  # explicit path: [B, K, G, T, H]
         K, G = spec.num_key_value_heads, spec.groups
         if gate is not None:
             context = context * _heads_major(gate, K, G)
         kernel = out_layer["kernel"].reshape(K, G, *out_layer["kernel"].shape[1:])  # [K, G, H, D]
-        output = _dense(context, {**out_layer, "kernel": kernel}, "bkgth,kghd->btd")  # [B, T, D]
+        output = dense(context, {**out_layer, "kernel": kernel}, "bkgth,kghd->btd")  # [B, T, D]
     if want == "output":
         return output
     if want == "scores":

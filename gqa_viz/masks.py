@@ -15,6 +15,10 @@ Beyond Keras' own masks (causal, sliding window, padding, an explicit array) the
 the common patterns of other models, each a builder whose docstring is its rule:
 :func:`causal_window`, :func:`prefix_lm`, :func:`document`, :func:`dilated_window`,
 :func:`block_sparse` and :func:`padding`. :data:`COMPONENTS` describes each kind in a line.
+
+For decoding with a KV cache (:mod:`gqa_viz.decode`): :func:`causal_offset` (causal with the
+chunk's offset explicit), :func:`sink_window` (attention sinks plus a causal window) and
+:func:`at_key_positions` (keys that are cache slots holding absolute positions).
 """
 
 from __future__ import annotations
@@ -319,6 +323,52 @@ def padding(valid_queries: int | None = None, valid_keys: int | None = None) -> 
 
     args = [f"{n}={v}" for n, v in (("valid_queries", vq), ("valid_keys", vk)) if v is not None]
     return Mask(fn, f"padding({', '.join(args)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding with a KV cache (gqa_viz.decode). The queries are a chunk of C new tokens that sit
+# at absolute positions offset .. offset + C - 1, so query index q is position q + offset, and
+# the offset is an argument, not read from T and S: a rolling cache's key index is a slot, not
+# a position (:func:`at_key_positions`). These predicates compare positions only, so they work
+# with an offset and slot positions that are traced JAX values (one program for every step).
+#
+# Why top-left (Keras' alignment when T != S) is wrong for a decode step: the cache holds the
+# `offset` earlier tokens and the step appends C, so T = C and S = offset + C. Top-left lets
+# query q see keys 0 .. q: the first new token (position offset) would see key 0 alone, not
+# the offset tokens before it, and the last C - 1 keys never at all. Its own position is
+# q + offset = q + S - T: bottom-right alignment, causal_offset(S - T) == causal("bottom_right").
+
+
+def causal_offset(offset) -> Mask:
+    """Causal for queries at positions q + offset: allowed iff k <= q + offset (0: top-left)."""
+    if isinstance(offset, int | np.integer) and not isinstance(offset, bool):
+        o = _int_arg("causal_offset offset", offset, 0)
+        return Mask(lambda b, q, k, T, S: k <= q + o, f"causal_offset({o})")
+    return Mask(lambda b, q, k, T, S: k <= q + offset, "causal_offset")
+
+
+def sink_window(window: int, sinks: int = 0, offset=0) -> Mask:
+    """Sinks + causal window (StreamingLLM): allowed iff 0 <= q + offset - k and (k < sinks or q + offset - k < window)."""
+    w = _int_arg("sink_window window", window, 1)
+    s = _int_arg("sink_window sinks", sinks, 0)
+    if isinstance(offset, int | np.integer) and not isinstance(offset, bool):
+        offset = _int_arg("sink_window offset", offset, 0)
+
+    def fn(b, q, k, T, S):
+        d = q + offset - k  # how far key k lies behind the query's own position
+        return (d >= 0) & ((k < s) | (d < w))
+
+    return Mask(fn, f"sink_window({w}, sinks={s})")
+
+
+def at_key_positions(mask: Mask, positions) -> Mask:
+    """Key index k read as absolute position positions[k]; a slot with position < 0 (empty) is never allowed."""
+
+    def fn(b, q, k, T, S):
+        pos = positions[k]
+        return mask.fn(b, q, pos, T, S) & (pos >= 0)
+
+    return Mask(fn, f"{mask.name} at key positions", mask.batch_free)
 
 
 # One line each, for the UI: what each kind of mask lets a query see.

@@ -66,9 +66,11 @@ __all__ = [
     "accuracy",
     "answer_keys",
     "answer_positions",
+    "block",
     "convert",
     "count_params",
     "describe",
+    "embed",
     "evaluate",
     "flatten",
     "init",
@@ -82,6 +84,7 @@ __all__ = [
     "token_names",
     "trace",
     "train",
+    "unembed",
     "vocab_size",
 ]
 
@@ -257,6 +260,7 @@ class LayerTrace(NamedTuple):
 
     input: jax.Array  # [B, L, D] the LayerNorm output the attention layer reads (query = value)
     probs: jax.Array  # [B, N, L, L] its causal attention probabilities
+    output: jax.Array  # [B, L, D] the attention layer's output (added to the residual stream)
 
 
 class ModelTrace(NamedTuple):
@@ -274,48 +278,86 @@ def _dense(x, p, equation: str):
     return jnp.einsum(equation, x, p["kernel"]) + p["bias"]
 
 
-def _forward(params: Params, cfg: Config, tokens, with_trace: bool):
+def embed(params: Params, tokens, positions=None) -> jax.Array:
+    """The residual stream's start [B, T, D]: token plus learned position embeddings.
+
+    ``positions`` [T]: the absolute position of each token (a decode step's chunk sits at
+    ``offset .. offset + T - 1``); None means 0 .. T - 1. Positions past the table's rows are
+    the caller's to refuse: inside jit an out-of-range row is clamped, not an error.
+    """
     tokens = jnp.asarray(tokens)
-    L = tokens.shape[-1]
+    table = params["position_embedding"]  # [rows, D]
+    pos = table[: tokens.shape[-1]] if positions is None else table[positions]  # [T, D]
+    return params["token_embedding"][tokens] + pos  # [B, T, D]
+
+
+def block(p: Params, cfg: Config, x, attend):
+    """One pre-LayerNorm block on the residual stream ``x`` [B, T, D] -> (x [B, T, D], aux).
+
+    ``attend(attention_params, h)`` runs the block's attention on its LayerNorm output
+    ``h`` [B, T, D] and returns ``(output [B, T, D], aux)``: the full pass attends causally
+    over the whole sequence (:func:`logits`, :func:`trace`), :mod:`gqa_viz.decode` over a
+    KV cache plus the new chunk. ``aux`` is passed back untouched.
+    """
     eps = cfg.layer_norm_epsilon
-    x = params["token_embedding"][tokens] + params["position_embedding"][:L]  # [B, L, D]
-    traces = []
-    for p in params["layers"]:
-        h = _layer_norm(x, p["norm1"], eps)  # [B, L, D]
-        if with_trace:
-            t = core.attention_trace(p["attention"], h, h, spec=cfg.spec, use_causal_mask=True)
-            traces.append(LayerTrace(h, t.probs))
-            attended = t.output  # [B, L, D]
-        else:
-            attended = core.attention(p["attention"], h, h, spec=cfg.spec, use_causal_mask=True)
-        x = x + attended
-        h = _layer_norm(x, p["norm2"], eps)  # [B, L, D]
-        up = jax.nn.gelu(_dense(h, p["mlp"]["up"], "bld,df->blf"))  # [B, L, F]
-        x = x + _dense(up, p["mlp"]["down"], "blf,fd->bld")  # [B, L, D]
-    x = _layer_norm(x, params["final_norm"], eps)  # [B, L, D]
+    h = _layer_norm(x, p["norm1"], eps)  # [B, T, D]
+    attended, aux = attend(p["attention"], h)
+    x = x + attended
+    h = _layer_norm(x, p["norm2"], eps)  # [B, T, D]
+    up = jax.nn.gelu(_dense(h, p["mlp"]["up"], "bld,df->blf"))  # [B, T, F]
+    x = x + _dense(up, p["mlp"]["down"], "blf,fd->bld")  # [B, T, D]
+    return x, aux
+
+
+def unembed(params: Params, cfg: Config, x) -> jax.Array:
+    """Final LayerNorm and unembedding: residual stream [B, T, D] -> logits [B, T, V]."""
+    x = _layer_norm(x, params["final_norm"], cfg.layer_norm_epsilon)  # [B, T, D]
     if cfg.tie_embeddings:
         kernel = params["token_embedding"].T  # [D, V]
     else:
         kernel = params["unembed"]["kernel"]  # [D, V]
-    out = jnp.einsum("bld,dv->blv", x, kernel) + params["unembed"]["bias"]  # [B, L, V]
+    return jnp.einsum("bld,dv->blv", x, kernel) + params["unembed"]["bias"]  # [B, T, V]
+
+
+def _forward(params: Params, cfg: Config, tokens, with_trace: bool, attention_mask=None):
+    x = embed(params, tokens)  # [B, L, D]
+
+    def attend(attention, h):
+        kwargs = dict(spec=cfg.spec, use_causal_mask=True, attention_mask=attention_mask)
+        if with_trace:
+            t = core.attention_trace(attention, h, h, **kwargs)
+            return t.output, LayerTrace(h, t.probs, t.output)
+        return core.attention(attention, h, h, **kwargs), None
+
+    traces = []
+    for p in params["layers"]:
+        x, layer_trace = block(p, cfg, x, attend)
+        traces.append(layer_trace)
+    out = unembed(params, cfg, x)  # [B, L, V]
     return ModelTrace(out, tuple(traces)) if with_trace else out
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def logits(params: Params, cfg: Config, tokens) -> jax.Array:
-    """Next-token logits [B, L, V] for tokens [B, L] (any L up to cfg.seq_len)."""
-    return _forward(params, cfg, tokens, False)
+def logits(params: Params, cfg: Config, tokens, attention_mask=None) -> jax.Array:
+    """Next-token logits [B, L, V] for tokens [B, L] (any L up to cfg.seq_len).
+
+    ``attention_mask`` [L, L] (True = attend), when given, is ANDed with the causal mask in
+    every block: e.g. :func:`gqa_viz.masks.sink_window` materialized, the full pass a bounded
+    KV cache must reproduce (:mod:`gqa_viz.decode`).
+    """
+    return _forward(params, cfg, tokens, False, attention_mask)
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
-def trace(params: Params, cfg: Config, tokens) -> ModelTrace:
-    """Logits and, per block, the attention's input and probabilities.
+def trace(params: Params, cfg: Config, tokens, attention_mask=None) -> ModelTrace:
+    """Logits and, per block, the attention's input, probabilities and output.
 
     ``(params["layers"][i]["attention"], trace(...).layers[i].input)`` is a
     ``GroupQueryAttention`` weight set with the input it saw: run it with query = value =
     that input and ``use_causal_mask=True`` to get ``layers[i].probs`` again.
+    ``attention_mask`` as in :func:`logits`.
     """
-    return _forward(params, cfg, tokens, True)
+    return _forward(params, cfg, tokens, True, attention_mask)
 
 
 def _loss(params: Params, cfg: Config, tokens, targets, mask):
