@@ -28,6 +28,7 @@ PAGES = (
     ("app_pages/playground.py", "Playground", ":material/tune:", "playground"),
     ("app_pages/mask_lab.py", "Mask Lab", ":material/grid_on:", "mask-lab"),
     ("app_pages/kv_sharing.py", "KV sharing", ":material/memory:", "kv-sharing"),
+    ("app_pages/kv_calculator.py", "KV calculator", ":material/calculate:", "kv-calculator"),
     ("app_pages/trained.py", "Trained heads", ":material/model_training:", "trained"),
     ("app_pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
 )

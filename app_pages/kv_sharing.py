@@ -1,8 +1,10 @@
 """KV sharing: what grouping K/V heads does to attention, and what it saves in memory.
 
 Thin on purpose: the sidebar is :func:`app_pages._controls.settings_controls`, the numbers come
-from :mod:`gqa_viz.app.kv_sharing` (over :mod:`gqa_viz.sharing` and :mod:`gqa_viz.kv_cache`),
-the figures from :mod:`gqa_viz.figures.heads` and :mod:`gqa_viz.figures.sharing`.
+from :mod:`gqa_viz.app.kv_sharing` (over :mod:`gqa_viz.sharing`) and, for the calculator, from
+:mod:`gqa_viz.app.kv_calculator` (the KV calculator page's back-end, over
+:mod:`gqa_viz.kv_cache`), the figures from :mod:`gqa_viz.figures.heads` and
+:mod:`gqa_viz.figures.sharing`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages._controls import compute_key, settings_controls
+from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app import kv_sharing as kv
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.app.settings import Settings
@@ -18,7 +21,6 @@ from gqa_viz.figures.sharing import cache_figure, diff_figure, drift_figure
 
 SETTING_NAMES, METHOD_NAMES = kv.SETTING_NAMES, kv.METHOD_NAMES
 CUSTOM = "custom"
-GPU_CHOICES = {"24 GB": 24, "40 GB": 40, "80 GB": 80, "custom": None}
 _CONFIG = {"displaylogo": False}
 
 
@@ -120,66 +122,61 @@ def _custom_model():
     h = c[3].number_input("head_dim H", 1, 1024, 128, key="kv_c_h")
     params = c[4].number_input("params (billions)", 0.01, 2000.0, 8.0, key="kv_c_p")
     try:
-        return kv.custom_model(layers, n, k, h, params)
+        return kvc.custom_model(layers, n, k, h, params)
     except ValueError as error:
         st.error(str(error), icon="🚫")
         return None
 
 
+def _gpu_label(key: str) -> str:
+    return kvc.GPUS[key].describe() if key in kvc.GPUS else "custom"
+
+
 def _calculator_section() -> None:
     st.header("KV-cache and decoding calculator")
+    st.page_link(
+        "app_pages/kv_calculator.py",
+        label="The KV calculator page: any config.json, layer by layer",
+        icon=":material/calculate:",
+    )
     c = st.columns([1.4, 1, 1, 1, 1])
-    name = c[0].selectbox("Model", [*kv.PRESETS, CUSTOM], index=2, key="kv_preset")
+    names = [*kvc.PRESETS, CUSTOM]
+    name = c[0].selectbox("Model", names, index=kvc.default_preset(), key="kv_preset")
     tokens = int(c[1].number_input("context length (tokens)", 1, 4_194_304, 4096, key="kv_ctx"))
     batch = int(c[2].number_input("batch", 1, 4096, 1, key="kv_batch"))
-    dtype = c[3].selectbox("cache dtype", kv.DTYPES, index=1, key="kv_dtype")
-    wdtype = c[4].selectbox("weights dtype", kv.DTYPES, index=1, key="kv_wdtype")
+    dtype = c[3].selectbox("cache dtype", kvc.DTYPES, index=1, key="kv_dtype")
+    wdtype = c[4].selectbox("weights dtype", kvc.DTYPES, index=1, key="kv_wdtype")
     c = st.columns([1, 1, 1, 2.4])
-    gpu_choice = c[0].selectbox("GPU memory", list(GPU_CHOICES), index=2, key="kv_gpu")
-    gpu_gb = GPU_CHOICES[gpu_choice]
-    if gpu_gb is None:
+    gpus = [*kvc.GPUS, kvc.CUSTOM_GPU]
+    gpu_key = c[0].selectbox(
+        "GPU", gpus, index=gpus.index("h100"), key="kv_gpu", format_func=_gpu_label
+    )
+    gpu = kvc.GPUS.get(gpu_key, kvc.GPUS["h100"])
+    gpu_gb = gpu.memory_gb
+    if gpu_key == kvc.CUSTOM_GPU:
         gpu_gb = c[1].number_input("GPU memory (GB)", 1.0, 10_000.0, 141.0, key="kv_gpu_custom")
-    bandwidth = c[2].number_input(
-        "bandwidth (GB/s)", 1.0, 100_000.0, 3350.0, key="kv_bw", help="H100 SXM: 3350 GB/s."
+    bandwidth = c[2].number_input(  # one box per GPU, so a new GPU brings its own bandwidth
+        "bandwidth (GB/s)", 1.0, 100_000.0, gpu.bandwidth_gb_s, key=f"kv_bw_{gpu_key}"
     )
 
-    model = _custom_model() if name == CUSTOM else kv.PRESETS[name]
+    model = _custom_model() if name == CUSTOM else kvc.PRESETS[name]
     if model is None:
         return
-    st.caption(
-        f"**{model.name}**: {model.layers} layers, N = {model.num_query_heads}, "
-        f"K = {model.num_key_value_heads}, H = {model.head_dim}, {model.params_billion:g}B "
-        f"parameters ({model.attention.upper()}). Source: {model.source}."
-        + (f" {model.note}" if model.note else "")
-    )
-    if model.attention == "mla":
-        st.warning(
-            f"{model.name} uses multi-head latent attention (MLA): its cache is a compressed "
-            "latent, not K heads × head_dim, so the GQA formula does not apply and no numbers "
-            "are computed for it.",
-            icon="⚠️",
-        )
-        return
-    if model.sliding_window is not None:
-        st.info(
-            f"{model.name} has a {model.sliding_window:,}-token sliding window: its cache is "
-            f"capped at {model.sliding_window:,} tokens per sequence, whatever the context.",
-            icon="ℹ️",
-        )
+    st.caption(kvc.model_caption(model))
+    if notes := kvc.reading_notes(model):
+        with st.expander("How its config.json was read"):
+            st.markdown(notes)
+    if model.is_mla:
+        st.warning(kvc.mla_note(model), icon="⚠️")
+    if (note := kvc.window_note(model)) is not None:
+        st.info(note, icon="ℹ️")
 
-    calc = kv.calculator(model, tokens, batch, dtype, wdtype, gpu_gb, bandwidth)
-    m = st.columns(4)
-    for col, label, b in (
-        (
-            m[0],
-            f"KV cache as configured (K = {model.num_key_value_heads})",
-            calc.variants["configured"],
-        ),
-        (m[1], f"KV cache as MHA (K = {model.num_query_heads})", calc.variants["mha"]),
-        (m[2], "KV cache as MQA (K = 1)", calc.variants["mqa"]),
-        (m[3], f"weights ({wdtype})", calc.weights),
-    ):
-        col.metric(label, kv.gb(b), kv.gib(b), delta_color="off", delta_arrow="off")
+    calc = kvc.calculator(model, tokens, batch, dtype, wdtype, gpu_gb, bandwidth)
+    metrics = kvc.metric_rows(model, calc, wdtype)
+    for col, (label, b) in zip(st.columns(len(metrics)), metrics, strict=True):
+        col.metric(label, kvc.gb(b), kvc.gib(b), delta_color="off", delta_arrow="off")
+    if calc.beyond_max_position:
+        st.warning(kvc.position_note(model, tokens), icon="⚠️")
     st.caption("GB = 10⁹ bytes (what GPU makers quote); GiB = 2³⁰ bytes.")
     st.code(calc.formula, language=None, wrap_lines=True)
 
@@ -190,7 +187,7 @@ def _calculator_section() -> None:
     with right:
         if calc.weights >= calc.gpu_bytes:
             st.warning(
-                f"The weights alone ({kv.gb_gib(calc.weights)}) do not fit in {gpu_gb:g} GB.",
+                f"The weights alone ({kvc.gb_gib(calc.weights)}) do not fit in {gpu_gb:g} GB.",
                 icon="⚠️",
             )
         ctx = calc.max_context
@@ -198,12 +195,15 @@ def _calculator_section() -> None:
             f"max context at batch {batch}",
             "unlimited (window)" if ctx is None else f"{ctx:,} tokens",
         )
+        if calc.max_context_beyond_max_position:
+            st.caption(kvc.position_note(model, ctx))
         st.metric(f"max batch at {tokens:,} tokens", f"{calc.max_batch:,}")
         st.metric("decode lower bound", f"{1e3 * calc.decode_s:,.2f} ms / token")
         st.caption(
             f"Upper bounds on what fits on a {gpu_gb:g} GB GPU (activations and workspace "
-            f"ignored). The decode time assumes every weight and the whole cache are read "
-            f"once per step at the full {bandwidth:,.0f} GB/s, with compute ignored."
+            f"ignored). The decode time assumes the weights a step needs (for a mixture of "
+            f"experts, one token's experts) and the whole cache are read once per step at the "
+            f"full {bandwidth:,.0f} GB/s, with compute ignored."
         )
 
 

@@ -1,9 +1,11 @@
 """Hostile or mistaken input at every entry point of the app, as one table (CASES).
 
 Entry points: URL parameters (read on a session's first run), widget values (typed ones the
-page does not offer, or values arriving in session state), and Mask Lab's mask upload. Each
-row opens a page with the visitor's own settings (BASE: 16 query heads, head_dim 32, causal
-off), sends one bad input and checks what the visitor would:
+page does not offer, or values arriving in session state), Mask Lab's mask upload, and the KV
+calculator's pasted or uploaded config.json (its own table, CALCULATOR_CASES: that page has its
+own settings). Each row opens a page with the visitor's own settings (BASE: 16 query heads,
+head_dim 32, causal off; CALCULATOR_BASE), sends one bad input and checks what the visitor
+would:
 
 1. a message that names the limit or the rule (a fragment of its text);
 2. no exception, and a normal rerun afterwards (a new seed) works;
@@ -25,10 +27,16 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app import limits
 from gqa_viz.app.limits import (
+    KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
+    KV_CALCULATOR_MAX_BATCH,
+    KV_CALCULATOR_MAX_TOKENS,
     KV_SHARING_MAX_SCORE_CELLS,
     MASK_LAB_MAX_LEN,
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_LAYERS,
     MAX_DROPOUT,
     MAX_LEN,
     MAX_QUERY_HEADS,
@@ -704,3 +712,295 @@ def test_bad_input(case: Case, monkeypatch):
     _no_exception(at)
     assert _settings(at).seed == 5 and at.query_params["seed"] == "5"
     _kept(at, base, case.touches)
+
+
+# ---------------------------------------------------------------------------------------------
+# The KV calculator: its own settings (gqa_viz/app/kv_calculator.py) and a visitor's config.
+
+CALCULATOR_BASE = {"preset": "gemma-2-9b", "batch": "2", "dtype": "fp8"}
+# Falcon-7B's fields that size its cache: 8,192 B per token. The good config read before a bad
+# one, which must then stay shown.
+GOOD_CONFIG = {
+    "model_type": "RefinedWebModel", "n_layer": 32, "n_head": 71, "hidden_size": 4544,
+    "multi_query": True, "vocab_size": 65024, "_name_or_path": "tiiuae/falcon-7b",
+}  # fmt: skip
+IMAGE = "![x](http://example.com/x.png)"
+
+
+def _paste(text: str) -> Send:
+    """A good config pasted first (so there is one to keep), then ``text``."""
+
+    def send(at: AppTest) -> None:
+        at.radio(key="kvc_source").set_value("your config.json").run()
+        at.text_area(key="kvc_paste").input(json.dumps(GOOD_CONFIG)).run()
+        assert not at.error and at.session_state["kvc_config"].name == "tiiuae/falcon-7b"
+        at.text_area(key="kvc_paste").input(text)
+
+    return send
+
+
+def _config_upload(name: str, data: bytes) -> Send:
+    def send(at: AppTest) -> None:
+        _paste("")(at)
+        at.run()
+        at.file_uploader(key="kvc_file").set_value((name, data, "application/json"))
+
+    return send
+
+
+def _good_config_kept(at: AppTest) -> None:
+    # 32 layers x 2 (K and V) x 1 kv head x 64 x 1 B (CALCULATOR_BASE's fp8)
+    assert {m.label: m.value for m in at.metric}["KV cache per token"] == "4,096 B"
+    assert any("Still showing tiiuae/falcon-7b" in e.value for e in at.error)
+
+
+def _no_image(at: AppTest) -> None:
+    """Visitor text quoted in a message is escaped: no link or image reaches the markdown."""
+    for e in [*at.error, *at.markdown, *at.caption]:
+        assert "](http" not in e.value, e.value
+
+
+CALCULATOR_CASES = [
+    Case(
+        "url-tokens-zero",
+        "kv_calculator",
+        (
+            f"context length (tokens) must be between 1 and {KV_CALCULATOR_MAX_TOKENS:,}; got 0, "
+            f"using 1",
+        ),
+        url={"tokens": "0"},
+    ),  # fmt: skip
+    Case(
+        "url-tokens-huge",
+        "kv_calculator",
+        (f"got 99,999,999,999, using {KV_CALCULATOR_MAX_TOKENS:,}",),
+        url={"tokens": "99999999999"},
+    ),
+    Case(
+        "url-tokens-1e3",
+        "kv_calculator",
+        ("URL parameter tokens='1e3' ignored (expected a whole number); using 8192",),
+        url={"tokens": "1e3"},
+    ),
+    Case(
+        "url-tokens-repeated",
+        "kv_calculator",
+        ("URL parameter tokens is given 2 times; only one is allowed, using the last, '4096'",),
+        url={"tokens": ["1024", "4096"]},
+    ),
+    Case(
+        "url-batch-negative",
+        "kv_calculator",
+        (f"batch must be between 1 and {KV_CALCULATOR_MAX_BATCH:,}; got -3, using 1",),
+        url={"batch": "-3"},
+        touches=("batch",),
+    ),
+    Case(
+        "url-preset-unknown",
+        "kv_calculator",
+        ("URL parameter preset='gpt-5' ignored (expected a preset's name, such as",),
+        url={"preset": "gpt-5"},
+        touches=("preset",),
+    ),
+    Case(
+        "url-preset-script",  # shown as text in the message
+        "kv_calculator",
+        (f"URL parameter preset={SCRIPT!r} ignored",),
+        url={"preset": SCRIPT},
+        touches=("preset",),
+    ),
+    Case(
+        "url-dtype-fp9",
+        "kv_calculator",
+        ("URL parameter dtype='fp9' ignored (expected one of fp32, bf16, fp16, fp8, int4)",),
+        url={"dtype": "fp9"},
+        touches=("dtype",),
+    ),
+    Case(
+        "url-gpu-unknown",
+        "kv_calculator",
+        ("URL parameter gpu='tpu' ignored (expected one of l4, rtx4090",),
+        url={"gpu": "tpu"},
+    ),
+    Case(
+        "url-gpu-gb-nan",
+        "kv_calculator",
+        ("URL parameter gpu_gb='nan' ignored (expected a finite number); using 80.0",),
+        url={"gpu": "custom", "gpu_gb": "nan"},
+    ),
+    Case(
+        "url-bw-inf",
+        "kv_calculator",
+        ("URL parameter bw='inf' ignored (expected a finite number)",),
+        url={"bw": "inf"},
+    ),
+    Case(
+        "url-bw-zero",
+        "kv_calculator",
+        (
+            f"memory bandwidth in GB/s (bw) must be between 1 and "
+            f"{KV_CALCULATOR_MAX_BANDWIDTH_GB_S:,.0f}; got 0, using 1",
+        ),
+        url={"bw": "0"},
+    ),  # fmt: skip
+    Case(
+        "drawn-tokens-negative",  # put back within the number input's limits by Streamlit
+        "kv_calculator",
+        (),
+        send=_state("kvc_tokens", -5),
+        check=lambda at: 1 <= at.session_state["kvc_settings"].tokens <= KV_CALCULATOR_MAX_TOKENS,
+    ),
+    Case(
+        "state-gpu-gb-nan",
+        "kv_calculator",
+        ("gpu_gb: 'nan' is not valid (expected a finite number); kept 80.0",),
+        send=_state("kvc_gpu_gb", float("nan")),
+    ),
+    Case(
+        "widget-dtype-not-offered",
+        "kv_calculator",
+        ("dtype: 'fp9' is not valid (expected one of fp32, bf16, fp16, fp8, int4); kept 'fp8'",),
+        send=_option("kvc_dtype", "fp9"),
+    ),
+    # A visitor's config.json: each keeps the config read before it.
+    Case(
+        "paste-not-json",
+        "kv_calculator",
+        ("The pasted text is not valid JSON: Expecting value at line 1, column 1",),
+        where="error",
+        send=_paste("model_type: llama"),
+        check=_good_config_kept,
+    ),
+    Case(
+        "paste-nan",
+        "kv_calculator",
+        ("The pasted text has NaN; a config's numbers must be finite",),
+        where="error",
+        send=_paste('{"num_hidden_layers": NaN}'),
+        check=_good_config_kept,
+    ),
+    Case(
+        "paste-over-256-KiB",
+        "kv_calculator",
+        (f"a config.json may be at most {MAX_CONFIG_BYTES:,} bytes (256 KiB)",),
+        where="error",
+        send=_paste("{" + " " * (MAX_CONFIG_BYTES - 1) + "}"),  # what the text box takes
+        check=_good_config_kept,
+    ),
+    Case(
+        "paste-too-many-layers",
+        "kv_calculator",
+        (f"num_hidden_layers is 100,000; at most {MAX_CONFIG_LAYERS:,} layers are read",),
+        where="error",
+        send=_paste('{"num_hidden_layers": 100000}'),
+        check=_good_config_kept,
+    ),
+    Case(
+        "paste-layer-types-length",
+        "kv_calculator",
+        ("layer_types lists 3 layers but num_hidden_layers is 4: they must be equal",),
+        where="error",
+        send=_paste(
+            json.dumps(
+                {
+                    "model_type": "gemma2",
+                    "num_hidden_layers": 4,
+                    "num_attention_heads": 8,
+                    "num_key_value_heads": 4,
+                    "head_dim": 2,
+                    "hidden_size": 16,
+                    "layer_types": ["full_attention"] * 3,
+                }
+            )
+        ),
+        check=_good_config_kept,
+    ),  # fmt: skip
+    Case(
+        "paste-no-attention-heads",
+        "kv_calculator",
+        ("The config has no num_attention_heads", "is never guessed"),
+        where="error",
+        send=_paste('{"num_hidden_layers": 2, "hidden_size": 8}'),
+        check=_good_config_kept,
+    ),
+    Case(
+        "paste-a-list",
+        "kv_calculator",
+        ("A config.json is a JSON object ({...}); this file holds a list",),
+        where="error",
+        send=_paste("[1, 2, 3]"),
+        check=_good_config_kept,
+    ),
+    Case(
+        "paste-image-in-a-value",  # quoted in the message as text
+        "kv_calculator",
+        ("num_hidden_layers must be an integer >= 1, got",),
+        where="error",
+        send=_paste(
+            json.dumps({"num_hidden_layers": IMAGE, "num_attention_heads": 2, "hidden_size": 8})
+        ),
+        check=_no_image,
+    ),  # fmt: skip
+    Case(
+        "paste-script-as-name",  # read: the name keeps a repository id's characters only
+        "kv_calculator",
+        (),
+        send=_paste(json.dumps({**GOOD_CONFIG, "_name_or_path": SCRIPT + IMAGE})),
+        check=lambda at: "<" not in at.session_state["kvc_config"].name and _no_image(at) is None,
+    ),
+    Case(
+        "upload-not-json",
+        "kv_calculator",
+        ("The file bad.json is not valid JSON",),
+        where="error",
+        send=_config_upload("bad.json", b"\x00\x01 not json"),
+        check=_good_config_kept,
+    ),
+    Case(
+        "upload-over-256-KiB",
+        "kv_calculator",
+        (
+            f"The file big.json is {MAX_CONFIG_BYTES + 2:,} bytes; a config may be at most "
+            f"{MAX_CONFIG_BYTES:,} bytes (256 KiB)",
+        ),
+        where="error",
+        send=_config_upload("big.json", b"{" + b" " * MAX_CONFIG_BYTES + b"}"),
+        check=_good_config_kept,
+    ),  # fmt: skip
+]
+
+
+def _kept_calculator(at: AppTest, base: dict, touches: tuple[str, ...]) -> None:
+    expected, problems = kvc.from_query_params(base)
+    assert problems == []
+    settings = at.session_state["kvc_settings"]
+    for name, raw in base.items():
+        if name in touches:
+            continue
+        assert getattr(settings, name) == getattr(expected, name), name
+        assert at.query_params.get(name) == raw, (name, at.query_params.get(name))
+
+
+@pytest.mark.parametrize("case", CALCULATOR_CASES, ids=[c.id for c in CALCULATOR_CASES])
+def test_bad_calculator_input(case: Case):
+    at = _open(case.page, {**CALCULATOR_BASE, **case.url})
+    if case.send is not None:
+        case.send(at)
+        at.run()
+    _no_exception(at)
+    message = _messages(at, case.where).replace("\\", "")  # as read: markdown escapes hidden
+    for fragment in case.expect:
+        assert fragment in message, (fragment, message)
+    if case.where != "error":
+        assert not at.error, [e.value for e in at.error]
+    _kept_calculator(at, CALCULATOR_BASE, case.touches)
+    if case.check is not None:
+        assert case.check(at) is not False
+    _no_visitor_html(at)
+
+    # The page keeps running: a normal change afterwards works, and nothing else moved.
+    at.number_input(key="kvc_tokens").set_value(16384).run()
+    _no_exception(at)
+    assert at.session_state["kvc_settings"].tokens == 16384
+    assert at.query_params["tokens"] == "16384"
+    _kept_calculator(at, CALCULATOR_BASE, case.touches)

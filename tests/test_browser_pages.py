@@ -17,6 +17,7 @@ RERUN_DONE_JS = "() => !document.querySelector(\"[data-testid='stStatusWidget']\
         ("/mask-lab", "Mask Lab", 3),
         ("/walkthrough", "Walkthrough", 8),
         ("/kv-sharing", "KV sharing", 2),
+        ("/kv-calculator", "KV-cache calculator", 2),
         ("/trained", "Trained heads", 6),
     ],
 )

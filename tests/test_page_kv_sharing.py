@@ -69,8 +69,13 @@ def test_every_preset_and_mla_warning():
         _ok(at)
         warned = any("latent attention" in w.value for w in at.warning)
         assert warned == (PRESETS[name].attention == "mla"), name
-        if name == "Mistral-7B":
-            assert any("capped" in i.value for i in at.info)
+        if PRESETS[name].sliding_window is not None:  # Mistral-7B v0.1, Gemma 2, ...
+            assert any("capped" in i.value for i in at.info), name
+        if PRESETS[name].attention == "mla":  # computed from the latent, no MHA/MQA variant
+            labels = [m.label for m in at.metric]
+            assert "KV cache (MLA latent)" in labels, name
+            assert not any("as MHA" in label for label in labels), name
+            assert any("MLA layers × (512 kv_lora_rank + 64" in c.value for c in at.code)
     at.selectbox(key="kv_preset").set_value("custom").run()
     _ok(at)
 

@@ -32,6 +32,21 @@ WALKTHROUGH_MAX_LEN = 256  # T and S on the Walkthrough, whose step figures are 
 # and keeps every probability map (64 heads at T = S = 256: about 5 s and 220 MiB on 2 cores).
 KV_SHARING_MAX_SCORE_CELLS = 64 * 256 * 256
 MASK_LAB_MAX_DOCUMENT_TEXT = 4000  # Mask Lab: characters of a document-ids text
+# The KV calculator's controls (gqa_viz/app/kv_calculator.py clamps URL values into these):
+# arithmetic only, so generous. 16M tokens is beyond every published context window; 1,000 TB
+# of memory and 1,000 TB/s hold a rack of GPUs; 100,000B parameters any model published.
+KV_CALCULATOR_MAX_TOKENS = 2**24
+KV_CALCULATOR_MAX_BATCH = 65_536
+KV_CALCULATOR_MAX_GPU_GB = 1_000_000.0
+KV_CALCULATOR_MAX_BANDWIDTH_GB_S = 1_000_000.0
+KV_CALCULATOR_MAX_PARAMS_BILLION = 100_000.0
+# The Decode page (gqa_viz/app/decode.py clamps URL values into these). The shipped tiny models
+# learned 20-24 positions, so a run is shorter still (prompt + new tokens - 1 <= the model's
+# position table); these bound what a URL may ask of a longer model. A run of the tiny models
+# is a few hundred kB and, once its two programs are compiled, a few ms.
+MAX_DECODE_NEW_TOKENS = 64
+MAX_DECODE_PROMPT_TOKENS = 64  # prompt length and prefill chunk
+MAX_DECODE_CAPACITY = 128  # cache slots of a bounded cache: window (+ sinks)
 
 # --- Figures ------------------------------------------------------------------------------
 # Cells one figure draws (all heads or panels together); bigger maps are downsampled, and a
@@ -56,6 +71,10 @@ MAX_UPLOAD_VALUES = 16 * 2**20
 MAX_UPLOAD_LAYERS = 16
 UPLOAD_VIEW_MAX_LEN = 128  # Trained heads: length of the random input an uploaded layer is shown on
 MAX_PROMPT_CHARS = 400  # Trained heads: a typed prompt
+# An uploaded config.json (KV-cache calculator): real ones are a few KiB; the largest real
+# decoders have ~130 layers, so 1,024 layers bounds what reading one may build.
+MAX_CONFIG_BYTES = 256 * 2**10
+MAX_CONFIG_LAYERS = 1024
 
 # --- Server memory ------------------------------------------------------------------------
 # The results cache shared by every session and page: all results together stay within

@@ -8,7 +8,8 @@ S keys.
 * :func:`drift_figure`: mean Jensen-Shannon divergence and relative output error against K,
   from MHA (K = N) on the left to MQA (K = 1) on the right, two small panels;
 * :func:`cache_figure`: KV-cache bytes against context length for the configured model and its
-  MHA and MQA variants, with the GPU memory left after the weights as a horizontal line.
+  MHA and MQA variants, with the GPU memory left after the weights as a horizontal line (and,
+  on the KV calculator page, the longest context that fits and max_position_embeddings).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gqa_viz.figures.theme import (
     GPU_LINE_COLOR,
     GRID_LINE_COLOR,
     MASKED_COLOR,
+    POSITION_LIMIT_COLOR,
     TEXT_MUTED,
     TRANSPARENT,
     VARIANT_COLORS,
@@ -233,13 +235,19 @@ def cache_figure(
     unit_name: str = "GB",
     current: int | None = None,
     title: str | None = None,
+    max_context: int | None = None,
+    max_position: int | None = None,
 ):
     """KV-cache size against context length, one line per variant in ``sizes``.
 
     ``sizes``: ``{"configured" | "mha" | "mqa": [bytes at each context]}``. ``budget_bytes``:
     GPU memory minus the weights, drawn as a horizontal line (``meta["role"] == "gpu"``; a
-    trace, so it has a legend entry and hover). Values are divided by ``unit`` and shown in
+    trace, so it has a legend entry and hover) when it is positive. Values are divided by ``unit`` and shown in
     ``unit_name``. ``current`` marks the chosen context length with a vertical dotted line.
+    ``max_context`` (the longest context that fits) is a ring on the budget line
+    (``meta["role"] == "max_context"``) and ``max_position`` (the model's
+    max_position_embeddings) a vertical dashed line (``meta["role"] == "max_position"``),
+    each drawn when it lies within the contexts.
     """
     x = [int(c) for c in contexts]
     if not x:
@@ -263,7 +271,7 @@ def cache_figure(
                 meta={"role": "cache", "variant": key},
             )
         )
-    if budget_bytes is not None:
+    if budget_bytes is not None and budget_bytes > 0:  # none when the weights alone don't fit
         b = float(budget_bytes) / unit
         fig.add_trace(
             go.Scatter(
@@ -274,6 +282,38 @@ def cache_figure(
                 line=dict(color=GPU_LINE_COLOR, width=2, dash="dash"),
                 hovertemplate=f"room for the cache: %{{y:,.2f}} {unit_name}<extra></extra>",
                 meta={"role": "gpu"},
+            )
+        )
+    inside = range(x[0], x[-1] + 1)
+    if max_context and budget_bytes is not None and budget_bytes > 0 and max_context in inside:
+        fig.add_trace(
+            go.Scatter(
+                x=[max_context],
+                y=[float(budget_bytes) / unit],
+                mode="markers",
+                name=f"longest context that fits: {max_context:,}",
+                marker=dict(
+                    size=12,
+                    color=TRANSPARENT,
+                    line=dict(color=VARIANT_COLORS["configured"], width=2),
+                ),
+                hovertemplate=f"{max_context:,} tokens fit<extra></extra>",
+                meta={"role": "max_context"},
+            )
+        )
+    if max_position is not None and max_position in inside:
+        top = max([float(b) / unit for ys in sizes.values() for b in ys] + [0.0])
+        if budget_bytes is not None and budget_bytes > 0:
+            top = max(top, float(budget_bytes) / unit)
+        fig.add_trace(
+            go.Scatter(
+                x=[max_position, max_position],
+                y=[0, top],
+                mode="lines",
+                name=f"max_position_embeddings: {max_position:,}",
+                line=dict(color=POSITION_LIMIT_COLOR, width=1.5, dash="dash"),
+                hovertemplate=f"max_position_embeddings {max_position:,}<extra></extra>",
+                meta={"role": "max_position"},
             )
         )
     if current is not None:
@@ -300,10 +340,10 @@ def cache_figure(
         title or "KV cache against context length",
         "The batch and dtypes chosen above (1k = 1024 tokens); dashed: GPU memory left after "
         "the weights.",
-        400,
+        440,
     )
     fig.update_layout(
-        margin=dict(l=70, r=20, t=80, b=55),
-        legend=dict(orientation="h", x=0, y=-0.22, xanchor="left", yanchor="top"),
+        margin=dict(l=70, r=20, t=80, b=110),
+        legend=dict(orientation="h", x=0, y=-0.3, xanchor="left", yanchor="top"),
     )
     return fig

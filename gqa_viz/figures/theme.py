@@ -100,6 +100,14 @@ DRIFT_COLORS = {"js": GROUP_COLORS[0], "rel_error": GROUP_COLORS[4]}
 GPU_LINE_COLOR = TEXT_DARK  # the GPU memory left for the cache
 TRANSPARENT = "rgba(0,0,0,0)"  # the fill of a ring marker
 
+# --- KV calculator. ----------------------------------------------------------------------------
+# Layers by what they cache: global (full attention) blue, as the configured cache above; local
+# (sliding window) orange, and further windows in the next group colours; MLA reddish purple.
+LAYER_KIND_COLORS = {"full": GROUP_COLORS[0], "sliding": GROUP_COLORS[1], "mla": GROUP_COLORS[3]}
+EXTRA_WINDOW_COLORS = (GROUP_COLORS[5], GROUP_COLORS[6], GROUP_COLORS[8])
+# The model's max_position_embeddings on the context axis: vermilion, a warning.
+POSITION_LIMIT_COLOR = GROUP_COLORS[4]
+
 # --- Trained heads. -----------------------------------------------------------------------------
 # The right key's outline: vermilion stands out on the white-to-blue probability scale at both
 # ends.

@@ -1,0 +1,295 @@
+"""KV calculator: the KV cache of any config.json, layer by layer, beside the GPU's memory.
+
+Thin on purpose: the numbers and their wording come from :mod:`gqa_viz.app.kv_calculator`
+(over :mod:`gqa_viz.kv_cache`; the KV sharing page's calculator calls the same functions), the
+figures from :mod:`gqa_viz.figures.kv_cache` and :mod:`gqa_viz.figures.sharing`, the longer
+prose from ``assets/text/kv_calculator.md``.
+
+State: every setting is a field of :class:`~gqa_viz.app.kv_calculator.CalculatorSettings`, kept
+in ``st.session_state`` (it survives page switches, which drop widget state) and in the URL (on
+the session's first visit the URL wins; after that the widgets do). A pasted or uploaded config
+is kept in the session only: the last one read stays shown when a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from gqa_viz.app import kv_calculator as kvc
+from gqa_viz.app.limits import (
+    KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
+    KV_CALCULATOR_MAX_BATCH,
+    KV_CALCULATOR_MAX_GPU_GB,
+    KV_CALCULATOR_MAX_PARAMS_BILLION,
+    KV_CALCULATOR_MAX_TOKENS,
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_LAYERS,
+)
+from gqa_viz.app.prose import sections
+from gqa_viz.figures.kv_cache import layer_figure
+from gqa_viz.figures.sharing import cache_figure
+
+TEXT = sections("kv_calculator")
+SETTINGS, MESSAGES = "kvc_settings", "kvc_messages"
+CONFIG, CONFIG_ERROR = "kvc_config", "kvc_config_error"  # the last config read; why not the next
+SOURCE_SAVED, PASTE_SAVED = "kvc_source_saved", "kvc_paste_saved"  # survive page switches
+WIDGETS = {name: f"kvc_{name}" for name in kvc.CalculatorSettings.__dataclass_fields__}
+PRESET, UPLOAD = "a preset", "your config.json"
+_CONFIG = {"displaylogo": False}
+ss = st.session_state
+
+
+# ---------------------------------------------------------------------------------------------
+# State.
+
+
+def _load() -> kvc.CalculatorSettings:
+    if SETTINGS not in ss:
+        # Every value of a repeated parameter (to_dict() keeps only the last): one is allowed.
+        params = {name: st.query_params.get_all(name) for name in st.query_params}
+        ss[SETTINGS], ss[MESSAGES] = kvc.from_query_params(params)
+    return ss[SETTINGS]
+
+
+def _seed(s: kvc.CalculatorSettings) -> list[str]:
+    """Widgets missing (a page switch dropped them) take the saved settings; a value a browser
+    sent that is not valid falls back to them, with the messages returned."""
+    for name, key in WIDGETS.items():
+        ss.setdefault(key, getattr(s, name))
+    ss.setdefault("kvc_source", ss.get(SOURCE_SAVED, PRESET))
+    ss.setdefault("kvc_paste", ss.get(PASTE_SAVED, ""))
+    changed, messages = kvc.sanitize({name: ss[key] for name, key in WIDGETS.items()}, s)
+    for name, value in changed.items():
+        ss[WIDGETS[name]] = value
+    return messages
+
+
+def _gpu_changed() -> None:
+    """A GPU brings its own memory bandwidth (the visitor may then change it)."""
+    gpu = ss[WIDGETS["gpu"]]
+    if gpu in kvc.GPUS:
+        ss[WIDGETS["bw"]] = kvc.GPUS[gpu].bandwidth_gb_s
+
+
+def _read(data: bytes | str, what: str) -> None:
+    model, error = kvc.read_config(data, what)
+    if model is None:
+        ss[CONFIG_ERROR] = error  # the previous config stays shown
+    else:
+        ss[CONFIG] = model
+        ss.pop(CONFIG_ERROR, None)
+
+
+def _pasted() -> None:
+    text = ss["kvc_paste"]
+    ss[PASTE_SAVED] = text
+    if text.strip():
+        _read(text, "pasted text")
+    else:
+        ss.pop(CONFIG_ERROR, None)
+
+
+def _uploaded() -> None:
+    file = ss["kvc_file"]
+    if file is not None:
+        _read(file.getvalue(), f"file {file.name[:80]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Controls.
+
+
+def _model_controls(s: kvc.CalculatorSettings):
+    """The model shown, and whether it is the visitor's config (else a preset)."""
+    left, right = st.columns([1, 3.2], gap="medium")
+    source = left.radio("Model", [PRESET, UPLOAD], key="kvc_source")
+    ss[SOURCE_SAVED] = source
+    if source == PRESET:
+        right.selectbox(
+            "Preset: a published config.json",
+            list(kvc.PRESETS),
+            key=WIDGETS["preset"],
+            help="Read from the file as published, like an upload; the caption below links it.",
+        )
+        return kvc.PRESETS[ss[WIDGETS["preset"]]], False
+    with right:
+        paste, upload = st.columns([1.6, 1])
+        help_ = TEXT["config_help"].format(
+            max_kib=MAX_CONFIG_BYTES // 2**10, max_layers=MAX_CONFIG_LAYERS
+        )
+        paste.text_area(
+            "Paste a config.json",
+            key="kvc_paste",
+            height=130,
+            max_chars=MAX_CONFIG_BYTES + 1,  # one over: a longer paste is refused, not cut
+            on_change=_pasted,
+            placeholder='{"model_type": "llama", "num_hidden_layers": 32, ...}  (Ctrl+Enter)',
+            help=help_,
+        )
+        upload.file_uploader(
+            "or upload one", type=["json"], key="kvc_file", on_change=_uploaded, help=help_
+        )
+        st.caption(TEXT["session"])
+    if CONFIG_ERROR in ss:
+        still = f" Still showing {ss[CONFIG].name}." if CONFIG in ss else ""
+        st.error(kvc.plain(ss[CONFIG_ERROR]) + still, icon="🚫")
+    if CONFIG in ss:
+        return ss[CONFIG], True
+    st.info(TEXT["no_config"].format(name=s.preset), icon="ℹ️")
+    return kvc.PRESETS[s.preset], False
+
+
+def _settings_controls() -> kvc.CalculatorSettings:
+    c = st.columns([1.1, 0.75, 0.85, 0.85, 1.5, 0.95, 1.2], vertical_alignment="bottom")
+    c[0].number_input(
+        "context (tokens)", 1, KV_CALCULATOR_MAX_TOKENS, step=1024, key=WIDGETS["tokens"],
+        help="Tokens per sequence: the prompt and what has been generated so far.",
+    )  # fmt: skip
+    c[1].number_input("batch", 1, KV_CALCULATOR_MAX_BATCH, key=WIDGETS["batch"],
+                      help="Sequences decoded together, each with its own cache.")  # fmt: skip
+    c[2].selectbox("KV cache dtype", kvc.DTYPES, key=WIDGETS["dtype"])
+    c[3].selectbox("weights dtype", kvc.DTYPES, key=WIDGETS["wdtype"])
+    c[4].selectbox(
+        "GPU",
+        [*kvc.GPUS, kvc.CUSTOM_GPU],
+        key=WIDGETS["gpu"],
+        format_func=lambda g: kvc.GPUS[g].describe() if g in kvc.GPUS else "custom memory",
+        on_change=_gpu_changed,
+        help="Memory as the maker quotes it (decimal GB); it also sets the bandwidth.",
+    )
+    if ss[WIDGETS["gpu"]] == kvc.CUSTOM_GPU:
+        c[5].number_input(
+            "memory (GB)", 1.0, KV_CALCULATOR_MAX_GPU_GB, step=8.0, format="%g",
+            key=WIDGETS["gpu_gb"], help="Several GPUs: their memory together.",
+        )  # fmt: skip
+    c[6].number_input(
+        "bandwidth (GB/s)",
+        1.0,
+        KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
+        step=100.0,
+        format="%g",
+        key=WIDGETS["bw"],
+        help="Memory bandwidth: the chosen GPU's unless you change it. Sets the decode time.",
+    )
+    return kvc.CalculatorSettings(**{name: ss[key] for name, key in WIDGETS.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The numbers.
+
+
+def _model_notes(model, from_config: bool):
+    """Caption, how the config was read, the parameter count when it must be given."""
+    st.caption(kvc.model_caption(model, sourced=not from_config))
+    if notes := kvc.reading_notes(model, sourced=not from_config):
+        label = "How its config.json was read"
+        if model.defaulted:
+            label += f": {len(model.defaulted)} field(s) defaulted"
+        with st.expander(label, expanded=from_config):
+            st.markdown(notes)
+    if model.params is None:
+        st.info(TEXT["params"].format(model_type=model.model_type or "none"), icon="ℹ️")
+        billions = st.number_input(
+            "parameter count (billions)",
+            0.001,
+            KV_CALCULATOR_MAX_PARAMS_BILLION,
+            value=None,
+            key="kvc_params",
+            placeholder="not in this config: type it",
+        )
+        model = kvc.given_params(model, billions)
+    if model.is_mla:
+        st.warning(kvc.mla_note(model), icon="⚠️")
+    if (note := kvc.window_note(model)) is not None:
+        st.info(note, icon="ℹ️")
+    return model
+
+
+def _metrics(model, calc: kvc.Calculator, s: kvc.CalculatorSettings) -> None:
+    rows = kvc.metric_rows(model, calc, s.wdtype)
+    cols = st.columns(len(rows) + 1 + model.is_mla)
+    cols[0].metric(
+        "KV cache per token",
+        kvc.exact_bytes(calc.bytes_per_token),
+        kvc.binary_bytes(float(calc.bytes_per_token)),
+        delta_color="off",
+        delta_arrow="off",
+        help="Every layer's keys and values (or latent) for one token of one sequence, before "
+        "any window.",
+    )
+    slots = iter(cols[1:])
+    for i, (label, b) in enumerate(rows):
+        next(slots).metric(label, kvc.gb(b), kvc.gib(b), delta_color="off", delta_arrow="off")
+        if i == 0 and calc.no_variants is not None:  # MLA: why there is no MHA/MQA variant
+            next(slots).caption(calc.no_variants)
+    st.info(kvc.textbook_note(model, calc), icon=":material/calculate:")
+    if calc.beyond_max_position:
+        st.warning(kvc.position_note(model, s.tokens), icon="⚠️")
+    st.code(calc.formula, language=None, wrap_lines=True)
+
+
+def _fit(model, calc: kvc.Calculator, s: kvc.CalculatorSettings) -> None:
+    if calc.weights is None:
+        st.info("Give the parameter count above to see what fits.", icon="ℹ️")
+        return
+    gpu = kvc.GPUS[s.gpu].label if s.gpu in kvc.GPUS else "your number"
+    if calc.weights >= calc.gpu_bytes:
+        st.warning(
+            f"The weights alone ({kvc.gb_gib(calc.weights)}) do not fit in {s.gpu_memory_gb:g} GB.",
+            icon="⚠️",
+        )
+    ctx = calc.max_context
+    st.metric(
+        f"max context at batch {s.batch}",
+        "unlimited (every layer slides)" if ctx is None else f"{ctx:,} tokens",
+    )
+    if calc.max_context_beyond_max_position:
+        st.warning(kvc.position_note(model, ctx), icon="⚠️")
+    st.metric(f"max batch at {s.tokens:,} tokens", f"{calc.max_batch:,} sequences")
+    st.metric(
+        "decode step, at least",
+        f"{1e3 * calc.decode_s:,.2f} ms",
+        help="One new token for each sequence of the batch, if memory-bound: a lower bound.",
+    )
+    st.caption(TEXT["fit"].format(gpu=gpu, gpu_gb=s.gpu_memory_gb, bandwidth=s.bw))
+
+
+def _results(model, s: kvc.CalculatorSettings) -> None:
+    calc = kvc.calculator(model, s.tokens, s.batch, s.dtype, s.wdtype, s.gpu_memory_gb, s.bw)
+    _metrics(model, calc, s)
+    st.plotly_chart(
+        layer_figure(model, calc.cache), theme=None, key="kvc_layer_chart", config=_CONFIG
+    )
+    left, right = st.columns([3, 1.2], gap="medium")
+    with left:
+        fig = cache_figure(
+            calc.contexts,
+            calc.sizes,
+            budget_bytes=calc.budget,
+            current=s.tokens,
+            max_context=calc.max_context,
+            max_position=model.max_position_embeddings,
+        )
+        st.plotly_chart(fig, theme=None, key="kvc_cache_chart", config=_CONFIG)
+    with right:
+        _fit(model, calc, s)
+    st.caption(TEXT["units"])
+
+
+# ---------------------------------------------------------------------------------------------
+
+settings = _load()
+bad_values = _seed(settings)
+st.title("KV-cache calculator")
+st.markdown(TEXT["intro"])
+for message in ss.pop(MESSAGES, []) + bad_values:
+    st.warning(message, icon="⚠️")
+model, from_config = _model_controls(settings)
+settings = _settings_controls()
+ss[SETTINGS] = settings
+st.query_params.from_dict(kvc.to_query_params(settings))
+try:
+    model = _model_notes(model, from_config)
+    _results(model, settings)
+except ValueError as error:  # a config the arithmetic refuses: say why, keep the page
+    st.error(f"This model cannot be computed: {kvc.plain(str(error))}", icon="🚫")
