@@ -34,6 +34,7 @@ help:
 	@echo "make bench        python -m bench.core"
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
 	@echo "make bench-decode python -m bench.decode (KV-cache decoding vs recompute; not in CI)"
+	@echo "make gpu-check    core tests + bench.core --quick with the machine's own python3/jax (installs nothing)"
 	@echo "make load         python -m bench.load (30 sessions + 3 browsers, 3 min; not in CI)"
 	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained, then"
 	@echo "                  the uptraining experiment, 3 seeds; about 10 min on 2 cores)"
@@ -95,6 +96,11 @@ load: dev-venv system-deps
 	$(PY) -m bench.load
 train: dev-venv
 	$(PY) -m scripts.train_tiny
+
+# Installs nothing and uses no venv: a GPU machine's own Python, JAX and CUDA plugin.
+.PHONY: gpu-check
+gpu-check:
+	bash scripts/gpu_check.sh
 
 .PHONY: warm docker
 

@@ -16,9 +16,10 @@ import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")  # noqa: E402 -- a GPU check may run without Keras (make gpu-check)
 
 from gqa_viz import GroupedQueryAttention, GroupQueryAttention  # noqa: E402
 

@@ -6,9 +6,10 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")  # noqa: E402 -- a GPU check may run without Keras (make gpu-check)
 
 from tests.reference import (  # noqa: E402
     params_from_keras_weights,
