@@ -31,6 +31,7 @@ PAGES = (
     ("app_pages/kv_calculator.py", "KV calculator", ":material/calculate:", "kv-calculator"),
     ("app_pages/trained.py", "Trained heads", ":material/model_training:", "trained"),
     ("app_pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
+    ("app_pages/decode.py", "Decode", ":material/play_circle:", "decode"),
 )
 
 

@@ -3,7 +3,7 @@
 Entry points: URL parameters (read on a session's first run), widget values (typed ones the
 page does not offer, or values arriving in session state), Mask Lab's mask upload, and the KV
 calculator's pasted or uploaded config.json (its own table, CALCULATOR_CASES: that page has its
-own settings). Each row opens a page with the visitor's own settings (BASE: 16 query heads,
+own settings), and the Decode page's settings (DECODE_CASES, its own too). Each row opens a page with the visitor's own settings (BASE: 16 query heads,
 head_dim 32, causal off; CALCULATOR_BASE), sends one bad input and checks what the visitor
 would:
 
@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from gqa_viz.app import decode as dec
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app import limits
 from gqa_viz.app.limits import (
@@ -1004,3 +1005,148 @@ def test_bad_calculator_input(case: Case):
     assert at.session_state["kvc_settings"].tokens == 16384
     assert at.query_params["tokens"] == "16384"
     _kept_calculator(at, CALCULATOR_BASE, case.touches)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Decode page: its own settings (gqa_viz/app/decode.py), bounded by its model's positions.
+
+DECODE_BASE = {"model": "sort-k4", "seed": "7", "policy": "sink"}  # sort: 20 positions
+D = "decode"
+
+DECODE_CASES = [
+    Case(
+        "url-model-unknown",
+        D,
+        ("URL parameter model='gpt-5' ignored (expected a shipped model: copy-k8",),
+        url={"model": "gpt-5"},
+        touches=("model",),
+    ),
+    Case(
+        "url-model-script",  # shown as text in the message
+        D,
+        (f"URL parameter model={SCRIPT!r} ignored",),
+        url={"model": SCRIPT},
+        touches=("model",),
+    ),
+    Case(
+        "url-step-999",
+        D,
+        (
+            f"step must be between 1 and {limits.MAX_DECODE_PROMPT_TOKENS + limits.MAX_DECODE_NEW_TOKENS}"
+            "; got 999",
+            "step must be between 1 and 10 for this run (1 prefill and 9 decode steps)",
+        ),
+        url={"step": "999"},
+    ),  # fmt: skip
+    Case(
+        "url-step-zero", D, ("step must be between 1 and 128; got 0, using 1.",), url={"step": "0"}
+    ),
+    Case(
+        "url-step-repeated",
+        D,
+        ("URL parameter step is given 2 times; only one is allowed, using the last, '3'",),
+        url={"step": ["5", "3"]},
+    ),
+    Case(
+        "url-policy-lru",
+        D,
+        ("URL parameter policy='lru' ignored (expected one of full, rolling, sink); using 'full'",),
+        url={"policy": "lru"},
+        touches=("policy",),
+    ),
+    Case(
+        "url-window-zero",
+        D,
+        (f"window w (window) must be between 1 and {limits.MAX_DECODE_CAPACITY}; got 0, using 1.",),
+        url={"window": "0"},
+    ),
+    Case(
+        "url-sinks-over-capacity",
+        D,
+        (
+            f"sinks s (sinks) must be between 1 and {limits.MAX_DECODE_CAPACITY - 1}; got 500",
+            "a sink cache holds sinks + window = 127 + 8 = 135 slots, more than 128; using "
+            "window 1",
+        ),
+        url={"sinks": "500"},
+    ),  # fmt: skip
+    Case(
+        "url-sinks-plus-window",
+        D,
+        (
+            "a sink cache holds sinks + window = 100 + 100 = 200 slots, more than 128; using window 28",
+        ),
+        url={"sinks": "100", "window": "100"},
+    ),
+    Case(
+        "url-new-past-the-positions",
+        D,
+        ("new tokens must be between 1 and 10 after a 11-token prompt: sort-k4 learned 20",),
+        url={"new": "64"},
+    ),
+    Case(
+        "url-new-over-the-limit",
+        D,
+        (f"new tokens (new) must be between 0 and {limits.MAX_DECODE_NEW_TOKENS}; got 65",),
+        url={"new": "65"},
+    ),
+    Case(
+        "url-prompt-past-the-positions",
+        D,
+        ("prompt length must be between 1 and 20 for sort-k4 (it learned 20 positions); got 50",),
+        url={"prompt": "50"},
+    ),
+    Case(
+        "url-layer-5",
+        D,
+        ("layer must be between 0 and 1 for sort-k4; got 5, using 1.",),
+        url={"layer": "5"},
+    ),  # fmt: skip
+    Case(
+        "url-bw-nan",
+        D,
+        ("URL parameter bw='nan' ignored (expected a finite number); using 3350.0",),
+        url={"bw": "nan"},
+    ),
+    Case(
+        "drawn-window-999",  # put back within the number input's limits by Streamlit
+        D,
+        (),
+        send=_state("dec_window", 999),
+        check=lambda at: 1 <= at.session_state["dec_settings"].window <= limits.MAX_DECODE_CAPACITY,
+    ),
+]
+
+
+def _kept_decode(at: AppTest, base: dict, touches: tuple[str, ...]) -> None:
+    expected, problems = dec.from_query_params(base)
+    assert problems == []
+    settings = at.session_state["dec_settings"]
+    for name, raw in base.items():
+        if name in touches:
+            continue
+        assert getattr(settings, name) == getattr(expected, name), name
+        assert at.query_params.get(name) == raw, (name, at.query_params.get(name))
+
+
+@pytest.mark.parametrize("case", DECODE_CASES, ids=[c.id for c in DECODE_CASES])
+def test_bad_decode_input(case: Case):
+    at = _open(case.page, {**DECODE_BASE, **case.url})
+    if case.send is not None:
+        case.send(at)
+        at.run()
+    _no_exception(at)
+    message = _messages(at, case.where)
+    for fragment in case.expect:
+        assert fragment in message, (fragment, message)
+    assert not at.error, [e.value for e in at.error]
+    _kept_decode(at, DECODE_BASE, case.touches)
+    if case.check is not None:
+        assert case.check(at) is not False
+    _no_visitor_html(at)
+
+    # The page keeps running: a normal change afterwards works, and nothing else moved.
+    at.radio(key="dec_layer").set_value(0).run()
+    _no_exception(at)
+    assert at.session_state["dec_settings"].layer == 0 and at.query_params["layer"] == "0"
+    _kept_decode(at, DECODE_BASE, case.touches)

@@ -19,6 +19,7 @@ RERUN_DONE_JS = "() => !document.querySelector(\"[data-testid='stStatusWidget']\
         ("/kv-sharing", "KV sharing", 2),
         ("/kv-calculator", "KV-cache calculator", 2),
         ("/trained", "Trained heads", 6),
+        ("/decode", "Decode", 4),
     ],
 )
 def test_page_renders_in_chromium(streamlit_server, page, tmp_path, path, heading, min_plots):
