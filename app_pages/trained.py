@@ -21,6 +21,7 @@ from gqa_viz.app.limits import (
     MAX_UPLOAD_MB,
     UPLOAD_VIEW_MAX_LEN,
 )
+from gqa_viz.figures.diagram import attention_kind
 from gqa_viz.figures.heads import heads_figure
 from gqa_viz.figures.trained import (
     METHOD_NAMES,
@@ -111,7 +112,7 @@ def _choose() -> tuple[str, str, tuple[int, ...]]:
             ks,
             required=True,
             key="tr_k",
-            format_func=lambda k: f"K = {k} ({th.kind(k, N)})",
+            format_func=lambda k: f"K = {k} ({attention_kind(N, k)})",
             help=TEXT["model_help"],
         )
     st.caption(tasks.describe(task))

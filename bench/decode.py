@@ -1,7 +1,7 @@
 """Benchmark: greedy decoding with a KV cache against recomputing the whole prefix each token.
 
-Run: ``make bench-decode`` (or ``python -m bench.decode [--rounds R] [--new N]``); about a
-minute on 2 CPU cores. Not part of CI.
+Run: ``make bench-decode`` (or ``python -m bench.decode [--rounds R] [--new N]``); about
+20 s on 2 CPU cores. Not part of CI.
 
 Axis letters: B batch, T prompt length, S cached tokens, N query heads, K kv heads, H head_dim,
 D model dim.
@@ -30,18 +30,16 @@ well under a microsecond, and the measured time is dispatch and Python.
 SmolLM2-135M (a random checkpoint with its shapes): not possible yet. gqa_viz.decode runs the
 tiny models' blocks (learned positions, LayerNorm, GELU MLP); a Llama-family forward (RoPE,
 RMSNorm, SwiGLU) does not exist in the library. Only its bytes per step are printed, from its
-config (``assets/configs/smollm2-135m.json``).
+config (the preset ``SmolLM2 135M`` of :mod:`gqa_viz.models`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -49,9 +47,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gqa_viz import buckets, decode, kv_cache, tasks, tiny, trained  # noqa: E402
+from gqa_viz import buckets, decode, tasks, tiny, trained  # noqa: E402
+from gqa_viz.models import PRESETS
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMPT = 16
 BINS = (16, 32, 64, 128, 192, 256)  # cache lengths: rows of the step-time table
 
@@ -202,8 +200,7 @@ def main(argv=None):
             "  cache read per step, MHA / this model / MQA: "
             f"{b['mha']['cache']:,} / {b['configured']['cache']:,} / {b['mqa']['cache']:,} B\n"
         )
-    config = json.loads((ROOT / "assets/configs/smollm2-135m.json").read_text())
-    smol = kv_cache.from_config(config, name="SmolLM2-135M")
+    smol = PRESETS["SmolLM2 135M"]
     b = decode.step_bytes(
         smol, PROMPT + args.new - 2, dtype="bf16", bandwidth_bytes_per_s=args.bandwidth
     )

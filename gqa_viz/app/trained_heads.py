@@ -56,10 +56,6 @@ def model_ks(task: str) -> list[int]:
     return [int(n.rsplit("-k", 1)[1]) for n in trained.names() if trained.task_of(n) == task]
 
 
-def kind(K: int, N: int) -> str:
-    return "MHA" if K == N else "MQA" if K == 1 else "GQA"
-
-
 def vocab_summary(task: str) -> str:
     """The task's tokens with runs collapsed: "a..p, 0..9, =" for recall."""
     names = tasks.token_names(task)
