@@ -53,8 +53,10 @@ def _open_playground(page, base_url: str, query: str = "") -> None:
         "Playground",
         "Mask Lab",
         "KV sharing",
+        "KV calculator",
         "Trained heads",
         "Walkthrough",
+        "Decode",
     ], nav
     page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
     _wait_idle(page)
