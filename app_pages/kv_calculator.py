@@ -1,9 +1,9 @@
 """KV calculator: the KV cache of any config.json, layer by layer, beside the GPU's memory.
 
 Thin on purpose: the numbers and their wording come from :mod:`gqa_viz.app.kv_calculator`
-(over :mod:`gqa_viz.kv_cache`; the KV sharing page's calculator calls the same functions), the
-figures from :mod:`gqa_viz.figures.kv_cache` and :mod:`gqa_viz.figures.sharing`, the longer
-prose from ``assets/text/kv_calculator.md``.
+(over :mod:`gqa_viz.kv_cache`), the results (metrics, charts, what fits) are drawn by
+:mod:`app_pages._kv_results` (shared with the KV sharing page's calculator), the longer prose
+comes from ``assets/text/kv_calculator.md``.
 
 State: every setting is a field of :class:`~gqa_viz.app.kv_calculator.CalculatorSettings`, kept
 in ``st.session_state`` (it survives page switches, which drop widget state) and in the URL (on
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import _kv_results as kvr
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
@@ -26,8 +27,6 @@ from gqa_viz.app.limits import (
     MAX_CONFIG_LAYERS,
 )
 from gqa_viz.app.prose import sections
-from gqa_viz.figures.kv_cache import layer_figure
-from gqa_viz.figures.sharing import cache_figure
 
 TEXT = sections("kv_calculator")
 SETTINGS, MESSAGES = "kvc_settings", "kvc_messages"
@@ -35,7 +34,6 @@ CONFIG, CONFIG_ERROR = "kvc_config", "kvc_config_error"  # the last config read;
 SOURCE_SAVED, PASTE_SAVED = "kvc_source_saved", "kvc_paste_saved"  # survive page switches
 WIDGETS = {name: f"kvc_{name}" for name in kvc.CalculatorSettings.__dataclass_fields__}
 PRESET, UPLOAD = "a preset", "your config.json"
-_CONFIG = {"displaylogo": False}
 ss = st.session_state
 
 
@@ -180,14 +178,10 @@ def _settings_controls() -> kvc.CalculatorSettings:
 
 def _model_notes(model, from_config: bool):
     """Caption, how the config was read, the parameter count when it must be given."""
-    st.caption(kvc.model_caption(model, sourced=not from_config))
-    if notes := kvc.reading_notes(model, sourced=not from_config):
-        label = "How its config.json was read"
-        if model.defaulted:
-            label += f": {len(model.defaulted)} field(s) defaulted"
-        with st.expander(label, expanded=from_config):
-            st.markdown(notes)
+    kvr.describe(model, sourced=not from_config, expanded=from_config)
     if model.params is None:
+        # from_config admits only a family's name ([\w.-]) as model_type: nothing in the code
+        # span can become live Markdown, and escaping there would show the backslashes.
         st.info(TEXT["params"].format(model_type=model.model_type or "none"), icon="ℹ️")
         billions = st.number_input(
             "parameter count (billions)",
@@ -198,82 +192,7 @@ def _model_notes(model, from_config: bool):
             placeholder="not in this config: type it",
         )
         model = kvc.given_params(model, billions)
-    if model.is_mla:
-        st.warning(kvc.mla_note(model), icon="⚠️")
-    if (note := kvc.window_note(model)) is not None:
-        st.info(note, icon="ℹ️")
     return model
-
-
-def _metrics(model, calc: kvc.Calculator, s: kvc.CalculatorSettings) -> None:
-    rows = kvc.metric_rows(model, calc, s.wdtype)
-    cols = st.columns(len(rows) + 1 + model.is_mla)
-    cols[0].metric(
-        "KV cache per token",
-        kvc.exact_bytes(calc.bytes_per_token),
-        kvc.binary_bytes(float(calc.bytes_per_token)),
-        delta_color="off",
-        delta_arrow="off",
-        help="Every layer's keys and values (or latent) for one token of one sequence, before "
-        "any window.",
-    )
-    slots = iter(cols[1:])
-    for i, (label, b) in enumerate(rows):
-        next(slots).metric(label, kvc.gb(b), kvc.gib(b), delta_color="off", delta_arrow="off")
-        if i == 0 and calc.no_variants is not None:  # MLA: why there is no MHA/MQA variant
-            next(slots).caption(calc.no_variants)
-    st.info(kvc.textbook_note(model, calc), icon=":material/calculate:")
-    if calc.beyond_max_position:
-        st.warning(kvc.position_note(model, s.tokens), icon="⚠️")
-    st.code(calc.formula, language=None, wrap_lines=True)
-
-
-def _fit(model, calc: kvc.Calculator, s: kvc.CalculatorSettings) -> None:
-    if calc.weights is None:
-        st.info("Give the parameter count above to see what fits.", icon="ℹ️")
-        return
-    gpu = kvc.GPUS[s.gpu].label if s.gpu in kvc.GPUS else "your number"
-    if calc.weights >= calc.gpu_bytes:
-        st.warning(
-            f"The weights alone ({kvc.gb_gib(calc.weights)}) do not fit in {s.gpu_memory_gb:g} GB.",
-            icon="⚠️",
-        )
-    ctx = calc.max_context
-    st.metric(
-        f"max context at batch {s.batch}",
-        "unlimited (every layer slides)" if ctx is None else f"{ctx:,} tokens",
-    )
-    if calc.max_context_beyond_max_position:
-        st.warning(kvc.position_note(model, ctx), icon="⚠️")
-    st.metric(f"max batch at {s.tokens:,} tokens", f"{calc.max_batch:,} sequences")
-    st.metric(
-        "decode step, at least",
-        f"{1e3 * calc.decode_s:,.2f} ms",
-        help="One new token for each sequence of the batch, if memory-bound: a lower bound.",
-    )
-    st.caption(TEXT["fit"].format(gpu=gpu, gpu_gb=s.gpu_memory_gb, bandwidth=s.bw))
-
-
-def _results(model, s: kvc.CalculatorSettings) -> None:
-    calc = kvc.calculator(model, s.tokens, s.batch, s.dtype, s.wdtype, s.gpu_memory_gb, s.bw)
-    _metrics(model, calc, s)
-    st.plotly_chart(
-        layer_figure(model, calc.cache), theme=None, key="kvc_layer_chart", config=_CONFIG
-    )
-    left, right = st.columns([3, 1.2], gap="medium")
-    with left:
-        fig = cache_figure(
-            calc.contexts,
-            calc.sizes,
-            budget_bytes=calc.budget,
-            current=s.tokens,
-            max_context=calc.max_context,
-            max_position=model.max_position_embeddings,
-        )
-        st.plotly_chart(fig, theme=None, key="kvc_cache_chart", config=_CONFIG)
-    with right:
-        _fit(model, calc, s)
-    st.caption(TEXT["units"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +209,6 @@ ss[SETTINGS] = settings
 st.query_params.from_dict(kvc.to_query_params(settings))
 try:
     model = _model_notes(model, from_config)
-    _results(model, settings)
+    kvr.results(model, settings, key="kvc")
 except ValueError as error:  # a config the arithmetic refuses: say why, keep the page
     st.error(f"This model cannot be computed: {kvc.plain(str(error))}", icon="🚫")

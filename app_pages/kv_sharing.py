@@ -1,23 +1,31 @@
 """KV sharing: what grouping K/V heads does to attention, and what it saves in memory.
 
 Thin on purpose: the sidebar is :func:`app_pages._controls.settings_controls`, the numbers come
-from :mod:`gqa_viz.app.kv_sharing` (over :mod:`gqa_viz.sharing`) and, for the calculator, from
-:mod:`gqa_viz.app.kv_calculator` (the KV calculator page's back-end, over
-:mod:`gqa_viz.kv_cache`), the figures from :mod:`gqa_viz.figures.heads` and
-:mod:`gqa_viz.figures.sharing`.
+from :mod:`gqa_viz.app.kv_sharing` (over :mod:`gqa_viz.sharing`), the figures from
+:mod:`gqa_viz.figures.heads` and :mod:`gqa_viz.figures.sharing`. The calculator's results are
+the KV calculator page's, drawn by :mod:`app_pages._kv_results` over
+:mod:`gqa_viz.app.kv_calculator`.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import _kv_results as kvr
 from app_pages._controls import compute_key, settings_controls
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app import kv_sharing as kv
-from gqa_viz.app.limits import MAX_DRAWN_CELLS
+from gqa_viz.app.limits import (
+    KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
+    KV_CALCULATOR_MAX_BATCH,
+    KV_CALCULATOR_MAX_GPU_GB,
+    KV_CALCULATOR_MAX_PARAMS_BILLION,
+    KV_CALCULATOR_MAX_TOKENS,
+    MAX_DRAWN_CELLS,
+)
 from gqa_viz.app.settings import Settings
 from gqa_viz.figures.heads import heads_figure
-from gqa_viz.figures.sharing import cache_figure, diff_figure, drift_figure
+from gqa_viz.figures.sharing import diff_figure, drift_figure
 
 SETTING_NAMES, METHOD_NAMES = kv.SETTING_NAMES, kv.METHOD_NAMES
 CUSTOM = "custom"
@@ -116,11 +124,14 @@ def _effect_section(s: Settings) -> None:
 
 def _custom_model():
     c = st.columns(5)
-    layers = c[0].number_input("layers", 1, 512, 32, key="kv_c_layers")
-    n = c[1].number_input("query heads N", 1, 512, 32, key="kv_c_n")
-    k = c[2].number_input("kv heads K", 1, 512, 8, key="kv_c_k")
-    h = c[3].number_input("head_dim H", 1, 1024, 128, key="kv_c_h")
-    params = c[4].number_input("params (billions)", 0.01, 2000.0, 8.0, key="kv_c_p")
+    lim = {name: hi for name, (hi, _) in kvc.CUSTOM_LIMITS.items()}
+    layers = c[0].number_input("layers", 1, lim["layers"], 32, key="kv_c_layers")
+    n = c[1].number_input("query heads N", 1, lim["n"], 32, key="kv_c_n")
+    k = c[2].number_input("kv heads K", 1, lim["k"], 8, key="kv_c_k")
+    h = c[3].number_input("head_dim H", 1, lim["h"], 128, key="kv_c_h")
+    params = c[4].number_input(
+        "params (billions)", 0.01, KV_CALCULATOR_MAX_PARAMS_BILLION, 8.0, key="kv_c_p"
+    )
     try:
         return kvc.custom_model(layers, n, k, h, params)
     except ValueError as error:
@@ -142,8 +153,10 @@ def _calculator_section() -> None:
     c = st.columns([1.4, 1, 1, 1, 1])
     names = [*kvc.PRESETS, CUSTOM]
     name = c[0].selectbox("Model", names, index=kvc.default_preset(), key="kv_preset")
-    tokens = int(c[1].number_input("context length (tokens)", 1, 4_194_304, 4096, key="kv_ctx"))
-    batch = int(c[2].number_input("batch", 1, 4096, 1, key="kv_batch"))
+    tokens = c[1].number_input(
+        "context length (tokens)", 1, KV_CALCULATOR_MAX_TOKENS, 4096, key="kv_ctx"
+    )
+    batch = c[2].number_input("batch", 1, KV_CALCULATOR_MAX_BATCH, 1, key="kv_batch")
     dtype = c[3].selectbox("cache dtype", kvc.DTYPES, index=1, key="kv_dtype")
     wdtype = c[4].selectbox("weights dtype", kvc.DTYPES, index=1, key="kv_wdtype")
     c = st.columns([1, 1, 1, 2.4])
@@ -154,57 +167,26 @@ def _calculator_section() -> None:
     gpu = kvc.GPUS.get(gpu_key, kvc.GPUS["h100"])
     gpu_gb = gpu.memory_gb
     if gpu_key == kvc.CUSTOM_GPU:
-        gpu_gb = c[1].number_input("GPU memory (GB)", 1.0, 10_000.0, 141.0, key="kv_gpu_custom")
+        gpu_gb = c[1].number_input(
+            "GPU memory (GB)", 1.0, KV_CALCULATOR_MAX_GPU_GB, 141.0, key="kv_gpu_custom"
+        )
     bandwidth = c[2].number_input(  # one box per GPU, so a new GPU brings its own bandwidth
-        "bandwidth (GB/s)", 1.0, 100_000.0, gpu.bandwidth_gb_s, key=f"kv_bw_{gpu_key}"
+        "bandwidth (GB/s)",
+        1.0,
+        KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
+        gpu.bandwidth_gb_s,
+        key=f"kv_bw_{gpu_key}",
     )
 
     model = _custom_model() if name == CUSTOM else kvc.PRESETS[name]
     if model is None:
         return
-    st.caption(kvc.model_caption(model))
-    if notes := kvc.reading_notes(model):
-        with st.expander("How its config.json was read"):
-            st.markdown(notes)
-    if model.is_mla:
-        st.warning(kvc.mla_note(model), icon="⚠️")
-    if (note := kvc.window_note(model)) is not None:
-        st.info(note, icon="ℹ️")
-
-    calc = kvc.calculator(model, tokens, batch, dtype, wdtype, gpu_gb, bandwidth)
-    metrics = kvc.metric_rows(model, calc, wdtype)
-    for col, (label, b) in zip(st.columns(len(metrics)), metrics, strict=True):
-        col.metric(label, kvc.gb(b), kvc.gib(b), delta_color="off", delta_arrow="off")
-    if calc.beyond_max_position:
-        st.warning(kvc.position_note(model, tokens), icon="⚠️")
-    st.caption("GB = 10⁹ bytes (what GPU makers quote); GiB = 2³⁰ bytes.")
-    st.code(calc.formula, language=None, wrap_lines=True)
-
-    left, right = st.columns([3, 1.2], gap="medium")
-    with left:
-        fig = cache_figure(calc.contexts, calc.sizes, budget_bytes=calc.budget, current=tokens)
-        st.plotly_chart(fig, theme=None, key="kv_cache_chart", config=_CONFIG)
-    with right:
-        if calc.weights >= calc.gpu_bytes:
-            st.warning(
-                f"The weights alone ({kvc.gb_gib(calc.weights)}) do not fit in {gpu_gb:g} GB.",
-                icon="⚠️",
-            )
-        ctx = calc.max_context
-        st.metric(
-            f"max context at batch {batch}",
-            "unlimited (window)" if ctx is None else f"{ctx:,} tokens",
-        )
-        if calc.max_context_beyond_max_position:
-            st.caption(kvc.position_note(model, ctx))
-        st.metric(f"max batch at {tokens:,} tokens", f"{calc.max_batch:,}")
-        st.metric("decode lower bound", f"{1e3 * calc.decode_s:,.2f} ms / token")
-        st.caption(
-            f"Upper bounds on what fits on a {gpu_gb:g} GB GPU (activations and workspace "
-            f"ignored). The decode time assumes the weights a step needs (for a mixture of "
-            f"experts, one token's experts) and the whole cache are read once per step at the "
-            f"full {bandwidth:,.0f} GB/s, with compute ignored."
-        )
+    kvr.describe(model, sourced=name != CUSTOM)
+    s = kvc.CalculatorSettings(
+        preset=name, tokens=int(tokens), batch=int(batch), dtype=dtype, wdtype=wdtype,
+        gpu=gpu_key, gpu_gb=float(gpu_gb), bw=float(bandwidth),
+    )  # fmt: skip
+    kvr.results(model, s, key="kv", layer_chart=False)
 
 
 settings = settings_controls()

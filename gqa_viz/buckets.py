@@ -71,12 +71,15 @@ _programs_lock = threading.Lock()
 
 
 def limit_programs_in_memory(cap: int | None) -> None:
-    """Keep at most ``cap`` bucketed programs compiled in memory (None: no limit)."""
+    """Keep at most ``cap`` programs compiled in memory (None: no limit): the bucketed ones
+    and every other module's that calls :func:`note_program` (:mod:`gqa_viz.decode`)."""
     global _program_cap
     _program_cap = cap
 
 
-def _note_program(key) -> None:
+def note_program(key) -> None:
+    """Count the program ``key`` names (any hashable that tells programs apart, a module's name
+    first) before running it: a new key past the cap empties JAX's in-memory caches first."""
     with _programs_lock:
         if key in _programs:
             return
@@ -159,7 +162,7 @@ def bucketed_trace(
     allowed[:, :T, :S] = True if merged is None else M.materialize(merged, T, S, B, xp=np)
 
     training = bool(training) and spec.dropout > 0.0
-    _note_program((_program_spec(spec, training), B, D, value.shape[2], Tb, Sb, training))
+    note_program((_program_spec(spec, training), B, D, value.shape[2], Tb, Sb, training))
     params = jax.tree.map(np.asarray, params)
     if not spec.use_bias:
         params = _with_zero_biases(params, spec, (D, value.shape[2]))

@@ -11,7 +11,8 @@ head, ``k, v: [B, S_max, K, H]`` (K heads, not N: grouped-query attention's savi
 absolute position each slot holds (``positions [S_max]``, -1 for an empty slot), how many
 tokens have been seen (``length``: the next token's position) and its :class:`CachePolicy`:
 
-* ``"full"``: slot p holds position p; nothing is dropped, S_max is the longest run.
+* ``"full"``: slot p holds position p; nothing is dropped. S_max defaults to the model's
+  position table (``cfg.seq_len``), the most tokens any run of it can feed.
 * ``"rolling"`` (Mistral's rolling buffer, sliding-window attention): S_max = w slots, position
   p in slot p mod w. A step keeps the last w positions and drops the rest, which no later
   query can see: query i sees keys i - w + 1 .. i.
@@ -54,10 +55,18 @@ positions are added at the input, so kept keys keep their original positions.)
 
 Compiled programs
 -----------------
-One jitted program per (model config, policy, B, C): ``length`` and ``positions`` are data, so
-every step of a run reuses it (a run compiles one program for the prompt and one for its
-C = 1 steps). Each step reads all S_max slots, masked: static shapes cost a full buffer's work;
-:func:`step_bytes` counts what a step must read at least.
+One jitted program per (model config, B, C, S_max): the policy's kind, window and sinks go
+into the program as data (:func:`_rule_data`, int32 scalars the slot and mask arithmetic reads
+with jnp ops), and so do ``length`` and ``positions``. So every step of a run reuses one
+program (a run compiles one for the prompt and one for its C = 1 steps, one more when a
+chunked prefill's last chunk is shorter); runs of any length on a full cache share them (its
+capacity is the model's position table, not the run's length); and every cache of the same
+capacity shares them whatever its kind, window and sinks (a rolling cache of w = 7, a sink
+cache of 2 + 5 or 3 + 4, a full cache of 7 slots with any window). Only the capacity must be
+static: it is the cache buffers' shape. :func:`step` registers each program with
+:func:`gqa_viz.buckets.note_program`, so decoding counts toward the same cap on programs held
+in memory as the bucketed attention programs. Each step reads all S_max slots, masked: static
+shapes cost a full buffer's work; :func:`step_bytes` counts what a step must read at least.
 
 API
 ---
@@ -69,18 +78,16 @@ step reads and its time at a memory bandwidth, from :mod:`gqa_viz.kv_cache`'s fo
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gqa_viz import core, kv_cache, tiny
+from gqa_viz import buckets, core, kv_cache, tiny
 from gqa_viz import masks as M
 
 POLICIES = ("full", "rolling", "sink")
@@ -92,7 +99,8 @@ def _is_int(x) -> bool:
 
 @dataclass(frozen=True)
 class CachePolicy:
-    """What a cache keeps (hashable: part of the compiled program's key).
+    """What a cache keeps (hashable). Only ``capacity`` selects a compiled program; the rest
+    goes into it as data (:func:`_rule_data`).
 
     ``kind`` one of :data:`POLICIES`; ``capacity`` S_max slots; ``window`` w, the attention's
     causal window (query i sees keys i - w + 1 .. i; None: all earlier keys); ``sinks`` s,
@@ -290,32 +298,67 @@ def _cached_attention(attention: core.Params, h, *, spec, cache_k, cache_v, allo
     return output, (probs, output, k_new, v_new)
 
 
-def _slots(policy: CachePolicy, q_pos, end):
-    """The slot each new position goes to; ``policy.capacity`` (dropped by the scatter) for a
-    position not kept. ``end``: the length after the step."""
-    if not policy.bounded:
-        return q_pos
+# A window no distance reaches: "every earlier key" as data (positions stay below 2**31 - 1).
+_NO_WINDOW = np.iinfo(np.int32).max
+
+
+def _rule_data(policy: CachePolicy) -> dict[str, np.ndarray]:
+    """The policy as int32 scalars for the compiled step, so policies of one capacity share it.
+
+    ``window`` and ``sinks``: who a query attends to (``_NO_WINDOW`` for no window).
+    ``keep_window`` and ``keep_sinks``: where a position is written (:meth:`CachePolicy.slot`):
+    a bounded cache keeps its attention's sinks and window; a full cache is the same arithmetic
+    with every slot a sink (keep_sinks = capacity: position p in slot p).
+    """
     s, w = policy.sinks, policy.window
+    keep = (s, w) if policy.bounded else (policy.capacity, policy.capacity)
+    values = {
+        "window": _NO_WINDOW if w is None else w,
+        "sinks": s,
+        "keep_sinks": keep[0],
+        "keep_window": keep[1],
+    }
+    return {name: np.int32(v) for name, v in values.items()}
+
+
+def _traced_rule(offset, window, sinks) -> M.Mask:
+    """:func:`gqa_viz.masks.sink_window` (window, sinks, offset) with all three traced
+    (``sink_window`` checks Python ints): allowed iff 0 <= d and (k < sinks or d < window),
+    d = q + offset - k. ``window = _NO_WINDOW``, ``sinks = 0`` is :func:`masks.causal_offset`."""
+
+    def fn(b, q, k, T, S):
+        d = q + offset - k  # how far key k lies behind the query's own position
+        return (d >= 0) & ((k < sinks) | (d < window))
+
+    return M.Mask(fn, "sink_window (traced)")
+
+
+def _slots(q_pos, end, keep_sinks, keep_window, capacity: int):
+    """The slot each new position goes to; ``capacity`` (dropped by the scatter) for a position
+    not kept. ``end``: the length after the step. Position p < keep_sinks sits in slot p, later
+    ones in a ring of keep_window slots after them (see :func:`_rule_data`)."""
+    s, w = keep_sinks, keep_window
     ring = s + (q_pos - s) % w
     # Kept: the sinks, and the last w positions after them (w consecutive: distinct slots).
     in_ring = q_pos >= jnp.maximum(s, end - w)
-    return jnp.where(q_pos < s, q_pos, jnp.where(in_ring, ring, policy.capacity))
+    return jnp.where(q_pos < s, q_pos, jnp.where(in_ring, ring, capacity))
 
 
-def _advance(params, state: DecodeState, tokens, *, cfg: tiny.Config):
-    policy = state.policy
+def _advance(params, cache, tokens, rule, *, cfg: tiny.Config):
+    """One step on ``cache`` = (k, v, positions, length) with the policy's ``rule``
+    (:func:`_rule_data`); returns the new (k, v, positions, length) and the :class:`StepOut`."""
+    cache_ks, cache_vs, positions, offset = cache
     C = tokens.shape[1]
-    S = policy.capacity
-    offset = state.length
+    S = positions.shape[0]  # the capacity: the one part of the policy the program is made for
     q_pos = offset + jnp.arange(C, dtype=jnp.int32)  # query i sits at offset + i
-    k_pos = jnp.concatenate([state.positions, q_pos])  # [S_max + C]
-    rule = M.at_key_positions(policy.rule(offset), k_pos)
-    allowed = M.materialize(rule, C, S + C)[0]  # [C, S_max + C]
+    k_pos = jnp.concatenate([positions, q_pos])  # [S_max + C]
+    seen = M.at_key_positions(_traced_rule(offset, rule["window"], rule["sinks"]), k_pos)
+    allowed = M.materialize(seen, C, S + C)[0]  # [C, S_max + C]
 
     x = tiny.embed(params, tokens, q_pos)  # [B, C, D]
-    slots = _slots(policy, q_pos, offset + C)  # [C]
+    slots = _slots(q_pos, offset + C, rule["keep_sinks"], rule["keep_window"], S)  # [C]
     ks, vs, probs, outputs = [], [], [], []
-    for p, cache_k, cache_v in zip(params["layers"], state.k, state.v, strict=True):
+    for p, cache_k, cache_v in zip(params["layers"], cache_ks, cache_vs, strict=True):
         attend = functools.partial(
             _cached_attention, spec=cfg.spec, cache_k=cache_k, cache_v=cache_v, allowed=allowed
         )
@@ -324,12 +367,11 @@ def _advance(params, state: DecodeState, tokens, *, cfg: tiny.Config):
         vs.append(cache_v.at[:, slots].set(v_new, mode="drop"))
         probs.append(pr)
         outputs.append(out)
-    new_state = DecodeState(
-        k=tuple(ks),
-        v=tuple(vs),
-        positions=state.positions.at[slots].set(q_pos, mode="drop"),
-        length=offset + C,
-        policy=policy,
+    new_cache = (
+        tuple(ks),
+        tuple(vs),
+        positions.at[slots].set(q_pos, mode="drop"),
+        offset + C,
     )
     out = StepOut(
         logits=tiny.unembed(params, cfg, x),
@@ -340,14 +382,20 @@ def _advance(params, state: DecodeState, tokens, *, cfg: tiny.Config):
         allowed=allowed,
         written=jnp.where(slots < S, slots, -1),
     )
-    return new_state, out
+    return new_cache, out
 
 
 _advance_jit = jax.jit(_advance, static_argnames="cfg")
 
 
+def program_key(cfg: tiny.Config, policy: CachePolicy, batch: int, chunk: int) -> tuple:
+    """What selects a compiled step program: the model, B, C and the capacity (S_max), the one
+    static part of a policy. The key :func:`step` gives :func:`gqa_viz.buckets.note_program`."""
+    return ("decode", cfg, int(batch), int(chunk), policy.capacity)
+
+
 def compiled_programs() -> int:
-    """How many step programs this process has compiled (one per config, policy, B and C)."""
+    """How many step programs this process holds compiled (one per :func:`program_key`)."""
     return _advance_jit._cache_size()
 
 
@@ -399,7 +447,13 @@ def step(params, cfg: tiny.Config, state: DecodeState, tokens) -> tuple[DecodeSt
     wrong shape, batch or vocabulary, past the position table, or past a full cache's capacity.
     """
     tokens = _check_step(params, cfg, state, tokens)
-    return _advance_jit(params, state, jnp.asarray(tokens), cfg=cfg)
+    policy = state.policy
+    buckets.note_program(program_key(cfg, policy, *tokens.shape))
+    cache = (state.k, state.v, state.positions, state.length)
+    (k, v, positions, length), out = _advance_jit(
+        params, cache, jnp.asarray(tokens), _rule_data(policy), cfg=cfg
+    )
+    return DecodeState(k, v, positions, length, policy), out
 
 
 def prefill(params, cfg: tiny.Config, state: DecodeState, tokens) -> tuple[DecodeState, StepOut]:
@@ -457,8 +511,10 @@ def generate(
     """Greedy decoding: the prompt [B, T] (or [T]) in chunks of ``chunk`` (None: one step),
     then ``new_tokens`` tokens, each the argmax of the last logits.
 
-    The last generated token is not fed back, so the cache ends at T + new_tokens - 1 tokens
-    (a full cache's default capacity). Returns every step's outputs (:class:`Generation`).
+    The last generated token is not fed back, so the cache ends at T + new_tokens - 1 tokens.
+    A full cache's default capacity is the model's position table (``cfg.seq_len``), not the
+    run's length, so runs of every length share compiled programs. Returns every step's
+    outputs (:class:`Generation`).
     """
     prompt = np.asarray(prompt)
     if prompt.ndim == 1:
@@ -478,9 +534,7 @@ def generate(
             f"A prompt of {T} and {new_tokens} new tokens feeds {fed} tokens, more than the "
             f"model's {rows} learned positions."
         )
-    if not isinstance(policy, CachePolicy) and policy == "full" and capacity is None:
-        capacity = fed
-    state = init_cache(cfg, B, capacity, policy, window, sinks)
+    state = init_cache(cfg, B, capacity, policy, window, sinks)  # full: cfg.seq_len slots
 
     steps: list[Step] = []
 
@@ -541,25 +595,6 @@ def model_config(
     )
 
 
-def _with_kv_heads(model: kv_cache.ModelConfig, K: int) -> kv_cache.ModelConfig:
-    if model.is_mla:
-        raise ValueError(kv_cache.mla_reason(model))
-    if model.num_query_heads % K:
-        raise ValueError(f"kv_heads {K} must divide num_query_heads {model.num_query_heads}.")
-    layers = tuple(dataclasses.replace(layer, kv_heads=K) for layer in model.layers)
-    return dataclasses.replace(model, num_key_value_heads=K, layers=layers)
-
-
-def _whole(x: Fraction) -> int | Fraction:
-    """Bytes as an int, or a Fraction where int4 leaves half a byte."""
-    return int(x) if x.denominator == 1 else x
-
-
-def _bytes_text(x) -> str:
-    x = Fraction(x)
-    return f"{int(x):,}" if x.denominator == 1 else f"{float(x):,.1f}"
-
-
 def step_bytes(
     model: tiny.Config | kv_cache.ModelConfig,
     cached_tokens: int,
@@ -599,8 +634,8 @@ def step_bytes(
         N = model.num_query_heads
         models = {"configured": model}
         if not model.is_mla:
-            models["mha"] = _with_kv_heads(model, N)
-            models["mqa"] = _with_kv_heads(model, 1)
+            models["mha"] = kv_cache.with_kv_heads(model, N)
+            models["mqa"] = kv_cache.with_kv_heads(model, 1)
         note = "Variants change the cache only; the weights are counted as configured."
     out: dict = {}
     for name, m in models.items():
@@ -613,22 +648,22 @@ def step_bytes(
             weights_dtype=weights_dtype,
             bandwidth_bytes_per_s=bandwidth_bytes_per_s,
         )  # validates dtypes, batch, tokens and the parameter count
-        read = m.read_params or m.params
-        weights = read * Fraction(str(kv_cache.DTYPE_BYTES[weights_dtype]))
+        read = kv_cache.params_read(m)
+        weights = read * kv_cache.dtype_bytes(weights_dtype)
         total = weights + cache.total
         cache_formula = kv_cache.formula(m, tokens=cached_tokens, batch=batch, dtype=dtype)
         formula = (
             f"weights: {read:,} params read x {kv_cache.DTYPE_BYTES[weights_dtype]:g} B "
-            f"({weights_dtype}) = {_bytes_text(weights)} B\n"
+            f"({weights_dtype}) = {kv_cache.exact_bytes(weights)} B\n"
             f"cache: {cache_formula}\n"
-            f"step >= ({_bytes_text(weights)} + {_bytes_text(cache.total)}) B / "
+            f"step >= ({kv_cache.exact_bytes(weights)} + {kv_cache.exact_bytes(cache.total)}) B / "
             f"{bandwidth_bytes_per_s:.3g} B/s = {seconds * 1e6:,.4g} µs"
         )
         out[name] = {
             "kv_heads": m.num_key_value_heads,
-            "weights": _whole(weights),
+            "weights": kv_cache.whole(weights),
             "cache": cache.total,
-            "total": _whole(total),
+            "total": kv_cache.whole(total),
             "seconds": seconds,
             "formula": formula,
         }

@@ -77,8 +77,17 @@ counts it). ``active_params`` is what one token's forward pass uses in a mixture
 ``read_params`` is what a decode step must read from memory for one token: the active
 parameters less the embedding tables a lookup reads one row of (the input embedding when it is
 not tied to the output head, GPT-2's position table); for gpt-oss that is OpenAI's "active"
-count (3.61B of 20.9B, 5.13B of 116.8B). Other families: None, and the page asks
-(:func:`with_params`).
+count (3.61B of 20.9B, 5.13B of 116.8B; :func:`params_read`). Other families: None, and the
+page asks (:func:`with_params`).
+
+The cache (:func:`kv_cache_bytes`)
+----------------------------------
+One pass over the layers gives a :class:`CacheBytes`: each layer's bytes and S, the total,
+and the identical layers grouped (:class:`LayerGroup`, with their indices). :func:`variants`,
+:func:`formula`, :func:`max_batch` and :func:`decode_time_lower_bound` compute it themselves,
+or take it as ``cache=`` where a caller already has it (it must be for the same arguments).
+Helpers shared with other modules: :func:`with_kv_heads` (an MHA or MQA variant),
+:func:`dtype_bytes` (exact bytes per element), :func:`whole` and :func:`exact_bytes`.
 
 Pure Python: no JAX, no Streamlit.
 """
@@ -87,6 +96,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -240,12 +250,7 @@ _USE_SLIDING_WINDOW = {"qwen2", "qwen3", "qwen2_moe", "qwen3_moe"}
 _NEVER_MULTI_KV = {"gpt2"}  # multi-head by construction
 _HEAD_DIM_IS_D_OVER_N = {"gpt2", "falcon"}
 
-PARAM_FAMILIES = (
-    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma",
-    "gemma2", "gemma3_text", "qwen3_vl_text", "phi3", "gpt2", "falcon", "deepseek_v2",
-    "deepseek_v3", "gpt_oss",
-)  # fmt: skip
-
+_MODEL_TYPE = re.compile(r"[\w.-]{1,64}")  # how a family's name is spelled
 Kind = Literal["full", "sliding", "mla"]
 LAYER_TYPES = {"full_attention": "full", "sliding_attention": "sliding"}
 
@@ -361,7 +366,9 @@ class ModelConfig:
 # Validation: errors name the offending value.
 
 
-def _dtype_bytes(dtype: str, what: str = "dtype") -> Fraction:
+def dtype_bytes(dtype: str, what: str = "dtype") -> Fraction:
+    """Bytes per element of ``dtype`` (a key of :data:`DTYPE_BYTES`), exact: int4 is 1/2.
+    ValueError naming ``what`` for an unknown dtype."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"Unknown {what} {dtype!r}; expected one of {sorted(DTYPE_BYTES)}.")
     return Fraction(str(DTYPE_BYTES[dtype]))
@@ -386,59 +393,94 @@ def _positive(value, name: str) -> Fraction:
     return Fraction(value)
 
 
-def _whole(x: Fraction) -> int | Fraction:
+def whole(x: int | Fraction) -> int | Fraction:
     """An integer where the bytes are whole, else the exact fraction (int4's half bytes)."""
+    x = Fraction(x)
     return int(x) if x.denominator == 1 else x
+
+
+def exact_bytes(x: int | Fraction) -> str:
+    """Exact bytes with thousands separators, no unit: ``"131,072"``; half bytes (int4) as
+    ``".5"``."""
+    x = Fraction(x)
+    return f"{int(x):,}" if x.denominator == 1 else f"{float(x):,.1f}"
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading an uploaded file.
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"The file has {name}; a config's numbers must be finite.")
+class _Digits(str):
+    """An integer's digits, too many for the cap: refused once parsing has finished, by the
+    field that holds it (never converted: a long one would cost time and a crash later)."""
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"The file has the number {text}, too large to be finite.")
-    return value
-
-
-def parse_config_json(data: bytes | str, *, max_bytes: int, max_layers: int) -> dict:
+def parse_config_json(
+    data: bytes | str, *, max_bytes: int, max_layers: int, max_int: int, what: str = "file"
+) -> dict:
     """The JSON object of an uploaded ``config.json``, checked before anything reads it.
 
     Refused with a ValueError that names the limit: more than ``max_bytes`` bytes, not UTF-8,
     not JSON (with the line and column), NaN or Infinity (or a number too large to be finite),
-    not an object, or a layer count (``num_hidden_layers`` or an alias, also in ``text_config``)
-    or a ``layer_types`` list over ``max_layers``. Only parsed, never executed.
+    not an object, an integer beyond ``max_int`` either way (naming its field: the arithmetic
+    on it would overflow a float), or a layer count (``num_hidden_layers`` or an alias, also in
+    ``text_config``) or a ``layer_types`` list over ``max_layers``. Only parsed, never executed.
+    Messages call the data "the ``what``" ("file", "pasted text", "file config.json").
     """
     _count(max_bytes, "max_bytes", minimum=1)
     _count(max_layers, "max_layers", minimum=1)
+    _count(max_int, "max_int", minimum=1)
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
         raise ValueError(
-            f"The file is {len(raw):,} bytes; a config may be at most {max_bytes:,} bytes "
+            f"The {what} is {len(raw):,} bytes; a config may be at most {max_bytes:,} bytes "
             f"({max_bytes / 2**10:g} KiB)."
         )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"The file is not UTF-8 text (byte {error.start}).") from None
+        raise ValueError(f"The {what} is not UTF-8 text (byte {error.start}).") from None
+
+    def refuse_constant(name: str):
+        raise ValueError(f"The {what} has {name}; a config's numbers must be finite.")
+
+    def finite_float(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"The {what} has the number {text}, too large to be finite.")
+        return value
+
+    digits = len(str(max_int))
+
+    def capped_int(text: str) -> int | _Digits:
+        return _Digits(text) if len(text.lstrip("-")) > digits else int(text)
+
     try:
-        config = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        config = json.loads(
+            text, parse_constant=refuse_constant, parse_float=finite_float, parse_int=capped_int
+        )
     except json.JSONDecodeError as error:
         raise ValueError(
-            f"The file is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}."
+            f"The {what} is not valid JSON: {error.msg} at line {error.lineno}, column "
+            f"{error.colno}."
         ) from None
     except RecursionError:
-        raise ValueError("The file's JSON is nested too deeply to be a config.") from None
-    except ValueError as error:  # NaN/Infinity, or an integer of too many digits
-        raise ValueError(str(error).split("\n")[0]) from None
+        raise ValueError(f"The {what}'s JSON is nested too deeply to be a config.") from None
+    except ValueError as error:  # NaN or Infinity: the message above
+        raise ValueError(str(error)) from None
     if not isinstance(config, dict):
         raise ValueError(
             f"A config.json is a JSON object ({{...}}); this file holds a {_json_kind(config)}."
+        )
+    if (found := _integer_over(config, max_int)) is not None:
+        where, value = found
+        if isinstance(value, _Digits):
+            value = f"an integer of {len(value.lstrip('-')):,} digits"
+        else:
+            value = f"{value:,}"
+        raise ValueError(
+            f"The {what} has {where} = {value}; a config's integers may be at most "
+            f"{max_int:,} either way."
         )
     for part, where in ((config, ""), (config.get("text_config"), "text_config.")):
         if not isinstance(part, dict):
@@ -455,6 +497,24 @@ def parse_config_json(data: bytes | str, *, max_bytes: int, max_layers: int) -> 
                 f"{where}layer_types lists {len(types):,} layers; at most {max_layers:,} are read."
             )
     return config
+
+
+def _integer_over(config: dict, max_int: int) -> tuple[str, int | _Digits] | None:
+    """(where, value) of the first integer beyond ``max_int`` either way, in the file's order;
+    None when there is none. Walked without recursion: the JSON may nest deeply."""
+    stack: list[tuple[str, object]] = [("", config)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, _Digits) or (_is_int(value) and abs(value) > max_int):
+            return (where if len(where) <= 80 else where[:77] + "..."), value
+        if isinstance(value, dict):
+            items = [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return None
 
 
 def _json_kind(value) -> str:
@@ -565,23 +625,34 @@ def _short(value) -> str:
 
 def _select_decoder(config: dict) -> tuple[dict, str | None, str, list[str]]:
     """The dict that describes the decoder, its model type, its key prefix, and notes."""
-    top_type = config.get("model_type")
-    if top_type is not None and not isinstance(top_type, str):
-        raise ValueError(f"model_type must be a string, got {_short(top_type)}.")
+    top_type = _model_type(config.get("model_type"), "model_type")
     text = config.get("text_config")
     if text is None:
         return config, top_type, "", []
     if not isinstance(text, dict):
         raise ValueError(f"text_config must be a JSON object, got {_short(text)}.")
-    text_type = text.get("model_type", TEXT_CONFIG_TYPES.get(top_type))
-    if text_type is not None and not isinstance(text_type, str):
-        raise ValueError(f"text_config.model_type must be a string, got {_short(text_type)}.")
+    text_type = _model_type(
+        text.get("model_type", TEXT_CONFIG_TYPES.get(top_type)), "text_config.model_type"
+    )
     note = (
         f"Multimodal config ({top_type or 'no model_type'}): its text_config "
         f"({text_type or 'no model_type'}) is the decoder read here; the vision encoder keeps "
         f"no KV cache, and its weights are not counted."
     )
     return text, text_type, "text_config.", [note]
+
+
+def _model_type(value, name: str) -> str | None:
+    """A model type as a family's name is spelled, else ValueError: it is shown back in notes
+    and messages, so nothing else of the file's text gets there this way."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _MODEL_TYPE.fullmatch(value):
+        raise ValueError(
+            f"{name} must be a string of 1 to 64 letters, digits, '_', '.' or '-' (a model "
+            f"family's name), got {_short(value)}."
+        )
+    return value
 
 
 def from_config(
@@ -591,10 +662,15 @@ def from_config(
     layer, following the rules of this module's docstring.
 
     ``max_layers`` caps the layer count: the app passes its upload limit for every config a
-    visitor gives; None (no cap) is for trusted dicts such as the repository's own presets. Raises ValueError naming the field for a config that lacks
-    the layer count, the attention-head count or the hidden size, or whose values do not fit
-    together (K not dividing N, ``layer_types`` of the wrong length, a window that is not a
-    positive integer, a layer type this calculator does not know).
+    visitor gives; None (no cap) is for trusted dicts such as the repository's own presets.
+    ``name`` defaults to the config's ``_name_or_path`` (a repository id's characters kept,
+    80 at most), else its model type.
+
+    Raises ValueError naming the field for a config that lacks the layer count, the
+    attention-head count or the hidden size, whose ``model_type`` is not a family's name (1 to
+    64 letters, digits, "_", "." or "-"), or whose values do not fit together (K not dividing
+    N, ``layer_types`` of the wrong length, a window that is not a positive integer, a layer
+    type this calculator does not know).
     """
     if not isinstance(config, dict):
         raise ValueError(f"A config is a JSON object; got a {_json_kind(config)}.")
@@ -673,7 +749,8 @@ def from_config(
 def _name_of(config: dict, model_type: str | None) -> str:
     path = config.get("_name_or_path")
     if isinstance(path, str) and path.strip():
-        return path.strip()[:100]
+        # The file's own text, shown in headings and messages: a repository id's characters.
+        return re.sub(r"[^\w./:+-]", "-", path.strip())[:80]
     return model_type or "config"
 
 
@@ -1075,21 +1152,12 @@ def _falcon(r: _Reader, L, N, K, H, D, V):
     return total, None, 0 if tied else V * D
 
 
+_DENSE = (
+    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "qwen3_vl_text",
+    "phi3",
+)  # fmt: skip
 _PARAM_COUNTERS = {
-    **dict.fromkeys(
-        (
-            "llama",
-            "mistral",
-            "qwen2",
-            "qwen3",
-            "gemma",
-            "gemma2",
-            "gemma3_text",
-            "qwen3_vl_text",
-            "phi3",
-        ),
-        _dense,
-    ),
+    **dict.fromkeys(_DENSE, _dense),
     "mixtral": _mixtral,
     "qwen2_moe": _qwen_moe,
     "qwen3_moe": _qwen_moe,
@@ -1099,41 +1167,29 @@ _PARAM_COUNTERS = {
     "gpt2": _gpt2,
     "falcon": _falcon,
 }
+# The model types whose parameter count is derived (module docstring).
+PARAM_FAMILIES = tuple(_PARAM_COUNTERS)
 
 
 # ---------------------------------------------------------------------------------------------
 # The cache.
 
 
-@dataclass(frozen=True)
-class CacheBytes:
-    """Exact cache bytes of ``batch`` sequences of ``tokens`` tokens in ``dtype``.
-
-    ``per_layer`` one entry per layer (each window applied), ``total`` their sum, and
-    ``cached_tokens`` each layer's S. Integers, or Fractions where int4 leaves half a byte.
-    """
-
-    per_layer: tuple[int | Fraction, ...]
-    total: int | Fraction
-    cached_tokens: tuple[int, ...]
-    tokens: int
-    batch: int
-    dtype: str
-
-
 def mla_reason(model: ModelConfig) -> str:
-    """Why an MLA model has no MHA or MQA variant (a sentence)."""
+    """Why an MLA model's cache is small and has no MHA or MQA variant (a sentence)."""
+    layer = model.layers[0]
     return (
-        f"{model.name} uses multi-head latent attention (MLA): every head reads one shared "
-        f"latent of {model.layers[0].latent} elements per token and layer, so there are no "
-        f"per-head keys and values to count, and no MHA or MQA variant of its cache."
+        f"{model.name} uses multi-head latent attention (MLA): each layer caches one latent of "
+        f"{layer.latent} elements per token ({layer.kv_lora_rank} kv_lora_rank + "
+        f"{layer.qk_rope_head_dim} qk_rope_head_dim), shared by all {model.num_query_heads} "
+        f"query heads, so there are no per-head keys and values to count, and no MHA or MQA "
+        f"variant of its cache."
     )
 
 
-def _layers(model: ModelConfig, kv_heads: int | None) -> tuple[LayerCache, ...]:
-    """The model's layers, or every layer with ``kv_heads`` kv heads (an MHA/MQA variant)."""
-    if kv_heads is None:
-        return model.layers
+def with_kv_heads(model: ModelConfig, kv_heads: int) -> ModelConfig:
+    """``model`` with ``kv_heads`` kv heads in every layer (its MHA or MQA variant), windows
+    kept. ValueError for an MLA model (see :func:`mla_reason`) or a K that does not divide N."""
     _count(kv_heads, "kv_heads", minimum=1)
     if model.is_mla:
         raise ValueError(mla_reason(model))
@@ -1142,22 +1198,51 @@ def _layers(model: ModelConfig, kv_heads: int | None) -> tuple[LayerCache, ...]:
             f"kv_heads ({kv_heads}) must divide {model.name}'s num_query_heads "
             f"({model.num_query_heads})."
         )
-    return tuple(replace(layer, kv_heads=kv_heads) for layer in model.layers)
+    layers = tuple(replace(layer, kv_heads=kv_heads) for layer in model.layers)
+    return replace(model, num_key_value_heads=kv_heads, layers=layers)
 
 
-def bytes_per_token(
-    model: ModelConfig, dtype: str = "bf16", kv_heads: int | None = None
-) -> tuple[int | Fraction, ...]:
-    """Each layer's cache bytes for one token of one sequence (before any window caps it)."""
-    size = _dtype_bytes(dtype)
-    return tuple(_whole(layer.elements_per_token * size) for layer in _layers(model, kv_heads))
+@dataclass(frozen=True)
+class LayerGroup:
+    """Identical layers, counted together, and their cache (what :func:`formula` prints)."""
+
+    count: int
+    layer: LayerCache
+    label: str  # "layers", "global layers", "local layers" or "MLA layers"
+    cached_tokens: int
+    bytes: int | Fraction  # all ``count`` layers, every sequence
+    indices: tuple[int, ...]  # the layers' places in the model, ascending
 
 
-def cached_tokens(model: ModelConfig, tokens: int) -> int:
-    """S of the layer that holds the most: ``tokens``, or the largest window when every layer
-    slides (older entries are evicted)."""
-    _count(tokens, "tokens")
-    return max(layer.cached_tokens(tokens) for layer in model.layers)
+@dataclass(frozen=True)
+class CacheBytes:
+    """Exact cache bytes of ``batch`` sequences of ``tokens`` tokens in ``dtype``.
+
+    ``per_layer`` one entry per layer (each window applied), ``total`` their sum, and
+    ``cached_tokens`` each layer's S. Integers, or Fractions where int4 leaves half a byte.
+    ``groups`` the identical layers together (:func:`layer_groups`), ``kv_heads`` the K every
+    layer was given (None: as configured).
+    """
+
+    per_layer: tuple[int | Fraction, ...]
+    total: int | Fraction
+    cached_tokens: tuple[int, ...]
+    tokens: int
+    batch: int
+    dtype: str
+    kv_heads: int | None
+    groups: tuple[LayerGroup, ...]
+
+    @property
+    def per_token(self) -> int | Fraction:
+        """Every layer's bytes for one token of one sequence, before any window."""
+        size = dtype_bytes(self.dtype)
+        return whole(sum(g.count * g.layer.elements_per_token * size for g in self.groups))
+
+
+def _group_order(layer: LayerCache) -> tuple[bool, int]:
+    """Full (and MLA) layers first, then sliding layers by window, largest first."""
+    return layer.window is not None, -(layer.window or 0)
 
 
 def kv_cache_bytes(
@@ -1173,30 +1258,98 @@ def kv_cache_bytes(
     ``kv_heads`` gives every layer that many kv heads (the MHA or MQA variant); ValueError for
     an MLA model (see :func:`mla_reason`), negative tokens, batch < 1 or an unknown dtype.
     """
-    layers = _layers(model, kv_heads)
+    layers = model.layers if kv_heads is None else with_kv_heads(model, kv_heads).layers
     _count(tokens, "tokens")
     _count(batch, "batch", minimum=1)
-    size = _dtype_bytes(dtype)
-    S = tuple(layer.cached_tokens(tokens) for layer in layers)
-    per_layer = tuple(
-        layer.elements_per_token * size * s * batch for layer, s in zip(layers, S, strict=True)
-    )
+    size = dtype_bytes(dtype)
+    places: dict[LayerCache, list[int]] = {}  # one pass over the layers
+    for i, layer in enumerate(layers):
+        places.setdefault(layer, []).append(i)
+    mixed = len({layer.kind for layer in places}) > 1
+    per_layer: list[int | Fraction] = [0] * len(layers)
+    S: list[int] = [0] * len(layers)
+    groups = []
+    for layer in sorted(places, key=_group_order):
+        indices = tuple(places[layer])
+        s = layer.cached_tokens(tokens)
+        each = layer.elements_per_token * size * s * batch
+        held = whole(each)
+        for i in indices:
+            per_layer[i], S[i] = held, s
+        if layer.kind == "mla":
+            label = "MLA layers"
+        else:
+            label = {"full": "global layers", "sliding": "local layers"}[layer.kind]
+            label = label if mixed else "layers"
+        groups.append(
+            LayerGroup(len(indices), layer, label, s, whole(each * len(indices)), indices)
+        )
     return CacheBytes(
-        per_layer=tuple(_whole(b) for b in per_layer),
-        total=_whole(sum(per_layer, Fraction(0))),
-        cached_tokens=S,
+        per_layer=tuple(per_layer),
+        total=whole(sum((Fraction(g.bytes) for g in groups), Fraction(0))),
+        cached_tokens=tuple(S),
         tokens=tokens,
         batch=batch,
         dtype=dtype,
+        kv_heads=kv_heads,
+        groups=tuple(groups),
     )
 
 
+def _reuse(
+    model: ModelConfig,
+    cache: CacheBytes | None,
+    *,
+    tokens: int,
+    batch: int,
+    dtype: str,
+    kv_heads: int | None = None,
+) -> CacheBytes:
+    """``cache`` when it is the one these arguments describe (computed once, reused), else the
+    cache computed; ValueError for a cache of other arguments."""
+    if cache is None:
+        return kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype, kv_heads=kv_heads)
+    asked = (model.num_layers, tokens, batch, dtype, kv_heads)
+    given = (len(cache.per_layer), cache.tokens, cache.batch, cache.dtype, cache.kv_heads)
+    if asked != given:
+        names = ("layers", "tokens", "batch", "dtype", "kv_heads")
+        wrong = ", ".join(
+            f"{n} {g!r} (not {a!r})" for n, a, g in zip(names, asked, given, strict=True) if a != g
+        )
+        raise ValueError(f"cache is not the one asked for: it has {wrong}.")
+    return cache
+
+
+def bytes_per_token(
+    model: ModelConfig, dtype: str = "bf16", kv_heads: int | None = None
+) -> tuple[int | Fraction, ...]:
+    """Each layer's cache bytes for one token of one sequence (before any window caps it);
+    their sum is :attr:`CacheBytes.per_token`."""
+    size = dtype_bytes(dtype)
+    layers = model.layers if kv_heads is None else with_kv_heads(model, kv_heads).layers
+    return tuple(whole(layer.elements_per_token * size) for layer in layers)
+
+
+def cached_tokens(model: ModelConfig, tokens: int) -> int:
+    """S of the layer that holds the most: ``tokens``, or the largest window when every layer
+    slides (older entries are evicted)."""
+    _count(tokens, "tokens")
+    return max(layer.cached_tokens(tokens) for layer in model.layers)
+
+
 def variants(
-    model: ModelConfig, *, tokens: int = 4096, batch: int = 1, dtype: str = "bf16"
+    model: ModelConfig,
+    *,
+    tokens: int = 4096,
+    batch: int = 1,
+    dtype: str = "bf16",
+    cache: CacheBytes | None = None,
 ) -> dict[str, int | Fraction]:
     """Total cache bytes as configured ("configured"), as MHA (K = N, "mha") and as MQA
-    (K = 1, "mqa"), windows kept. An MLA model has "configured" only (:func:`mla_reason`)."""
-    out = {"configured": kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype).total}
+    (K = 1, "mqa"), windows kept. An MLA model has "configured" only (:func:`mla_reason`).
+    ``cache``: the configured cache at these arguments, when already computed."""
+    configured = _reuse(model, cache, tokens=tokens, batch=batch, dtype=dtype)
+    out = {"configured": configured.total}
     if not model.is_mla:
         for key, K in (("mha", model.num_query_heads), ("mqa", 1)):
             c = kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype, kv_heads=K)
@@ -1211,34 +1364,39 @@ def with_params(model: ModelConfig, params: int) -> ModelConfig:
     return replace(model, params=params, active_params=None, read_params=None)
 
 
-def _weights(model: ModelConfig, dtype: str, read: bool = False) -> Fraction:
-    params = (model.read_params if read else None) or model.params
+def params_read(model: ModelConfig) -> int:
+    """Parameters a decode step reads from memory for one token: ``read_params``, else (a count
+    given by :func:`with_params`) ``params``. ValueError when neither is known."""
+    params = model.read_params or model.params
     if params is None:
-        raise ValueError(
-            f"{model.name}: the parameter count cannot be derived from this config "
-            f"({model.model_type or 'no model_type'}); give it."
-        )
-    return params * _dtype_bytes(dtype, "weights dtype")
+        raise ValueError(_no_params(model))
+    return params
+
+
+def _no_params(model: ModelConfig) -> str:
+    return (
+        f"{model.name}: the parameter count cannot be derived from this config "
+        f"({model.model_type or 'no model_type'}); give it."
+    )
+
+
+def _weights(model: ModelConfig, dtype: str, read: bool = False) -> Fraction:
+    params = params_read(model) if read else model.params
+    if params is None:
+        raise ValueError(_no_params(model))
+    return params * dtype_bytes(dtype, "weights dtype")
 
 
 def weights_bytes(model: ModelConfig, dtype: str = "bf16") -> int | Fraction:
     """Bytes of the weights: the total parameter count times the bytes of ``dtype`` (all
     stored alike). ValueError when the count is not known (see :func:`with_params`)."""
-    return _whole(_weights(model, dtype))
+    return whole(_weights(model, dtype))
 
 
 def _free_bytes(model: ModelConfig, gpu_bytes, weights_dtype: str) -> Fraction:
     """GPU bytes left after the weights (negative when they don't fit). Activations, the
     framework's workspace and fragmentation are ignored: the results are upper bounds."""
     return _positive(gpu_bytes, "gpu_bytes") - _weights(model, weights_dtype)
-
-
-def _groups(layers) -> dict[LayerCache, int]:
-    """Identical layers counted together, in order of first appearance."""
-    groups: dict[LayerCache, int] = {}
-    for layer in layers:
-        groups[layer] = groups.get(layer, 0) + 1
-    return groups
 
 
 def max_context(
@@ -1256,14 +1414,14 @@ def max_context(
     ``max_position_embeddings`` (see :func:`beyond_max_position`). Ignores activations and
     workspace (an upper bound).
     """
-    per = _count(batch, "batch", minimum=1) * _dtype_bytes(dtype)
+    per = _count(batch, "batch", minimum=1) * dtype_bytes(dtype)
     free = _free_bytes(model, gpu_bytes, weights_dtype)
     if free <= 0:
         return 0
     budget = free / per  # in cached elements
     groups = [
-        (layer.window, count * layer.elements_per_token)
-        for layer, count in _groups(model.layers).items()
+        (g.layer.window, g.count * g.layer.elements_per_token)
+        for g in kv_cache_bytes(model, tokens=0).groups
     ]
     fixed = Fraction(0)  # elements of layers already capped at their window
     slope = sum(e for _, e in groups)  # elements per token of layers still growing
@@ -1284,17 +1442,21 @@ def max_batch(
     tokens: int,
     dtype: str = "bf16",
     weights_dtype: str = "bf16",
+    *,
+    cache: CacheBytes | None = None,
 ) -> int:
     """Most sequences of ``tokens`` tokens (>= 1) whose caches fit beside the weights.
 
     0 when the weights alone don't fit. Ignores activations and workspace (an upper bound).
+    ``cache``: the model's cache at ``tokens`` and ``dtype`` (any batch), when already computed.
     """
     _count(tokens, "tokens", minimum=1)
-    per_sequence = kv_cache_bytes(model, tokens=tokens, dtype=dtype).total
+    batch = 1 if cache is None else cache.batch
+    cache = _reuse(model, cache, tokens=tokens, batch=batch, dtype=dtype)
     free = _free_bytes(model, gpu_bytes, weights_dtype)
     if free <= 0:
         return 0
-    return math.floor(free / per_sequence)
+    return math.floor(free * cache.batch / cache.total)
 
 
 def decode_time_lower_bound(
@@ -1304,6 +1466,8 @@ def decode_time_lower_bound(
     dtype: str = "bf16",
     weights_dtype: str = "bf16",
     bandwidth_bytes_per_s: float = 3.35e12,
+    *,
+    cache: CacheBytes | None = None,
 ) -> float:
     """Seconds per decode step (one new token for each of ``batch`` sequences) if memory-bound.
 
@@ -1312,12 +1476,13 @@ def decode_time_lower_bound(
     batch only reads more; an input embedding table only by its rows) and the whole cache of
     ``tokens`` tokens (window-capped), once each, at the full ``bandwidth_bytes_per_s``
     (default 3.35e12, an H100 SXM's HBM3 peak), with compute, kernel launches and the new
-    token's own K/V ignored. A count given by :func:`with_params` is read whole.
+    token's own K/V ignored. A count given by :func:`with_params` is read whole. ``cache``:
+    the cache at these arguments, when already computed.
     """
     bandwidth = _positive(bandwidth_bytes_per_s, "bandwidth_bytes_per_s")
-    cache = kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype).total
+    cache = _reuse(model, cache, tokens=tokens, batch=batch, dtype=dtype)
     weights = _weights(model, weights_dtype, read=True)
-    return float((weights + cache) / bandwidth)
+    return float((weights + cache.total) / bandwidth)
 
 
 def beyond_max_position(model: ModelConfig, tokens: int) -> bool:
@@ -1326,17 +1491,6 @@ def beyond_max_position(model: ModelConfig, tokens: int) -> bool:
     _count(tokens, "tokens")
     limit = model.max_position_embeddings
     return limit is not None and tokens > limit
-
-
-@dataclass(frozen=True)
-class LayerGroup:
-    """Identical layers, counted together, and their cache (what :func:`formula` prints)."""
-
-    count: int
-    layer: LayerCache
-    label: str  # "layers", "global layers", "local layers" or "MLA layers"
-    cached_tokens: int
-    bytes: int | Fraction  # all ``count`` layers, every sequence
 
 
 def layer_groups(
@@ -1350,23 +1504,16 @@ def layer_groups(
     """The model's layers grouped by what they cache: full layers first, then sliding layers
     by window (largest first). "global"/"local" label the groups of a model that mixes them."""
     cache = kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype, kv_heads=kv_heads)
-    layers = _layers(model, kv_heads)
-    mixed = len({layer.kind for layer in layers}) > 1
-    out = []
-    for layer, count in sorted(
-        _groups(layers).items(), key=lambda g: (g[0].window is not None, -(g[0].window or 0))
-    ):
-        S = layer.cached_tokens(tokens)
-        label = {"mla": "MLA layers", "full": "global layers", "sliding": "local layers"}[
-            layer.kind
-        ]
-        if layer.kind != "mla" and not mixed:
-            label = "layers"
-        size = sum(
-            (b for b, x in zip(cache.per_layer, layers, strict=True) if x == layer), Fraction(0)
-        )
-        out.append(LayerGroup(count, layer, label, S, _whole(size)))
-    return out
+    return list(cache.groups)
+
+
+def _decimal_and_binary(b: float) -> str:
+    """`` = 1.07 GB = 1.00 GiB`` in the largest unit that keeps the number >= 1 (nothing below
+    1 kB: the bytes say it), so a tiny model's cache does not read "0.00 GB"."""
+    for decimal, binary, unit in ((GB, GiB, "G"), (10**6, 2**20, "M"), (10**3, 2**10, "k")):
+        if b >= decimal:
+            return f" = {b / decimal:,.2f} {unit}B = {b / binary:,.2f} {unit.upper()}iB"
+    return ""
 
 
 def formula(
@@ -1376,14 +1523,15 @@ def formula(
     batch: int = 1,
     dtype: str = "bf16",
     kv_heads: int | None = None,
+    cache: CacheBytes | None = None,
 ) -> str:
     """The cache formula with the model's numbers, one line per group of identical layers
-    (their bytes), then the total in B, GB and GiB (on the one line of a uniform model)."""
-    groups = layer_groups(model, tokens=tokens, batch=batch, dtype=dtype, kv_heads=kv_heads)
-    total = kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype, kv_heads=kv_heads)
+    (their bytes), then the total in B, GB and GiB (on the one line of a uniform model).
+    ``cache``: the cache at these arguments, when already computed."""
+    cache = _reuse(model, cache, tokens=tokens, batch=batch, dtype=dtype, kv_heads=kv_heads)
     size = f"{DTYPE_BYTES[dtype]:g} B ({dtype})"
     lines = []
-    for g in groups:
+    for g in cache.groups:
         layer = g.layer
         if layer.kind == "mla":
             per = (
@@ -1398,14 +1546,8 @@ def formula(
         tokens_text = f"{g.cached_tokens:,} tokens"
         if g.cached_tokens != tokens:
             tokens_text += f" ({tokens:,} capped at the {layer.window:,}-token sliding window)"
-        lines.append(f"{per} × {size} × {tokens_text} × {batch} batch = {_b(g.bytes)} B")
-    b = float(total.total)
-    total_text = f"{_b(total.total)} B = {b / GB:,.2f} GB = {b / GiB:,.2f} GiB"
+        lines.append(f"{per} × {size} × {tokens_text} × {batch} batch = {exact_bytes(g.bytes)} B")
+    total_text = f"{exact_bytes(cache.total)} B{_decimal_and_binary(float(cache.total))}"
     if len(lines) == 1:
         return lines[0].rsplit(" = ", 1)[0] + f" = {total_text}"
     return "\n".join([*lines, f"total = {total_text}"])
-
-
-def _b(x: int | Fraction) -> str:
-    """Bytes with thousands separators; half bytes as ".5"."""
-    return f"{int(x):,}" if Fraction(x).denominator == 1 else f"{float(x):,.1f}"

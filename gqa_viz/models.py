@@ -24,8 +24,6 @@ from gqa_viz.kv_cache import ModelConfig, from_config
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "assets" / "configs"
 SOURCES_FILE = "SOURCES.json"
 
-Model = ModelConfig
-
 
 @dataclass(frozen=True)
 class PresetSource:

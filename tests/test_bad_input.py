@@ -943,6 +943,35 @@ CALCULATOR_CASES = [
         check=_no_image,
     ),  # fmt: skip
     Case(
+        "paste-integer-over-2**53",  # passed, then overflowed a float in the parameter count
+        "kv_calculator",
+        (
+            "The pasted text has hidden_size = an integer of 401 digits; a config's integers "
+            "may be at most 9,007,199,254,740,992",
+        ),
+        where="error",
+        send=_paste(
+            json.dumps(
+                {
+                    "model_type": "llama",
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 1,
+                    "hidden_size": 10**400,
+                    "vocab_size": 10,
+                }
+            )
+        ),
+        check=_good_config_kept,
+    ),
+    Case(
+        "paste-model-type-markdown",  # shown back in notes: a family's name only
+        "kv_calculator",
+        ("model_type must be a string of 1 to 64 letters, digits",),
+        where="error",
+        send=_paste(json.dumps({**GOOD_CONFIG, "model_type": f"x` {IMAGE} `"})),
+        check=lambda at: _good_config_kept(at) or _no_image(at),
+    ),
+    Case(
         "paste-script-as-name",  # read: the name keeps a repository id's characters only
         "kv_calculator",
         (),

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from gqa_viz import core, decode, kv_cache, tasks, tiny, trained
+from gqa_viz import buckets, core, decode, kv_cache, tasks, tiny, trained
 from gqa_viz import masks as M
 from tests import reference
 
@@ -283,6 +283,84 @@ def test_steps_reuse_one_compiled_program():
     assert decode.compiled_programs() == first  # 15 more steps, lengths 5 .. 19: no compile
 
 
+def test_run_lengths_and_windows_of_one_capacity_share_programs():
+    """Only the model, B, C and the capacity select a program: a full cache's capacity is the
+    model's position table whatever the run's length, and window and sinks are data."""
+    params, cfg = _model(4)
+    prompt = _tokens(seed=4)[:, :6]
+    first = decode.generate(params, cfg, prompt, 3)  # the C = 6 and C = 1 programs
+    assert first.policy.capacity == L  # the 24 learned positions, not the 8 tokens fed
+    count = decode.compiled_programs()
+    for new in (4, 9, 19):
+        gen = decode.generate(params, cfg, prompt, new)
+        assert gen.steps[-1].length == 6 + new - 1
+    assert decode.compiled_programs() == count  # runs of 9, 14 and 24 tokens: no compile
+
+    # Seven slots: a rolling window of 7, sink caches of 2 + 5 and 6 + 1, a full cache of 7
+    # with windows 3 and none. Each keeps and attends as its own policy says (data, not code).
+    gens = [decode.generate(params, cfg, prompt, 12, policy="rolling", window=7)]
+    count = decode.compiled_programs()
+    for kind, window, sinks, capacity in [
+        ("sink", 5, 2, None),
+        ("sink", 1, 6, None),
+        ("full", 3, 0, 7),
+        ("full", None, 0, 7),
+    ]:
+        end = 7 if kind == "full" else 17
+        gens.append(
+            decode.generate(params, cfg, prompt, end - 5, policy=kind, window=window,
+                            sinks=sinks, capacity=capacity)
+        )  # fmt: skip
+    assert decode.compiled_programs() == count
+    # Slots after the last step (17 tokens fed; 7 for the full caches), by hand: the rolling
+    # cache holds 10 .. 16 at p mod 7, the sink caches their sinks and then their windows.
+    held = [
+        [14, 15, 16, 10, 11, 12, 13],
+        [0, 1, 12, 13, 14, 15, 16],
+        [0, 1, 2, 3, 4, 5, 16],
+        list(range(7)),
+        list(range(7)),
+    ]
+    attended = [7, 7, 7, 3, 7]  # keys the last query sees: window 3 at position 6 sees 4 .. 6
+    for gen, want, n_seen in zip(gens, held, attended, strict=True):
+        last = gen.steps[-1]
+        assert gen.policy.capacity == 7 and last.out.logits.shape[1] == 1
+        np.testing.assert_array_equal(last.cache_positions, want)
+        # The last query (position q) attends to the policy's rule at the positions held.
+        q = last.length - 1
+        rule = M.materialize(gen.policy.rule(), q + 1, q + 1, xp=np)[0, q]  # [q + 1]
+        allowed = np.asarray(last.out.allowed, np.float32)  # [1, S_max + 1]
+        seen = decode.probs_by_position(allowed, last.out.key_positions, q + 1)[0] > 0
+        kept_before = np.isin(np.arange(q + 1), [*last.out.key_positions])
+        np.testing.assert_array_equal(seen, rule & kept_before)
+        assert seen.sum() == n_seen
+
+
+def test_decode_programs_count_toward_the_cap_on_programs_in_memory(monkeypatch):
+    """Decoding registers its programs with the bucketed attention's: past the cap, JAX's
+    in-memory caches are emptied as for the attention programs."""
+    cleared = []
+    monkeypatch.setattr(buckets, "_program_cap", 3)
+    monkeypatch.setattr(buckets, "_programs", set())
+    monkeypatch.setattr(buckets.jax, "clear_caches", lambda: cleared.append(1))
+    params, cfg = _model(2)
+    tokens = _tokens(seed=6)
+    decode.generate(params, cfg, tokens[:, :5], 6)  # C = 5, then C = 1: two programs
+    assert not cleared
+    assert buckets._programs == {
+        decode.program_key(cfg, decode.CachePolicy.of("full", L), B, 5),
+        decode.program_key(cfg, decode.CachePolicy.of("full", L), B, 1),
+    }
+    decode.generate(params, cfg, tokens[:, :5], 6)  # the same two: nothing new
+    assert len(buckets._programs) == 2 and not cleared
+    # A sink cache of 1 + 4 slots: its C = 5 program fills the cap of 3; its C = 1 program
+    # is a fourth, so the caches are emptied once and it is the only one counted after.
+    decode.generate(params, cfg, tokens[:, :5], 6, policy="sink", window=4, sinks=1)
+    assert len(cleared) == 1 and len(buckets._programs) == 1
+    decode.prefill(params, cfg, decode.init_cache(cfg, B), tokens[:, :5])  # new since then
+    assert len(cleared) == 1 and len(buckets._programs) == 2
+
+
 # --- greedy generation ------------------------------------------------------------------------
 
 
@@ -301,7 +379,8 @@ def test_generate_is_greedy_decoding_of_the_full_model(chunk):
     n_prefill = 1 if chunk is None else math.ceil(13 / chunk)
     assert kinds == ["prefill"] * n_prefill + ["decode"] * 10
     assert gen.steps[-1].length == L - 1  # the last token is never fed back
-    assert gen.steps[-1].out.probs[0].shape == (B, 8, 1, (L - 1) + 1)  # [B, N, C, S_max + C]
+    # [B, N, C, S_max + C]: a full cache holds the model's L = 24 positions by default.
+    assert gen.steps[-1].out.probs[0].shape == (B, 8, 1, L + 1)
 
 
 # --- bytes per step ---------------------------------------------------------------------------

@@ -379,6 +379,15 @@ def test_gpt2_refusal_names_its_own_field_too():
         ({"hidden_size": 4001, "head_dim": None}, r"hidden_size \(4001\) is not a multiple"),
         ({"num_hidden_layers": 2000}, "num_hidden_layers is 2,000; at most 1,024 layers"),
         ({"model_type": 7}, "model_type must be a string"),
+        # Shown back in notes and messages: a family's name only, never the file's Markdown.
+        (
+            {"model_type": "llama` ![x](http://e.co/x.png)"},
+            "model_type must be a string of 1 to 64 letters, digits, '_', '.' or '-'",
+        ),
+        ({"model_type": ""}, "model_type must be a string of 1 to 64"),
+        ({"model_type": "x" * 65}, "model_type must be a string of 1 to 64"),
+        ({"model_type": "llama\n"}, "model_type must be a string of 1 to 64"),
+        ({"text_config": {"model_type": "a b"}}, "text_config.model_type must be a string of"),
         ({"text_config": [1]}, "text_config must be a JSON object"),
     ],
 )
@@ -403,6 +412,21 @@ def test_bad_windows_name_the_field(change, match):
         read({**GPT_OSS_20B, **change})
 
 
+def test_model_types_as_families_spell_them_are_read():
+    for model_type in ("qwen3_vl_text", "RefinedWebModel", "my-arch.v2", "x" * 64):
+        assert read({**LLAMA_3_1_8B, "model_type": model_type}).num_layers == 32
+
+
+def test_the_name_keeps_a_repository_ids_characters():
+    model = read({**LLAMA_3_1_8B, "_name_or_path": " <script>![x](http://e.co/x.png) "})
+    assert model.name == "-script---x--http://e.co/x.png-"
+    assert read({**LLAMA_3_1_8B, "_name_or_path": "a/" + "b" * 200}).name == "a/" + "b" * 78
+    assert read({**LLAMA_3_1_8B, "_name_or_path": "meta-llama/Llama-3.1-8B"}).name == (
+        "meta-llama/Llama-3.1-8B"
+    )
+    assert read(LLAMA_3_1_8B).name == "llama"  # no _name_or_path: the model type
+
+
 def test_not_a_dict():
     with pytest.raises(ValueError, match="JSON object; got a list"):
         read([1, 2])
@@ -413,7 +437,9 @@ def test_not_a_dict():
 
 
 def _parse(data, max_bytes=limits.MAX_CONFIG_BYTES):
-    return parse_config_json(data, max_bytes=max_bytes, max_layers=CAP)
+    return parse_config_json(
+        data, max_bytes=max_bytes, max_layers=CAP, max_int=limits.MAX_CONFIG_INT
+    )
 
 
 def test_upload_limits_are_the_apps():
@@ -446,11 +472,39 @@ def test_parse_reads_a_real_config():
         (b'{"n_layer": 5000}', "n_layer is 5,000"),
         (b'{"text_config": {"num_hidden_layers": 4096}}', "text_config.num_hidden_layers"),
         (json.dumps({"layer_types": ["full_attention"] * 1025}).encode(), "lists 1,025 layers"),
+        # Integers beyond MAX_CONFIG_INT, either way, by their field (a 401-digit hidden size
+        # used to pass and overflow a float in the parameter count).
+        (
+            b'{"hidden_size": 1' + b"0" * 400 + b"}",
+            r"The file has hidden_size = an integer of "
+            r"401 digits; a config's integers may be at most 9,007,199,254,740,992 either way",
+        ),
+        (
+            json.dumps({"text_config": {"vocab_size": 2**53 + 1}}).encode(),
+            r"text_config\.vocab_size = 9,007,199,254,740,993;",
+        ),
+        (b'{"a": {"b": [1, -9007199254740993]}}', r"a\.b\[1\] = -9,007,199,254,740,993;"),
+        (b'{"n_layer": -1' + b"0" * 5000 + b"}", "n_layer = an integer of 5,001 digits"),
     ],
 )
 def test_parse_refuses(data, match):
     with pytest.raises(ValueError, match=match):
         _parse(data)
+
+
+def test_parse_takes_integers_up_to_the_limit():
+    config = _parse(json.dumps({"a": [2**53, -(2**53)], "b": {"c": 7}}).encode())
+    assert config == {"a": [2**53, -(2**53)], "b": {"c": 7}}
+    # The cap is the caller's.
+    with pytest.raises(ValueError, match="b.c = 7; a config's integers may be at most 6"):
+        parse_config_json(b'{"a": 6, "b": {"c": 7}}', max_bytes=100, max_layers=1, max_int=6)
+
+
+def test_parse_names_what_it_was_given():
+    with pytest.raises(ValueError, match="^The pasted text is not valid JSON"):
+        parse_config_json(b"{", max_bytes=100, max_layers=1, max_int=9, what="pasted text")
+    with pytest.raises(ValueError, match="^The file a.json has NaN"):
+        parse_config_json(b"[NaN]", max_bytes=100, max_layers=1, max_int=9, what="file a.json")
 
 
 def test_parse_refuses_a_file_over_the_size_limit():
@@ -562,6 +616,13 @@ def test_layer_groups_for_the_page():
         (21, "global layers", 8192, 1_409_286_144),
         (21, "local layers", 4096, 704_643_072),
     ]
+    # Each group knows its layers: Gemma 2 alternates, local first.
+    assert groups[0].indices == tuple(range(1, 42, 2))
+    assert groups[1].indices == tuple(range(0, 42, 2))
+
+
+def test_every_tabulated_family_has_its_parameters_derived():
+    assert set(kv.PARAM_FAMILIES) == set(kv.DEFAULTS)
 
 
 def test_per_layer_fields_are_exact():
@@ -651,5 +712,7 @@ def test_presets_and_uploads_read_alike():
     directory, presets, sources = _presets()
     for name, model in presets.items():
         data = (directory / sources[name].file).read_bytes()
-        upload = parse_config_json(data, max_bytes=limits.MAX_CONFIG_BYTES, max_layers=CAP)
+        upload = parse_config_json(
+            data, max_bytes=limits.MAX_CONFIG_BYTES, max_layers=CAP, max_int=limits.MAX_CONFIG_INT
+        )
         assert from_config(upload, name=name, max_layers=CAP) == model

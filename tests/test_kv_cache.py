@@ -165,6 +165,64 @@ def test_kv_heads_override():
         total(LLAMA3_8B, 8192, kv_heads=0)
 
 
+def test_with_kv_heads_is_the_variant_every_function_computes():
+    mha = kv.with_kv_heads(MISTRAL, 32)
+    assert mha.num_key_value_heads == 32 and mha.attention == "mha"
+    assert {(x.kv_heads, x.window) for x in mha.layers} == {(32, 4096)}  # windows kept
+    assert MISTRAL.num_key_value_heads == 8  # a new model; the original is unchanged
+    assert total(mha, 32768) == total(MISTRAL, 32768, kv_heads=32) == 4 * 512 * 2**20
+    with pytest.raises(ValueError, match=r"kv_heads \(3\) must divide Mistral-7B's"):
+        kv.with_kv_heads(MISTRAL, 3)
+    with pytest.raises(ValueError, match="no per-head keys"):
+        kv.with_kv_heads(DEEPSEEK, 1)
+
+
+def test_exact_bytes_helpers():
+    assert kv.dtype_bytes("int4") == Fraction(1, 2) and kv.dtype_bytes("fp32") == 4
+    with pytest.raises(ValueError, match="Unknown weights dtype 'q4'"):
+        kv.dtype_bytes("q4", "weights dtype")
+    assert kv.whole(Fraction(6, 2)) == 3 and type(kv.whole(Fraction(6, 2))) is int
+    assert kv.whole(Fraction(3, 2)) == Fraction(3, 2)
+    assert kv.exact_bytes(1_073_741_824) == "1,073,741,824"
+    assert kv.exact_bytes(Fraction(3, 2)) == "1.5"
+
+
+def test_params_read():
+    assert kv.params_read(LLAMA3_8B) == 8_030_000_000  # given by hand: read whole
+    assert kv.params_read(MIXTRAL) == MIXTRAL.read_params < MIXTRAL.params  # 2 of 8 experts
+    unknown = _model("X", model_type="olmo", num_hidden_layers=2, num_attention_heads=2,
+                     hidden_size=8)  # fmt: skip
+    with pytest.raises(ValueError, match="X: the parameter count cannot be derived"):
+        kv.params_read(unknown)
+
+
+def test_a_cache_computed_once_is_reused():
+    cache = kv.kv_cache_bytes(MISTRAL, tokens=32768, batch=4, dtype="fp8")
+    # 32 layers x 2 x 8 kv heads x 128 x 1 B per token; each layer capped at 4,096 tokens
+    assert cache.per_token == 65_536 and cache.total == 4 * 65_536 * 4096
+    (group,) = cache.groups
+    assert group.count == 32 and group.indices == tuple(range(32)) and group.cached_tokens == 4096
+    assert kv.formula(MISTRAL, tokens=32768, batch=4, dtype="fp8", cache=cache) == kv.formula(
+        MISTRAL, tokens=32768, batch=4, dtype="fp8"
+    )
+    assert kv.variants(MISTRAL, tokens=32768, batch=4, dtype="fp8", cache=cache) == (
+        kv.variants(MISTRAL, tokens=32768, batch=4, dtype="fp8")
+    )
+    # max_batch counts sequences: a cache of any batch serves.
+    assert kv.max_batch(MISTRAL, 40 * GB, 32768, "fp8", cache=cache) == kv.max_batch(
+        MISTRAL, 40 * GB, 32768, "fp8"
+    )
+    t = kv.decode_time_lower_bound(MISTRAL, 32768, 4, "fp8", cache=cache)
+    assert t == kv.decode_time_lower_bound(MISTRAL, 32768, 4, "fp8")
+    # A cache of other arguments is refused, naming what differs.
+    with pytest.raises(ValueError, match=r"tokens 32768 \(not 1024\)"):
+        kv.formula(MISTRAL, tokens=1024, batch=4, dtype="fp8", cache=cache)
+    with pytest.raises(ValueError, match=r"dtype 'fp8' \(not 'bf16'\)"):
+        kv.decode_time_lower_bound(MISTRAL, 32768, 4, "bf16", cache=cache)
+    with pytest.raises(ValueError, match=r"layers 32 \(not 18\)"):
+        kv.max_batch(GEMMA_2B, 40 * GB, 32768, "fp8", cache=cache)
+
+
 # ---------------------------------------------------------------------------------------------
 # MLA is computed (it used to be refused); only its MHA/MQA variants are refused, with why.
 

@@ -140,8 +140,11 @@ def test_deepseek_v2_lite_mla_has_no_mha_or_mqa_variant():
     assert m["KV cache per token"][0] == "31,104 B"
     assert not any("MHA" in label or "MQA" in label for label in m)
     assert "KV cache (MLA latent)" in m
-    assert kv.mla_reason(model) in [c.value for c in at.caption]
+    assert kv.mla_reason(model) in [w.value for w in at.warning]
     assert any("latent attention" in w.value for w in at.warning)
+    # Said once: no second copy of the explanation in a caption or another message.
+    shown = [e.value for e in [*at.caption, *at.warning, *at.info]]
+    assert sum("latent attention" in text for text in shown) == 1
     (layers,) = _traces(at, "layer")
     assert layers["meta"]["kind"] == "mla" and len(layers["x"]) == 27
 
@@ -202,6 +205,28 @@ BAD_PASTES = [
         {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 8},
         "The config has no num_attention_heads",
     ),
+    (  # it used to pass and overflow a float in the parameter count: refused, by its field
+        "integer-over-2**53",
+        {
+            "model_type": "llama",
+            "num_hidden_layers": 2,
+            "num_attention_heads": 1,
+            "hidden_size": 10**400,
+            "vocab_size": 10,
+        },
+        "The pasted text has hidden_size = an integer of 401 digits; a config's integers may "
+        "be at most 9,007,199,254,740,992",
+    ),
+    (
+        "integer-just-over-2**53",
+        {**FALCON_7B, "vocab_size": 2**53 + 1},
+        "vocab_size = 9,007,199,254,740,993; a config's integers may be at most",
+    ),
+    (  # shown back in messages and notes: a model family's name only
+        "model-type-markdown",
+        {**FALCON_7B, "model_type": "x` ![x](http://example.com/x.png) `"},
+        "model_type must be a string of 1 to 64 letters, digits, '_', '.' or '-'",
+    ),
 ]
 
 
@@ -215,6 +240,7 @@ def test_a_bad_paste_says_why_and_keeps_the_previous_model(paste, fragment):
     assert not at.exception
     (error,) = at.error
     assert fragment in _text(error) and "Still showing tiiuae/falcon-7b" in _text(error)
+    assert "](http" not in error.value  # the file's text quoted as text, never a live image
     assert _metrics(at)["KV cache per token"][0] == "8,192 B"  # the previous model
     assert len(_charts(at)) == 2
     # A good paste afterwards clears the message.

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from gqa_viz.app import kv_calculator as kvc
+from gqa_viz.app import kv_sharing as kv
+from gqa_viz.app.limits import (
+    KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
+    KV_CALCULATOR_MAX_BATCH,
+    KV_CALCULATOR_MAX_GPU_GB,
+    KV_CALCULATOR_MAX_HEAD_DIM,
+    KV_CALCULATOR_MAX_HEADS,
+    KV_CALCULATOR_MAX_PARAMS_BILLION,
+    KV_CALCULATOR_MAX_TOKENS,
+    KV_SHARING_MAX_SCORE_CELLS,
+    MAX_CONFIG_LAYERS,
+)
+from gqa_viz.app.settings import compute_key, from_query_params
 from gqa_viz.models import PRESETS
 
 PAGE = "app_pages/kv_sharing.py"
@@ -96,3 +111,71 @@ def test_url_sets_n_and_k():
     at = _app(n="4", k="1")
     assert list(_js(at)) == ["4 (MHA)", "2", "1 (MQA)"]
     assert any("K = 1" in m.label for m in at.metric)
+
+
+def test_calculator_inputs_take_the_calculators_limits():
+    at = _app()
+    at.selectbox(key="kv_preset").set_value("custom").run()
+    at.selectbox(key="kv_gpu").set_value("custom").run()
+    _ok(at)
+    limits = {
+        "kv_ctx": KV_CALCULATOR_MAX_TOKENS, "kv_batch": KV_CALCULATOR_MAX_BATCH,
+        "kv_gpu_custom": KV_CALCULATOR_MAX_GPU_GB, "kv_bw_custom": KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
+        "kv_c_layers": MAX_CONFIG_LAYERS, "kv_c_n": KV_CALCULATOR_MAX_HEADS,
+        "kv_c_k": KV_CALCULATOR_MAX_HEADS, "kv_c_h": KV_CALCULATOR_MAX_HEAD_DIM,
+        "kv_c_p": KV_CALCULATOR_MAX_PARAMS_BILLION,
+    }  # fmt: skip
+    assert {key: at.number_input(key=key).max for key in limits} == limits
+
+
+def test_the_calculator_section_words_it_as_the_calculator_page():
+    at = _app()
+    at.selectbox(key="kv_preset").set_value("Mistral 7B v0.1").run()
+    at.selectbox(key="kv_gpu").set_value("h200").run()
+    _ok(at)
+    m = {x.label: x.value for x in at.metric}
+    # Every layer slides and a 4,096-token window of caches fits: no limit from memory.
+    assert m["max context at batch 1"] == "unlimited (every layer slides)"
+    assert m["max batch at 4,096 tokens"].endswith(" sequences")
+    assert any("Upper bounds with 141 GB of GPU memory (H200)" in c.value for c in at.caption)
+
+
+def test_custom_model_checks_its_limits():
+    model = kvc.custom_model(32, 32, 8, 128, 8.0)
+    assert (model.num_layers, model.num_key_value_heads, model.head_dim) == (32, 8, 128)
+    assert model.hidden_size == 4096 and model.params == 8_000_000_000
+    bad = [
+        ((0, 32, 8, 128, 8.0), "layers must be a whole number from 1 to 1,024; got 0"),
+        ((1025, 32, 8, 128, 8.0), "layers must be a whole number from 1 to 1,024; got 1025"),
+        ((32, 513, 1, 128, 8.0), "query heads N must be a whole number from 1 to 512"),
+        ((32, 32, 8, 128.5, 8.0), "head_dim H must be a whole number from 1 to 1,024; got 128.5"),
+        ((32, 32, 8, 128, 0.0), "more than 0 and at most 100,000 billion; got 0.0"),
+        ((32, 32, 8, 128, float("nan")), "more than 0 and at most 100,000 billion; got nan"),
+        ((32, 32, 8, 128, 1e6), "more than 0 and at most 100,000 billion"),
+        ((32, 32, 3, 128, 8.0), "K = 3 must divide N = 32"),
+    ]
+    for args, match in bad:
+        with pytest.raises(ValueError, match=re.escape(match)):
+            kvc.custom_model(*args)
+
+
+def test_given_params_checks_its_limits():
+    unknown = kvc.uploaded_model(
+        b'{"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": 8}'
+    )
+    assert kvc.given_params(unknown, None) is unknown
+    assert kvc.given_params(unknown, 0.5).params == 500_000_000
+    for billions in (0, -1.0, 100_001.0):
+        with pytest.raises(ValueError, match="more than 0 and at most 100,000 billion"):
+            kvc.given_params(unknown, billions)
+
+
+def test_drift_enforces_the_pages_limit_itself(monkeypatch):
+    def computed(*args):
+        raise AssertionError("an input over the limit reached the computation")
+
+    monkeypatch.setattr(kv, "_compute_curve", computed)
+    s, problems = from_query_params({"mode": "random", "t": "2048", "n": "64", "batch": "8"})
+    assert problems == []
+    with pytest.raises(ValueError, match=f"the limit is {KV_SHARING_MAX_SCORE_CELLS:,}"):
+        kv.drift(compute_key(s), "random", 0.0, "mean")

@@ -277,7 +277,7 @@ class Plan:
     prompt_len: int  # T
     new_tokens: int
     chunk: int  # C of the prefill, 1 .. T
-    policy: decode.CachePolicy | None  # None: full, its capacity what the run feeds
+    policy: decode.CachePolicy | None  # None: full, its capacity the model's position table
     layer: int
     step: int  # 1-based, within the run's steps
     positions: int  # the model's learned positions (its position table's rows)

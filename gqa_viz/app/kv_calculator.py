@@ -10,10 +10,13 @@ compute for a view and words it.
   URL form (:func:`from_query_params`, :func:`to_query_params`) and the check of widget values
   (:func:`sanitize`). A pasted or uploaded config is not part of it: it stays in the session.
 * :func:`uploaded_model` / :func:`read_config`: a visitor's ``config.json`` within the upload
-  limits (parsed, never executed); :func:`custom_model` for a shape typed in.
-* :func:`calculator`: the numbers of one model at one context, batch, dtype and GPU.
-* Wording: :func:`model_caption`, :func:`reading_notes`, :func:`mla_note`,
-  :func:`window_note`, :func:`position_note`, :func:`textbook_note`, :func:`metric_rows`.
+  limits (parsed, never executed); :func:`custom_model` for a shape typed in,
+  :func:`given_params` for a parameter count typed in.
+* :func:`calculator`: the numbers of one model at one context, batch, dtype and GPU (the
+  configured cache computed once, every number that needs it reading that one).
+* Wording: :func:`model_caption`, :func:`reading_notes`, :func:`window_note`,
+  :func:`position_note`, :func:`textbook_note`, :func:`metric_rows` (an MLA model's note is
+  ``Calculator.no_variants``, :func:`gqa_viz.kv_cache.mla_reason`).
 """
 
 from __future__ import annotations
@@ -30,16 +33,20 @@ from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
     KV_CALCULATOR_MAX_BATCH,
     KV_CALCULATOR_MAX_GPU_GB,
+    KV_CALCULATOR_MAX_HEAD_DIM,
+    KV_CALCULATOR_MAX_HEADS,
     KV_CALCULATOR_MAX_PARAMS_BILLION,
     KV_CALCULATOR_MAX_TOKENS,
     MAX_CONFIG_BYTES,
+    MAX_CONFIG_INT,
     MAX_CONFIG_LAYERS,
 )
-from gqa_viz.kv_cache import DTYPE_BYTES, GB, GiB, ModelConfig
+from gqa_viz.kv_cache import DTYPE_BYTES, GB, GiB, ModelConfig, exact_bytes
 from gqa_viz.models import PRESETS, SOURCES
 
 __all__ = [
     "CUSTOM_GPU",
+    "CUSTOM_LIMITS",
     "DEFAULTS",
     "DTYPES",
     "GPUS",
@@ -60,7 +67,6 @@ __all__ = [
     "given_params",
     "plain",
     "metric_rows",
-    "mla_note",
     "model_caption",
     "position_note",
     "preset_name",
@@ -96,11 +102,6 @@ def gb_gib(b: float) -> str:
     return f"{gb(b)} · {gib(b)}"
 
 
-def exact_bytes(b: int | Fraction | float) -> str:
-    """``"131,072 B"``; half bytes (int4) as ``".5"``."""
-    return f"{int(b):,} B" if Fraction(b).denominator == 1 else f"{float(b):,.1f} B"
-
-
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
 
@@ -128,16 +129,16 @@ def preset_slug(name: str) -> str:
 
 
 _SLUGS = {preset_slug(name): name for name in PRESETS}
+# Every way a URL may name a preset, in lower case: its file name, its display name.
+_BY_LOWER = {
+    **{slug.lower(): name for slug, name in _SLUGS.items()},
+    **{name.lower(): name for name in PRESETS},
+}
 
 
 def preset_name(text: str) -> str | None:
     """The preset a URL names, by its file name or its display name (any case); else None."""
-    if text in PRESETS:
-        return text
-    low = text.strip().lower()
-    by_lower = {slug.lower(): name for slug, name in _SLUGS.items()}
-    by_lower.update({name.lower(): name for name in PRESETS})
-    return by_lower.get(low)
+    return text if text in PRESETS else _BY_LOWER.get(text.strip().lower())
 
 
 def default_preset() -> int:
@@ -348,34 +349,67 @@ def sanitize(
 # Models a visitor gives.
 
 
+# A model typed in: (highest, the name messages use) of each number; the lowest is 1.
+CUSTOM_LIMITS: dict[str, tuple[int, str]] = {
+    "layers": (MAX_CONFIG_LAYERS, "layers"),
+    "n": (KV_CALCULATOR_MAX_HEADS, "query heads N"),
+    "k": (KV_CALCULATOR_MAX_HEADS, "kv heads K"),
+    "h": (KV_CALCULATOR_MAX_HEAD_DIM, "head_dim H"),
+}
+
+
+def _params(billions: float) -> int:
+    """A parameter count typed in billions, as a count; ValueError naming the limit unless
+    0 < billions <= KV_CALCULATOR_MAX_PARAMS_BILLION."""
+    ok = isinstance(billions, int | float) and not isinstance(billions, bool)
+    if not (ok and 0 < billions <= KV_CALCULATOR_MAX_PARAMS_BILLION):
+        raise ValueError(
+            f"The parameter count must be more than 0 and at most "
+            f"{KV_CALCULATOR_MAX_PARAMS_BILLION:,g} billion; got {str(billions)[:40]}."
+        )
+    return max(1, round(billions * 1e9))
+
+
 def custom_model(layers: int, n: int, k: int, h: int, params_billion: float) -> ModelConfig:
     """The shape of a model typed in (hidden size N x H, every layer global), read through
     :func:`~gqa_viz.kv_cache.from_config` like a preset, with the parameter count given.
 
-    Raises ValueError when K does not divide N (or a number is out of range).
+    Raises ValueError naming the limit when a number is out of range (:data:`CUSTOM_LIMITS`,
+    the parameter count as :func:`given_params` checks it) or K does not divide N.
     """
+    for (hi, what), value in zip(CUSTOM_LIMITS.values(), (layers, n, k, h), strict=True):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+            raise ValueError(f"{what} must be a whole number from 1 to {hi:,}; got {value!r}.")
+    params = _params(params_billion)
     if n % k:
         raise ValueError(f"K = {k} must divide N = {n}.")
     config = {
-        "num_hidden_layers": int(layers),
-        "num_attention_heads": int(n),
-        "num_key_value_heads": int(k),
-        "head_dim": int(h),
-        "hidden_size": int(n) * int(h),
+        "num_hidden_layers": layers,
+        "num_attention_heads": n,
+        "num_key_value_heads": k,
+        "head_dim": h,
+        "hidden_size": n * h,
     }
     model = kv_cache.from_config(config, name="custom", max_layers=MAX_CONFIG_LAYERS)
-    return kv_cache.with_params(model, max(1, round(float(params_billion) * 1e9)))
+    return kv_cache.with_params(model, params)
+
+
+def _parse(data: bytes | str, what: str) -> dict:
+    return kv_cache.parse_config_json(
+        data,
+        max_bytes=MAX_CONFIG_BYTES,
+        max_layers=MAX_CONFIG_LAYERS,
+        max_int=MAX_CONFIG_INT,
+        what=what,
+    )
 
 
 def uploaded_model(data: bytes | str, name: str | None = None) -> ModelConfig:
     """The model of an uploaded ``config.json``: parsed within the upload limits
-    (:data:`~gqa_viz.app.limits.MAX_CONFIG_BYTES`, :data:`~gqa_viz.app.limits.MAX_CONFIG_LAYERS`),
-    never executed, then read like a preset. ValueError with a message naming the limit or
-    field for anything refused."""
-    config = kv_cache.parse_config_json(
-        data, max_bytes=MAX_CONFIG_BYTES, max_layers=MAX_CONFIG_LAYERS
-    )
-    return kv_cache.from_config(config, name=name, max_layers=MAX_CONFIG_LAYERS)
+    (:data:`~gqa_viz.app.limits.MAX_CONFIG_BYTES`, :data:`~gqa_viz.app.limits.MAX_CONFIG_LAYERS`,
+    :data:`~gqa_viz.app.limits.MAX_CONFIG_INT`), never executed, then read like a preset.
+    ValueError with a message naming the limit or field for anything refused."""
+    return kv_cache.from_config(_parse(data, "file"), name=name, max_layers=MAX_CONFIG_LAYERS)
 
 
 def read_config(data: bytes | str, what: str) -> tuple[ModelConfig | None, str | None]:
@@ -387,27 +421,22 @@ def read_config(data: bytes | str, what: str) -> tuple[ModelConfig | None, str |
             f"may be at most {MAX_CONFIG_BYTES:,} bytes ({MAX_CONFIG_BYTES // 2**10} KiB)."
         )
     try:
-        model = uploaded_model(data)
+        config = _parse(data, what)
+    except ValueError as error:  # the parser's message names the data as `what`
+        return None, str(error)
+    try:
+        return kv_cache.from_config(config, max_layers=MAX_CONFIG_LAYERS), None
     except ValueError as error:
-        message = str(error)
-        if message.startswith("The file"):  # the parser's words for what it was given
-            return None, f"The {what}" + message.removeprefix("The file")
-        return None, f"Could not read the {what}: {message}"
-    # The name comes from the file (_name_or_path): a repository id's characters only.
-    return replace(model, name=re.sub(r"[^\w./:+-]", "-", model.name)[:80] or "config"), None
+        return None, f"Could not read the {what}: {error}"
 
 
 def given_params(model: ModelConfig, billions: float | None) -> ModelConfig:
     """``model`` with a parameter count typed in, in billions, when its config does not give
-    one (None: not given). ValueError outside 1 to the limit's parameters."""
+    one (None: not given). ValueError unless 0 < ``billions`` <=
+    :data:`~gqa_viz.app.limits.KV_CALCULATOR_MAX_PARAMS_BILLION`."""
     if billions is None or model.params is not None:
         return model
-    if not 0 < billions <= KV_CALCULATOR_MAX_PARAMS_BILLION:
-        raise ValueError(
-            f"The parameter count must be between 0 and {KV_CALCULATOR_MAX_PARAMS_BILLION:,g} "
-            f"billion; got {billions:g}."
-        )
-    return kv_cache.with_params(model, max(1, round(billions * 1e9)))
+    return kv_cache.with_params(model, _params(billions))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,18 +482,6 @@ def reading_notes(model: ModelConfig, sourced: bool = True) -> str:
     return "\n".join(lines)
 
 
-def mla_note(model: ModelConfig) -> str:
-    """Why an MLA model's cache is small, and why it has no MHA/MQA variant."""
-    layer = model.layers[0]
-    return (
-        f"{model.name} uses multi-head latent attention (MLA): each layer caches one compressed "
-        f"latent of {layer.kv_lora_rank} elements plus a {layer.qk_rope_head_dim}-element "
-        f"rotary key per token ({layer.latent} in all), shared by all {model.num_query_heads} "
-        f"heads, not K × head_dim keys and values. The numbers below count that latent; there "
-        f"is no MHA or MQA variant of it."
-    )
-
-
 def window_note(model: ModelConfig) -> str | None:
     """A sentence on the sliding-window layers (their cache is capped), None without any."""
     sliding = [layer for layer in model.layers if layer.kind == "sliding"]
@@ -493,8 +510,7 @@ def position_note(model: ModelConfig, tokens: int) -> str:
 def _textbook(model: ModelConfig, tokens: int, batch: int, dtype: str) -> Fraction:
     """The cache by the textbook formula 2 · L · D · bytes · tokens · batch: multi-head
     attention with head_dim = D / N in every layer, no window, no latent."""
-    size = Fraction(str(DTYPE_BYTES[dtype]))
-    return 2 * model.num_layers * model.hidden_size * size * tokens * batch
+    return 2 * model.num_layers * model.hidden_size * kv_cache.dtype_bytes(dtype) * tokens * batch
 
 
 def textbook_note(model: ModelConfig, calc: Calculator) -> str:
@@ -562,8 +578,8 @@ class Calculator:
 
     ``variants`` has "configured", and "mha"/"mqa" unless the model is MLA (``no_variants``
     then says why); ``sizes`` the same less a variant that is the configured layout (an MHA
-    or MQA model). ``weights``, ``max_context``, ``max_batch`` and
-    ``decode_s`` are None when the model's parameter count is not known.
+    or MQA model). ``weights``, ``max_context``, ``max_batch`` and ``decode_s`` are None when
+    the model's parameter count is not known.
     """
 
     gpu_bytes: float
@@ -575,15 +591,14 @@ class Calculator:
     max_context: int | None  # tokens per sequence that fit at the batch; None: any (windows)
     max_batch: int | None  # sequences of the context length that fit
     decode_s: float | None  # lower bound on one decode step, in seconds
-    per_layer_token_bytes: tuple[float, ...] = ()  # each layer's bytes per token (uncapped)
-    no_variants: str | None = None  # why there is no MHA/MQA variant (MLA)
-    beyond_max_position: bool = False  # the context exceeds max_position_embeddings
-    max_context_beyond_max_position: bool = False
-    cache: kv_cache.CacheBytes | None = None  # the cache as configured, layer by layer
-    bytes_per_token: int | Fraction = 0  # every layer, one token of one sequence (uncapped)
-    textbook: float = 0.0  # the cache by the textbook 2 · L · D formula
-    tokens: int = 0
-    batch: int = 1
+    no_variants: str | None  # why there is no MHA/MQA variant (MLA)
+    beyond_max_position: bool  # the context exceeds max_position_embeddings
+    max_context_beyond_max_position: bool
+    cache: kv_cache.CacheBytes  # the cache as configured, layer by layer
+    bytes_per_token: int | Fraction  # every layer, one token of one sequence (uncapped)
+    textbook: float  # the cache by the textbook 2 · L · D formula
+    tokens: int
+    batch: int
 
     @property
     def budget(self) -> float | None:
@@ -606,18 +621,13 @@ def _contexts(model: ModelConfig, tokens: int, max_context: int | None) -> list[
 
 def _sizes(model: ModelConfig, contexts, batch: int, dtype: str, kv_heads) -> list[float]:
     """The cache at each context, by groups of identical layers (fast for 1,024 layers)."""
-    size = Fraction(str(DTYPE_BYTES[dtype]))
-    layers = (
-        model.layers if kv_heads is None else [replace(x, kv_heads=kv_heads) for x in model.layers]
-    )
-    groups: dict[kv_cache.LayerCache, int] = {}
-    for layer in layers:
-        groups[layer] = groups.get(layer, 0) + 1
+    size = kv_cache.dtype_bytes(dtype)
+    groups = kv_cache.layer_groups(model, tokens=0, kv_heads=kv_heads)
     return [
         float(
             sum(
-                (n * x.elements_per_token * size * x.cached_tokens(t) * batch)
-                for x, n in groups.items()
+                g.count * g.layer.elements_per_token * size * g.layer.cached_tokens(t) * batch
+                for g in groups
             )
         )
         for t in contexts
@@ -638,6 +648,7 @@ def calculator(
     read at ``bandwidth_gb_s`` GB/s. Without a parameter count (see
     :func:`gqa_viz.kv_cache.with_params`) only the cache is computed."""
     gpu = float(gpu_gb) * GB
+    cache = kv_cache.kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype)  # once
     known = model.params is not None
     max_ctx = kv_cache.max_context(model, gpu, batch, dtype, weights_dtype) if known else None
     contexts = _contexts(model, tokens, max_ctx)
@@ -647,36 +658,37 @@ def calculator(
         heads = {"configured": None}
     heads = {k: h for k, h in heads.items() if h is None or h != model.num_key_value_heads}
     sizes = {key: _sizes(model, contexts, batch, dtype, kh) for key, kh in heads.items()}
-    per_layer = kv_cache.bytes_per_token(model, dtype)
-    return Calculator(
-        gpu_bytes=gpu,
-        variants={
-            k: float(v)
-            for k, v in kv_cache.variants(model, tokens=tokens, batch=batch, dtype=dtype).items()
-        },
-        weights=float(kv_cache.weights_bytes(model, weights_dtype)) if known else None,
-        formula=kv_cache.formula(model, tokens=tokens, batch=batch, dtype=dtype),
-        contexts=contexts,
-        sizes=sizes,
-        max_context=max_ctx,
-        max_batch=kv_cache.max_batch(model, gpu, tokens, dtype, weights_dtype) if known else None,
-        decode_s=kv_cache.decode_time_lower_bound(
+    variants = kv_cache.variants(model, tokens=tokens, batch=batch, dtype=dtype, cache=cache)
+    if known:
+        weights = float(kv_cache.weights_bytes(model, weights_dtype))
+        max_batch = kv_cache.max_batch(model, gpu, tokens, dtype, weights_dtype, cache=cache)
+        decode_s = kv_cache.decode_time_lower_bound(
             model,
             tokens,
             batch,
             dtype,
             weights_dtype,
             bandwidth_bytes_per_s=float(bandwidth_gb_s) * 1e9,
+            cache=cache,
         )
-        if known
-        else None,
-        per_layer_token_bytes=tuple(float(b) for b in per_layer),
+    else:
+        weights = max_batch = decode_s = None
+    return Calculator(
+        gpu_bytes=gpu,
+        variants={k: float(v) for k, v in variants.items()},
+        weights=weights,
+        formula=kv_cache.formula(model, tokens=tokens, batch=batch, dtype=dtype, cache=cache),
+        contexts=contexts,
+        sizes=sizes,
+        max_context=max_ctx,
+        max_batch=max_batch,
+        decode_s=decode_s,
         no_variants=kv_cache.mla_reason(model) if model.is_mla else None,
         beyond_max_position=kv_cache.beyond_max_position(model, tokens),
         max_context_beyond_max_position=max_ctx is not None
         and kv_cache.beyond_max_position(model, max_ctx),
-        cache=kv_cache.kv_cache_bytes(model, tokens=tokens, batch=batch, dtype=dtype),
-        bytes_per_token=kv_cache.kv_cache_bytes(model, tokens=1, dtype=dtype).total,
+        cache=cache,
+        bytes_per_token=cache.per_token,
         textbook=float(_textbook(model, tokens, batch, dtype)),
         tokens=tokens,
         batch=batch,

@@ -5,8 +5,8 @@ Axis letters: B batch, T query length, S key/value length, N query heads, K kv h
 G = N // K, H head_dim, D model dim.
 
 * :func:`drift`: :func:`gqa_viz.sharing.drift_curve` for the sidebar's input, through the
-  server's shared results cache (:data:`gqa_viz.app.playground.RESULTS`); :func:`check_size`
-  first, with this page's own, stricter limit on the scores.
+  server's shared results cache (:data:`gqa_viz.app.playground.RESULTS`); it calls
+  :func:`check_size` first, with this page's own, stricter limit on the scores.
 
 The page's KV-cache calculator section calls :mod:`gqa_viz.app.kv_calculator`, the back-end of
 the KV calculator page: one copy of those numbers and their wording for both pages.
@@ -109,8 +109,10 @@ def drift(s: Settings, setting: str, eps: float, method: str) -> Drift:
     ``setting`` ("random", "controlled" with noise ``eps``, "trained"), grouped by ``method``.
 
     Maps are kept for ``s.k`` only. Shared by every session through the server's results cache
-    (bounded in bytes); a large input runs in the server's one heavy-work slot.
+    (bounded in bytes); a large input runs in the server's one heavy-work slot. ValueError,
+    naming the limit, for an input over this page's size (:func:`check_size`).
     """
+    check_size(s)
     B, T, S = input_shape(s)
     curve, q_labels, k_labels, mask, notes = RESULTS.get(
         ("kv-sharing", s, setting, eps, method),

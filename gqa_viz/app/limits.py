@@ -40,10 +40,18 @@ KV_CALCULATOR_MAX_BATCH = 65_536
 KV_CALCULATOR_MAX_GPU_GB = 1_000_000.0
 KV_CALCULATOR_MAX_BANDWIDTH_GB_S = 1_000_000.0
 KV_CALCULATOR_MAX_PARAMS_BILLION = 100_000.0
+# A model typed in on the KV sharing page (its layers are bounded by MAX_CONFIG_LAYERS): the
+# largest published models have 128 query heads and heads of 256.
+KV_CALCULATOR_MAX_HEADS = 512
+KV_CALCULATOR_MAX_HEAD_DIM = 1024
 # The Decode page (gqa_viz/app/decode.py clamps URL values into these). The shipped tiny models
 # learned 20-24 positions, so a run is shorter still (prompt + new tokens - 1 <= the model's
 # position table); these bound what a URL may ask of a longer model. A run of the tiny models
-# is a few hundred kB and, once its two programs are compiled, a few ms.
+# is a few hundred kB and, once its programs are compiled, a few ms. A run compiles one step
+# program per prefill chunk length C and one for its C = 1 steps, for its model and cache
+# capacity (a full cache's is the model's position table; a bounded one's sinks + window), and
+# shares them with every run of the same model, C and capacity: new tokens, window and sinks
+# are data. They count toward MAX_PROGRAMS_IN_MEMORY.
 MAX_DECODE_NEW_TOKENS = 64
 MAX_DECODE_PROMPT_TOKENS = 64  # prompt length and prefill chunk
 MAX_DECODE_CAPACITY = 128  # cache slots of a bounded cache: window (+ sinks)
@@ -75,13 +83,18 @@ MAX_PROMPT_CHARS = 400  # Trained heads: a typed prompt
 # decoders have ~130 layers, so 1,024 layers bounds what reading one may build.
 MAX_CONFIG_BYTES = 256 * 2**10
 MAX_CONFIG_LAYERS = 1024
+# Any integer in an uploaded config, either way: 2**53 (floats count integers exactly up to
+# it) is beyond every real field, yet small enough that the calculator's products of a few of
+# them (parameters, bytes) stay far inside a float.
+MAX_CONFIG_INT = 2**53
 
 # --- Server memory ------------------------------------------------------------------------
 # The results cache shared by every session and page: all results together stay within
 # 1.5 GiB, which holds one run at the size limit (logits and probabilities, 512 MiB each)
 # beside many small ones.
 MAX_RESULT_BYTES = int(1.5 * 2**30)
-# Compiled attention programs held in memory, about 6 MB each on a CPU. Many visitors
+# Compiled programs held in memory (the bucketed attention programs and the Decode page's
+# step programs, gqa_viz.buckets.note_program), about 6 MB each on a CPU. Many visitors
 # exploring many head counts and lengths would otherwise keep adding programs for as long as
 # the server runs; past the limit JAX's in-memory caches are emptied and programs load again
 # from the persistent compilation cache (tens of ms each) as they are used. Prewarming

@@ -22,7 +22,7 @@ from gqa_viz.figures.theme import (
     PAPER_BG,
     base_layout,
 )
-from gqa_viz.kv_cache import CacheBytes, ModelConfig, bytes_per_token
+from gqa_viz.kv_cache import CacheBytes, LayerGroup, ModelConfig, dtype_bytes
 
 # Decimal units, as GPU makers quote memory (GB = 10**9 bytes).
 UNITS = (("GB", 10**9), ("MB", 10**6), ("kB", 10**3), ("B", 1))
@@ -36,58 +36,50 @@ def pick_unit(top: float) -> tuple[str, int]:
     return "B", 1
 
 
-def _groups(model: ModelConfig) -> list[tuple[tuple[str, int | None], list[int]]]:
-    """Layer indices by (kind, window): global first, then local by window (largest first),
-    then MLA, as :func:`gqa_viz.kv_cache.layer_groups` orders them."""
-    out: dict[tuple[str, int | None], list[int]] = {}
-    for i, layer in enumerate(model.layers):
-        out.setdefault((layer.kind, layer.window), []).append(i)
-    order = {"full": 0, "sliding": 1, "mla": 2}
-    return sorted(out.items(), key=lambda g: (order[g[0][0]], -(g[0][1] or 0)))
-
-
-def _label(kind: str, window: int | None, model: ModelConfig, mixed: bool) -> str:
-    if kind == "mla":
-        return f"MLA layers ({model.layers[0].latent}-element latent)"
-    if kind == "sliding":
-        return f"local layers ({window:,}-token window)"
-    return "global layers (every token)" if mixed else "layers (every token)"
+def _label(group: LayerGroup) -> str:
+    """The group's label (:func:`gqa_viz.kv_cache.layer_groups`) and what its layers keep."""
+    layer = group.layer
+    if layer.kind == "mla":
+        return f"{group.label} ({layer.latent}-element latent)"
+    if layer.kind == "sliding":
+        return f"{group.label} ({layer.window:,}-token window)"
+    return f"{group.label} (every token)"
 
 
 def layer_figure(model: ModelConfig, cache: CacheBytes, title: str | None = None) -> go.Figure:
     """One bar per layer of ``model``: the bytes ``cache`` (from
     :func:`gqa_viz.kv_cache.kv_cache_bytes` for that model) holds in it.
 
-    A trace per group of layers (``meta["role"] == "layer"``, with ``kind`` and ``window``);
-    y in the decimal unit of :func:`pick_unit` (``meta["unit"]`` bytes), the exact bytes in the
-    hover. Local layers whose window cuts the context get a pale bar behind them
-    (``meta["role"] == "uncapped"``): their bytes per token times the whole context, what a
-    calculator that ignores windows counts.
+    A trace per group of layers (``cache.groups``, in their order; ``meta["role"] ==
+    "layer"``, with ``kind`` and ``window``); y in the decimal unit of :func:`pick_unit`
+    (``meta["unit"]`` bytes), the exact bytes in the hover. Local layers whose window cuts the
+    context get a pale bar behind them (``meta["role"] == "uncapped"``): their bytes per token
+    times the whole context, what a calculator that ignores windows counts.
     """
     L = model.num_layers
     if len(cache.per_layer) != L:
         raise ValueError(f"cache has {len(cache.per_layer)} layers; the model has {L}.")
-    per_token = bytes_per_token(model, cache.dtype)
-    uncapped = [float(b) * cache.tokens * cache.batch for b in per_token]
+    size = dtype_bytes(cache.dtype)
+    per_token = {g: g.layer.elements_per_token * size for g in cache.groups}  # one layer's
     held = [float(b) for b in cache.per_layer]
-    unit_name, unit = pick_unit(max(uncapped + held))
-    groups = _groups(model)
-    mixed = len({kind for (kind, _), _ in groups}) > 1
+    uncapped = {g: float(per_token[g] * cache.tokens * cache.batch) for g in cache.groups}
+    unit_name, unit = pick_unit(max(held + list(uncapped.values())))
     fig = go.Figure()
-    colors: dict[tuple[str, int | None], str] = {}
+    colors: dict[LayerGroup, str] = {}
     extra = iter(EXTRA_WINDOW_COLORS)  # a second or third window size (rare)
-    for kind, window in (key for key, _ in groups):
-        later_local = kind == "sliding" and any(k == "sliding" for k, _ in colors)
-        colors[kind, window] = next(extra, None) if later_local else None
-        colors[kind, window] = colors[kind, window] or LAYER_KIND_COLORS[kind]
-    capped = [i for i in range(L) if cache.cached_tokens[i] < cache.tokens]
+    for g in cache.groups:
+        later_local = g.layer.kind == "sliding" and any(x.layer.kind == "sliding" for x in colors)
+        colors[g] = (next(extra, None) if later_local else None) or LAYER_KIND_COLORS[g.layer.kind]
+    capped = sorted(
+        (i, g) for g in cache.groups if g.cached_tokens < cache.tokens for i in g.indices
+    )
     width = 0.8 if L <= 256 else 1.0  # explicit: each trace holds every other layer or so
     if capped:  # hatched, behind: what a local layer would hold without its window
-        color = [colors[model.layers[i].kind, model.layers[i].window] for i in capped]
+        color = [colors[g] for _, g in capped]
         fig.add_trace(
             go.Bar(
-                x=capped,
-                y=[uncapped[i] / unit for i in capped],
+                x=[i for i, _ in capped],
+                y=[uncapped[g] / unit for _, g in capped],
                 width=width,
                 name="local layers without their window (what window-blind calculators count)",
                 marker=dict(
@@ -95,32 +87,37 @@ def layer_figure(model: ModelConfig, cache: CacheBytes, title: str | None = None
                     line=dict(color=color, width=1),
                     pattern=dict(shape="/", fgcolor=color, bgcolor=PAPER_BG, solidity=0.3),
                 ),
-                customdata=[[f"{int(uncapped[i]):,}"] for i in capped],
+                customdata=[[f"{int(uncapped[g]):,}"] for _, g in capped],
                 hovertemplate="layer %{x} without its window: %{customdata[0]} B<extra></extra>",
                 legendrank=1001,  # listed after the layers it stands behind
                 meta={"role": "uncapped", "unit": unit},
             )
         )
-    for (kind, window), index in groups:
+    for g in cache.groups:
         fig.add_trace(
             go.Bar(
-                x=index,
-                y=[held[i] / unit for i in index],
+                x=list(g.indices),
+                y=[held[i] / unit for i in g.indices],
                 width=width,
-                name=_label(kind, window, model, mixed),
-                marker=dict(color=colors[kind, window]),
+                name=_label(g),
+                marker=dict(color=colors[g]),
                 showlegend=True,
                 customdata=[
-                    [f"{held[i]:,.0f}", f"{cache.cached_tokens[i]:,}", f"{float(per_token[i]):,g}"]
-                    for i in index
+                    [f"{held[i]:,.0f}", f"{g.cached_tokens:,}", f"{float(per_token[g]):,g}"]
+                    for i in g.indices
                 ],
                 hovertemplate=(
                     "layer %{x}: %{customdata[0]} B<br>%{customdata[1]} tokens cached × "
                     "%{customdata[2]} B per token"
                     + (f" × batch {cache.batch}" * (cache.batch > 1))
-                    + f"<extra>{_label(kind, window, model, mixed)}</extra>"
+                    + f"<extra>{_label(g)}</extra>"
                 ),
-                meta={"role": "layer", "kind": kind, "window": window, "unit": unit},
+                meta={
+                    "role": "layer",
+                    "kind": g.layer.kind,
+                    "window": g.layer.window,
+                    "unit": unit,
+                },
             )
         )
     fig.update_xaxes(
