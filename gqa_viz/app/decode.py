@@ -23,14 +23,13 @@ N query heads, K kv heads, G = N // K, H head_dim, L layers.
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 from gqa_viz import decode, tasks, trained
+from gqa_viz.app import url_state
 from gqa_viz.app.kv_calculator import GPUS
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
@@ -125,28 +124,6 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
 }
 
 
-def _fmt(x: float) -> str:
-    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e30 else f"{x:,}"
-
-
-def _number(kind: type, value: Any) -> int | float:
-    """``value`` as an int or a finite float; ValueError saying what was expected."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got true/false")
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int | np.integer):
-            return int(value)
-        if not re.fullmatch(r"[+-]?\d{1,30}", str(value).strip()):
-            raise ValueError("expected a whole number")
-        return int(str(value))
-    number = float(value) if isinstance(value, int | float) else float(str(value)[:60])
-    if not math.isfinite(number):
-        raise ValueError("expected a finite number")
-    return number
-
-
 def _check(name: str, value: Any) -> tuple[Any, str | None]:
     """(the value as its field's type, within its limits; what was wrong with it, or None).
     Raises ValueError for a value that cannot be read as its type or choice."""
@@ -159,15 +136,7 @@ def _check(name: str, value: Any) -> tuple[Any, str | None]:
             raise ValueError(f"expected one of {', '.join(POLICY_NAMES)}")
         return value, None
     lo, hi, what = RANGES[name]
-    number = _number(float if name == "bw" else int, value)
-    if hi is None:
-        if number >= lo:
-            return number, None
-        return lo, f"{what} must be at least {_fmt(lo)}; got {_fmt(number)}"
-    if lo <= number <= hi:
-        return number, None
-    fixed = min(max(number, lo), hi)
-    return fixed, f"{what} must be between {_fmt(lo)} and {_fmt(hi)}; got {_fmt(number)}"
+    return url_state.clamp(url_state.number(float if name == "bw" else int, value), lo, hi, what)
 
 
 def _capacity_check(values: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -185,30 +154,8 @@ def _capacity_check(values: dict[str, Any]) -> tuple[dict[str, Any], str | None]
 def from_query_params(params: dict[str, Any]) -> tuple[DecodeSettings, list[str]]:
     """Settings from URL parameters (a list per name, or one value), plus one message per value
     that was changed or ignored. Parameters of other pages are ignored without a message."""
-    messages: list[str] = []
-    values: dict[str, Any] = {}
-    for name in [f.name for f in fields(DecodeSettings)]:
-        if name not in params:
-            continue
-        raw = params[name]
-        if isinstance(raw, list):
-            if len({str(r) for r in raw}) > 1:
-                messages.append(
-                    f"URL parameter {name} is given {len(raw)} times; only one is allowed, "
-                    f"using the last, {str(raw[-1])[:40]!r}."
-                )
-            raw = raw[-1] if raw else ""
-        raw = str(raw)[:200]
-        try:
-            values[name], why = _check(name, raw)
-        except (ValueError, OverflowError) as error:
-            default = getattr(DEFAULTS, name)
-            messages.append(
-                f"URL parameter {name}={raw[:40]!r} ignored ({error}); using {default!r}."
-            )
-            continue
-        if why:
-            messages.append(f"{why}, using {_fmt(values[name])}.")
+    names = [f.name for f in fields(DecodeSettings)]
+    values, messages = url_state.read_params(params, DEFAULTS, names, _check)
     settings = replace(DEFAULTS, **values)
     changed, why = _capacity_check(asdict(settings))
     if why:
@@ -230,24 +177,9 @@ def to_query_params(s: DecodeSettings) -> dict[str, str]:
 
 
 def sanitize(values: dict[str, Any], current: DecodeSettings) -> tuple[dict[str, Any], list[str]]:
-    """Widget values checked like URL values: (the values that change, messages).
-
-    A browser can send anything: a value that cannot be read as its field's type, or is out of
-    its limits, falls back to its value in ``current``, with a message naming the limit.
-    """
-    changed: dict[str, Any] = {}
-    messages = []
-    for name, value in values.items():
-        kept = getattr(current, name)
-        try:
-            fixed, why = _check(name, value)
-        except (ValueError, OverflowError) as error:
-            fixed, why = kept, f"{name}: {str(value)[:40]!r} is not valid ({error})"
-        if why:
-            fixed = kept
-            messages.append(f"{why}; kept {kept!r}.")
-        if type(fixed) is not type(value) or fixed != value:
-            changed[name] = fixed
+    """Widget values checked like URL values (:func:`gqa_viz.app.url_state.sanitize`), then the
+    sink cache's capacity."""
+    changed, messages = url_state.sanitize(values, current, _check)
     merged = {**asdict(current), **values, **changed}
     more, why = _capacity_check(merged)
     if why:

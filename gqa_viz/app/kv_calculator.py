@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gqa_viz import kv_cache
+from gqa_viz.app import url_state
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
     KV_CALCULATOR_MAX_BATCH,
@@ -220,25 +221,8 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "bw": (1.0, KV_CALCULATOR_MAX_BANDWIDTH_GB_S, "memory bandwidth in GB/s (bw)"),
 }
 _CHOICES = {"dtype": DTYPES, "wdtype": DTYPES, "gpu": [*GPUS, CUSTOM_GPU]}
-_PARAMS = {f.name for f in fields(CalculatorSettings)}
-
-
-def _number(kind: type, value: Any) -> int | float:
-    """``value`` as an int or a finite float; ValueError saying what was expected."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got true/false")
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, int):
-            return value
-        if not re.fullmatch(r"[+-]?\d{1,30}", str(value).strip()):
-            raise ValueError("expected a whole number")
-        return int(str(value))
-    number = float(value) if isinstance(value, int | float) else float(str(value)[:60])
-    if not math.isfinite(number):
-        raise ValueError("expected a finite number")
-    return number
+_PARAMS = [f.name for f in fields(CalculatorSettings)]
+FLOATS = ("gpu_gb", "bw")
 
 
 def _check(name: str, value: Any) -> tuple[Any, str | None]:
@@ -255,45 +239,13 @@ def _check(name: str, value: Any) -> tuple[Any, str | None]:
             raise ValueError(f"expected one of {', '.join(_CHOICES[name])}")
         return value, None
     lo, hi, what = RANGES[name]
-    number = _number(float if name in ("gpu_gb", "bw") else int, value)
-    if lo <= number <= hi:
-        return number, None
-    fixed = min(max(number, lo), hi)
-    return fixed, f"{what} must be between {_fmt(lo)} and {_fmt(hi)}; got {_fmt(number)}"
-
-
-def _fmt(x: float) -> str:
-    """``16,777,216``, ``1,000,000``, ``2.5``: exact, with thousands separators."""
-    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e30 else f"{x:,}"
+    return url_state.clamp(url_state.number(float if name in FLOATS else int, value), lo, hi, what)
 
 
 def from_query_params(params: dict[str, Any]) -> tuple[CalculatorSettings, list[str]]:
     """Settings from URL parameters (a list per name, or one value), plus one message per value
     that was changed or ignored. Parameters of other pages are ignored without a message."""
-    messages: list[str] = []
-    values: dict[str, Any] = {}
-    for name in [f.name for f in fields(CalculatorSettings)]:
-        if name not in params:
-            continue
-        raw = params[name]
-        if isinstance(raw, list):
-            if len({str(r) for r in raw}) > 1:
-                messages.append(
-                    f"URL parameter {name} is given {len(raw)} times; only one is allowed, "
-                    f"using the last, {str(raw[-1])[:40]!r}."
-                )
-            raw = raw[-1] if raw else ""
-        raw = str(raw)[:200]
-        try:
-            values[name], why = _check(name, raw)
-        except (ValueError, OverflowError) as error:
-            default = getattr(DEFAULTS, name)
-            messages.append(
-                f"URL parameter {name}={raw[:40]!r} ignored ({error}); using {default!r}."
-            )
-            continue
-        if why:
-            messages.append(f"{why}, using {_fmt(values[name])}.")
+    values, messages = url_state.read_params(params, DEFAULTS, _PARAMS, _check)
     gpu = values.get("gpu", DEFAULTS.gpu)
     if "bw" not in values and gpu != CUSTOM_GPU:  # the chosen GPU's bandwidth
         values["bw"] = GPUS[gpu].bandwidth_gb_s
@@ -324,25 +276,8 @@ def to_query_params(s: CalculatorSettings) -> dict[str, str]:
 def sanitize(
     values: dict[str, Any], current: CalculatorSettings
 ) -> tuple[dict[str, Any], list[str]]:
-    """Widget values checked like URL values: (the values that change, messages).
-
-    A browser can send anything: a value that cannot be read as its field's type, or is out of
-    its limits, falls back to its value in ``current``, with a message naming the limit.
-    """
-    changed: dict[str, Any] = {}
-    messages = []
-    for name, value in values.items():
-        kept = getattr(current, name)
-        try:
-            fixed, why = _check(name, value)
-        except (ValueError, OverflowError) as error:
-            fixed, why = kept, f"{name}: {str(value)[:40]!r} is not valid ({error})"
-        if why:
-            fixed = kept
-            messages.append(f"{why}; kept {kept!r}.")
-        if type(fixed) is not type(value) or fixed != value:
-            changed[name] = fixed
-    return changed, messages
+    """Widget values checked like URL values (:func:`gqa_viz.app.url_state.sanitize`)."""
+    return url_state.sanitize(values, current, _check)
 
 
 # ---------------------------------------------------------------------------------------------
