@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import streamlit as st
 
+from app_pages import _url_settings as url_settings
 from gqa_viz import trained
 from gqa_viz.app import decode as dec
 from gqa_viz.app.limits import (
@@ -45,27 +46,6 @@ def _plot(fig, key: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # State.
-
-
-def _load() -> dec.DecodeSettings:
-    if SETTINGS not in ss:
-        # Every value of a repeated parameter (to_dict() keeps only the last): one is allowed.
-        params = {name: st.query_params.get_all(name) for name in st.query_params}
-        ss[SETTINGS], ss[MESSAGES] = dec.from_query_params(params)
-    return ss[SETTINGS]
-
-
-def _seed(s: dec.DecodeSettings) -> list[str]:
-    """Widgets missing (a page switch dropped them) take the saved settings; a value a browser
-    sent that is not valid falls back to them, with the messages returned."""
-    for name, key in WIDGETS.items():
-        if name != "step":  # the step is checked against its run (plan)
-            ss.setdefault(key, getattr(s, name))
-    values = {name: ss[key] for name, key in WIDGETS.items() if name != "step"}
-    changed, messages = dec.sanitize(values, s)
-    for name, value in changed.items():
-        ss[WIDGETS[name]] = value
-    return messages
 
 
 def _stop() -> None:
@@ -235,8 +215,9 @@ def _step_section(s: dec.DecodeSettings, p: dec.Plan, run: dec.DecodeRun) -> Non
 
 # ---------------------------------------------------------------------------------------------
 
-settings = _load()
-bad_values = _seed(settings)
+settings = url_settings.load(SETTINGS, MESSAGES, dec.from_query_params)
+# The step is checked against its run (plan), not here.
+bad_values = url_settings.seed(WIDGETS, settings, dec.sanitize, skip=["step"])
 st.title("Decode: generating with a KV cache")
 st.markdown(TEXT["intro"])
 url_messages = ss.pop(MESSAGES, None)

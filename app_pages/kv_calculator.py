@@ -16,6 +16,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _kv_results as kvr
+from app_pages import _url_settings as url_settings
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
@@ -39,27 +40,6 @@ ss = st.session_state
 
 # ---------------------------------------------------------------------------------------------
 # State.
-
-
-def _load() -> kvc.CalculatorSettings:
-    if SETTINGS not in ss:
-        # Every value of a repeated parameter (to_dict() keeps only the last): one is allowed.
-        params = {name: st.query_params.get_all(name) for name in st.query_params}
-        ss[SETTINGS], ss[MESSAGES] = kvc.from_query_params(params)
-    return ss[SETTINGS]
-
-
-def _seed(s: kvc.CalculatorSettings) -> list[str]:
-    """Widgets missing (a page switch dropped them) take the saved settings; a value a browser
-    sent that is not valid falls back to them, with the messages returned."""
-    for name, key in WIDGETS.items():
-        ss.setdefault(key, getattr(s, name))
-    ss.setdefault("kvc_source", ss.get(SOURCE_SAVED, PRESET))
-    ss.setdefault("kvc_paste", ss.get(PASTE_SAVED, ""))
-    changed, messages = kvc.sanitize({name: ss[key] for name, key in WIDGETS.items()}, s)
-    for name, value in changed.items():
-        ss[WIDGETS[name]] = value
-    return messages
 
 
 def _gpu_changed() -> None:
@@ -197,8 +177,10 @@ def _model_notes(model, from_config: bool):
 
 # ---------------------------------------------------------------------------------------------
 
-settings = _load()
-bad_values = _seed(settings)
+settings = url_settings.load(SETTINGS, MESSAGES, kvc.from_query_params)
+ss.setdefault("kvc_source", ss.get(SOURCE_SAVED, PRESET))
+ss.setdefault("kvc_paste", ss.get(PASTE_SAVED, ""))
+bad_values = url_settings.seed(WIDGETS, settings, kvc.sanitize)
 st.title("KV-cache calculator")
 st.markdown(TEXT["intro"])
 for message in ss.pop(MESSAGES, []) + bad_values:
