@@ -21,7 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Keras must use the JAX backend (tests compare against keras.layers.GroupQueryAttention).
 export KERAS_BACKEND := jax
 
-.PHONY: help venv dev-venv system-deps run test lint format bench bench-app bench-decode clean distclean
+.PHONY: help venv dev-venv system-deps run test lint format bench bench-app bench-decode bench-checkpoints clean distclean
 
 help:
 	@echo "make venv         create .venv with requirements.txt (what the app needs)"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench        python -m bench.core"
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
 	@echo "make bench-decode python -m bench.decode (KV-cache decoding vs recompute; not in CI)"
+	@echo "make bench-checkpoints python -m bench.checkpoints (real-sized checkpoints vs transformers; not in CI)"
 	@echo "make gpu-check    core tests + bench.core --quick with the machine's own python3/jax (installs nothing)"
 	@echo "make load         python -m bench.load (30 sessions + 3 browsers, 3 min; not in CI)"
 	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained, then"
@@ -90,6 +91,9 @@ bench-app: dev-venv system-deps
 
 bench-decode: dev-venv
 	$(PY) -m bench.decode
+
+bench-checkpoints: dev-venv
+	$(PY) -m bench.checkpoints
 
 .PHONY: load train
 load: dev-venv system-deps

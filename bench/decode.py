@@ -27,10 +27,10 @@ bandwidth, :mod:`gqa_viz.kv_cache`'s formula, at an H100's 3.35e12 B/s unless
 ``--bandwidth`` says otherwise. At these sizes a step reads a few hundred kB: the bound is
 well under a microsecond, and the measured time is dispatch and Python.
 
-SmolLM2-135M (a random checkpoint with its shapes): not possible yet. gqa_viz.decode runs the
-tiny models' blocks (learned positions, LayerNorm, GELU MLP); a Llama-family forward (RoPE,
-RMSNorm, SwiGLU) does not exist in the library. Only its bytes per step are printed, from its
-config (the preset ``SmolLM2 135M`` of :mod:`gqa_viz.models`).
+SmolLM2-135M (a random checkpoint with its shapes): not decoded here. gqa_viz.decode runs the
+tiny models' blocks; real checkpoints (:mod:`gqa_viz.checkpoints`) have a full forward pass
+(``python -m bench.checkpoints`` times it) but no cached decoding step yet. Only its bytes per
+step are printed, from its config (the preset ``SmolLM2 135M`` of :mod:`gqa_viz.models`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ Parameters are a plain pytree in the layout of Keras' ``GroupQueryAttention`` we
      "key":              {"kernel": [Dk, K, H], "bias": [K, H]},
      "value":            {"kernel": [Dv, K, H], "bias": [K, H]},
      "gate":             {"kernel": [D, N, H],  "bias": [N, H]},   # only with use_gate
-     "attention_output": {"kernel": [N, H, D],  "bias": [D]}}      # no "bias" without use_bias
+     "attention_output": {"kernel": [N, H, D],  "bias": [D]},      # no "bias" without use_bias
+     "query_norm":       {"scale": [H]},                          # only with qk_norm
+     "key_norm":         {"scale": [H]}}                          # only with qk_norm
 
 Three entry points share one forward pass:
 
@@ -24,6 +26,13 @@ Three entry points share one forward pass:
   :class:`AttentionTrace`). It is a separate compiled function, so the plain path pays
   nothing for it.
 
+Beyond Keras, the spec switches on what real decoder LLMs add to this layer (all off by
+default, so a Keras-configured spec computes exactly Keras' layer): rotary position embedding
+on Q and K (``rope``, :mod:`gqa_viz.rope`), a per-head RMS norm of Q and K before it
+(``qk_norm``: Qwen3, Gemma 3), another softmax scale than 1/sqrt(H) (``scale``: Gemma 2's
+``query_pre_attn_scalar ** -0.5``) and tanh soft-capping of the logits (``logit_softcap``:
+Gemma 2). The order is theirs: project, norm, rotate, scale, q.k, cap, mask, softmax.
+
 Query head n reads kv head n // G (Keras' ``ops.repeat`` order). K and V are never repeated
 here: queries are viewed as [B, T, K, G, H] and contracted against [B, S, K, H] directly.
 How the masks of a call merge, and what a row with no allowed key returns, is documented
@@ -32,7 +41,9 @@ once, in :func:`gqa_viz.masks.keras_mask`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -41,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gqa_viz import masks as M
+from gqa_viz.rope import Rope, rotate, tables
 
 Params = dict[str, dict[str, jax.Array]]
 
@@ -48,8 +60,27 @@ FULLY_MASKED_ROWS = ("zero", "uniform")
 
 
 @dataclass(frozen=True)
+class HeadNorm:
+    """RMS norm over each head's H features: x / sqrt(mean(x^2) + eps) * (offset + scale).
+
+    Qwen3 uses offset 0 (the weight is the gain), Gemma 3 offset 1 (its weights are stored as
+    gain - 1). Computed in float32, as the reference implementations do.
+    """
+
+    eps: float = 1e-6
+    offset: float = 0.0
+
+
+@dataclass(frozen=True)
 class GQASpec:
-    """The static hyperparameters of one layer (hashable: a jit static argument)."""
+    """The static hyperparameters of one layer (hashable: a jit static argument).
+
+    The first seven fields are Keras' ``GroupQueryAttention`` arguments. ``sliding_window`` is
+    Keras' symmetric band |i - j| < w; with ``use_causal_mask`` it is exactly the "last w
+    keys" window of Mistral, Gemma 2 and Hugging Face (key j allowed iff 0 <= i - j < w).
+    ``rope``, ``qk_norm``, ``scale`` and ``logit_softcap`` are the decoder-LLM extensions of
+    the module docstring; None means off.
+    """
 
     num_query_heads: int
     num_key_value_heads: int
@@ -58,6 +89,10 @@ class GQASpec:
     use_gate: bool = False
     sliding_window: int | None = None
     dropout: float = 0.0
+    rope: Rope | None = None
+    qk_norm: HeadNorm | None = None
+    scale: float | None = None
+    logit_softcap: float | None = None
 
     def __post_init__(self):
         for name in ("num_query_heads", "num_key_value_heads", "head_dim"):
@@ -75,6 +110,26 @@ class GQASpec:
             raise ValueError(f"sliding_window must be None or a positive integer, got {w!r}.")
         if not (0.0 <= float(self.dropout) < 1.0):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+        if self.rope is not None:
+            if not isinstance(self.rope, Rope):
+                raise ValueError(f"rope must be None or a gqa_viz.rope.Rope, got {self.rope!r}.")
+            self.rope.dim(self.head_dim)  # raises for a rotary_dim the heads cannot hold
+        if self.qk_norm is not None:
+            if not isinstance(self.qk_norm, HeadNorm):
+                raise ValueError(f"qk_norm must be None or a HeadNorm, got {self.qk_norm!r}.")
+            if not (math.isfinite(self.qk_norm.eps) and self.qk_norm.eps >= 0):
+                raise ValueError(f"HeadNorm eps must be finite and >= 0, got {self.qk_norm.eps!r}.")
+        for name in ("scale", "logit_softcap"):
+            value = getattr(self, name)
+            # numbers.Real takes NumPy scalars; bool is not a scale; inf would make NaNs.
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if value is not None and not (real and 0 < value < math.inf):
+                raise ValueError(f"{name} must be None or a positive number, got {value!r}.")
+
+    @property
+    def softmax_scale(self) -> float:
+        """What q.k is multiplied by before the softmax: ``scale``, else 1/sqrt(H)."""
+        return self.scale if self.scale is not None else 1.0 / math.sqrt(self.head_dim)
 
     @property
     def groups(self) -> int:
@@ -99,10 +154,10 @@ def _is_int(x) -> bool:
 class AttentionTrace(NamedTuple):
     """Every intermediate of one forward pass. Shapes use the module's axis letters."""
 
-    query: jax.Array  # [B, T, N, H] projected queries (before the 1/sqrt(H) scale)
-    key: jax.Array  # [B, S, K, H] projected keys, one per kv head (not repeated)
+    query: jax.Array  # [B, T, N, H] projected queries (normed and rotated if set; unscaled)
+    key: jax.Array  # [B, S, K, H] projected keys, one per kv head (normed and rotated if set)
     value: jax.Array  # [B, S, K, H] projected values
-    logits: jax.Array  # [B, N, T, S] q.k / sqrt(H), before masking
+    logits: jax.Array  # [B, N, T, S] q.k * softmax_scale (soft-capped if set), before masking
     mask: jax.Array | None  # [B or 1, T, S] True = attend; None when nothing masks
     probs: jax.Array  # [B, N, T, S] softmax probabilities: Keras' returned "scores"
     dropped_probs: jax.Array  # [B, N, T, S] probs after dropout (== probs unless training)
@@ -162,6 +217,9 @@ def check_inputs(
         }
         if spec.use_gate:
             expected[("gate", "kernel")] = (D, N, H)
+        if spec.qk_norm is not None:
+            expected[("query_norm", "scale")] = (H,)
+            expected[("key_norm", "scale")] = (H,)
         if spec.use_bias:
             biases = {"query": (N, H), "key": (K, H), "value": (K, H), "attention_output": (D,)}
             if spec.use_gate:
@@ -172,7 +230,8 @@ def check_inputs(
             missing = sorted("/".join(w) for w in set(expected) - present) or "nothing"
             extra = sorted("/".join(w) for w in present - set(expected)) or "nothing"
             raise ValueError(
-                f"The weights do not fit use_bias={spec.use_bias}, use_gate={spec.use_gate}: "
+                f"The weights do not fit use_bias={spec.use_bias}, use_gate={spec.use_gate}"
+                f"{', qk_norm' if spec.qk_norm is not None else ''}: "
                 f"missing {missing}, unexpected {extra}."
             )
         for (layer, name), shape in expected.items():
@@ -242,6 +301,33 @@ def project(params: Params, spec: GQASpec, query, value, key):
     return q, k, v, gate
 
 
+def head_norm(x, scale, norm: HeadNorm):
+    """Per-head RMS norm of x [B, T, N or K, H] with gain ``scale`` [H] (see :class:`HeadNorm`)."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + norm.eps)
+    return (normed * (norm.offset + scale.astype(jnp.float32))).astype(x.dtype)
+
+
+def positions_and_norms(params: Params, spec: GQASpec, q, k, query_positions, key_positions):
+    """Q [B, T, N, H] and K [B, S, K, H] after the spec's head norm and RoPE (each if set).
+
+    Positions are integer [B or 1, T] and [B or 1, S]; None means 0, 1, ... . Dynamic RoPE
+    reads the sequence length as S (see :mod:`gqa_viz.rope`).
+    """
+    if spec.qk_norm is not None:
+        q = head_norm(q, params["query_norm"]["scale"], spec.qk_norm)
+        k = head_norm(k, params["key_norm"]["scale"], spec.qk_norm)
+    if spec.rope is not None:
+        T, S, H = q.shape[1], k.shape[1], spec.head_dim
+        if query_positions is None:
+            query_positions = jnp.arange(T)[None]  # [1, T]
+        if key_positions is None:
+            key_positions = jnp.arange(S)[None]  # [1, S]
+        q = rotate(q, *tables(spec.rope, query_positions, H, S))
+        k = rotate(k, *tables(spec.rope, key_positions, H, S))
+    return q, k
+
+
 def _merged_mask(spec, T, S, B, query_mask, value_mask, key_mask, attention_mask, causal):
     mask = M.keras_mask(
         query_mask=query_mask,
@@ -265,9 +351,12 @@ def scores_and_context(spec, q, k, v, mask, dropout_rng, training, fully_masked_
     # Keras scales the queries (not the logits) by 1/sqrt(H); same here, for the same rounding.
     # Heads-major layouts make both contractions plain batched matmuls over (b, k): about 2x
     # faster on CPU than contracting in the [B, T, N, H] layout.
-    qg = _heads_major(q * jnp.asarray(1.0 / math.sqrt(H), q.dtype), K, G)  # [B, K, G, T, H]
+    qg = _heads_major(q * jnp.asarray(spec.softmax_scale, q.dtype), K, G)  # [B, K, G, T, H]
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
     logits = jnp.einsum("bkgth,bksh->bkgts", qg, kt)  # [B, K, G, T, S]
+    if spec.logit_softcap is not None:
+        cap = jnp.asarray(spec.logit_softcap, logits.dtype)
+        logits = jnp.tanh(logits / cap) * cap
     if mask is None:
         probs = jax.nn.softmax(logits, axis=-1)
     else:
@@ -310,13 +399,12 @@ def _fused_is_faster(implementation: str | None) -> bool:
 
 def _fused(spec, q, k, v, mask, causal_only, fully_masked_rows, implementation):
     """Context through jax.nn.dot_product_attention (Keras' path without scores)."""
-    H = q.shape[-1]
     context = jax.nn.dot_product_attention(
         q,
         k,
         v,
         mask=None if causal_only or mask is None else mask[:, None],
-        scale=1.0 / math.sqrt(H),
+        scale=spec.softmax_scale,
         is_causal=causal_only,
         implementation=implementation,
     )  # [B, T, N, H]
@@ -337,6 +425,8 @@ def _forward(
     key_mask,
     attention_mask,
     dropout_rng,
+    query_positions,
+    key_positions,
     *,
     spec,
     use_causal_mask,
@@ -349,11 +439,13 @@ def _forward(
     B, T, _ = query.shape
     S = value.shape[1]
     q, k, v, gate = project(params, spec, query, value, key)
+    q, k = positions_and_norms(params, spec, q, k, query_positions, key_positions)
     mask = _merged_mask(
         spec, T, S, B, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
     )
     dropout_active = bool(training) and spec.dropout > 0.0
-    if want == "output" and not dropout_active and _fused_is_faster(implementation):
+    fusable = not dropout_active and spec.logit_softcap is None  # the fused kernel cannot cap
+    if want == "output" and fusable and _fused_is_faster(implementation):
         causal_only = (
             use_causal_mask
             and all(m is None for m in (query_mask, value_mask, key_mask, attention_mask))
@@ -413,6 +505,8 @@ def _call(
     dropout_rng,
     fully_masked_rows,
     implementation,
+    query_positions=None,
+    key_positions=None,
 ):
     if fully_masked_rows not in FULLY_MASKED_ROWS:
         raise ValueError(
@@ -446,6 +540,8 @@ def _call(
         key_mask,
         attention_mask,
         dropout_rng if training and spec.dropout > 0.0 else None,
+        _positions(query_positions, B=query.shape[0], length=query.shape[1], what="query"),
+        _positions(key_positions, B=value.shape[0], length=value.shape[1], what="key"),
         spec=spec,
         use_causal_mask=bool(use_causal_mask),
         training=training and spec.dropout > 0.0,
@@ -453,6 +549,21 @@ def _call(
         want=want,
         implementation=implementation,
     )
+
+
+def _positions(positions, *, B: int, length: int, what: str):
+    """Integer positions as [B or 1, length], or None; a ValueError naming a wrong shape."""
+    if positions is None:
+        return None
+    positions = jnp.asarray(positions)
+    if positions.ndim == 1:
+        positions = positions[None]
+    if positions.dtype.kind not in "iu" or positions.shape not in ((B, length), (1, length)):
+        raise ValueError(
+            f"{what}_positions must be integers of shape ({B}, {length}) or ({length},), "
+            f"got {positions.dtype} {tuple(positions.shape)}."
+        )
+    return positions
 
 
 def attention(
@@ -472,6 +583,8 @@ def attention(
     return_scores: bool = False,
     fully_masked_rows: str = "zero",
     implementation: str | None = None,
+    query_positions=None,
+    key_positions=None,
 ):
     """Grouped-query attention: query [B, T, D], value [B, S, Dv], key [B, S, Dk] -> [B, T, D].
 
@@ -481,6 +594,8 @@ def attention(
     (Keras' fused path: such rows average all S keys). ``implementation`` "xla" or "cudnn"
     sends the output-only path through ``jax.nn.dot_product_attention`` with that
     implementation; None chooses by backend (see :func:`_fused_is_faster`).
+    ``query_positions`` [B or 1, T] and ``key_positions`` [B or 1, S] (integers, default
+    0, 1, ...) place tokens for ``spec.rope``; without RoPE they change nothing.
     """
     return _call(
         "scores" if return_scores else "output",
@@ -498,6 +613,8 @@ def attention(
         dropout_rng=dropout_rng,
         fully_masked_rows=fully_masked_rows,
         implementation=implementation,
+        query_positions=query_positions,
+        key_positions=key_positions,
     )
 
 
@@ -516,6 +633,8 @@ def attention_trace(
     training: bool = False,
     dropout_rng=None,
     fully_masked_rows: str = "zero",
+    query_positions=None,
+    key_positions=None,
 ) -> AttentionTrace:
     """Like :func:`attention`, returning every intermediate (see :class:`AttentionTrace`)."""
     return _call(
@@ -534,6 +653,8 @@ def attention_trace(
         dropout_rng=dropout_rng,
         fully_masked_rows=fully_masked_rows,
         implementation=None,
+        query_positions=query_positions,
+        key_positions=key_positions,
     )
 
 
@@ -579,6 +700,9 @@ def param_shapes(spec: GQASpec, query_dim: int, value_dim=None, key_dim=None):
         shapes[(layer, "kernel")] = kernel
         if spec.use_bias:
             shapes[(layer, "bias")] = bias
+    if spec.qk_norm is not None:
+        shapes[("query_norm", "scale")] = (H,)
+        shapes[("key_norm", "scale")] = (H,)
     return shapes
 
 
@@ -608,6 +732,10 @@ def init_params(
     params: Params = {}
     shapes = param_shapes(spec, query_dim, value_dim, key_dim)
     for (layer, name), shape in shapes.items():
+        if name == "scale":  # a QK norm starts as the identity: gain offset + scale = 1
+            value = jnp.full(shape, 1.0 - spec.qk_norm.offset, dtype)
+            params.setdefault(layer, {})[name] = value
+            continue
         rng = np.random.default_rng([seed, _SEED_INDEX[(layer, name)]])
         if name == "kernel":
             value = initialize(kinit, shape, dtype, rng, fan_axes=_FAN_AXES[layer])
@@ -630,15 +758,7 @@ def mha_to_gqa(
             f"mha_to_gqa starts from a multi-head layer (num_key_value_heads == num_query_heads "
             f"== {N}), got num_key_value_heads={spec_mha.num_key_value_heads}."
         )
-    spec = GQASpec(
-        num_query_heads=N,
-        num_key_value_heads=num_key_value_heads,
-        head_dim=spec_mha.head_dim,
-        use_bias=spec_mha.use_bias,
-        use_gate=spec_mha.use_gate,
-        sliding_window=spec_mha.sliding_window,
-        dropout=spec_mha.dropout,
-    )
+    spec = dataclasses.replace(spec_mha, num_key_value_heads=num_key_value_heads)
     K, G = num_key_value_heads, spec.groups
     out = {layer: dict(ws) for layer, ws in params.items()}
     for layer in ("key", "value"):

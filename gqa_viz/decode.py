@@ -285,6 +285,10 @@ def _cached_attention(attention: core.Params, h, *, spec, cache_k, cache_v, allo
     The arithmetic is the attention core's explicit path (its helpers, not a copy), so a
     decode step rounds like the full pass it must equal.
     """
+    if spec.rope is not None or spec.qk_norm is not None:
+        # The cache would have to hold rotated keys at their positions; the tiny models this
+        # module decodes have neither, and a spec that has them is refused, not run wrongly.
+        raise ValueError("decode steps layers without RoPE or QK norm only.")
     q, k_new, v_new, _ = core.project(attention, spec, h, h, h)  # [B,C,N,H], [B,C,K,H] x2
     keys = jnp.concatenate([cache_k, k_new], axis=1)  # [B, S_max + C, K, H]
     values = jnp.concatenate([cache_v, v_new], axis=1)  # [B, S_max + C, K, H]

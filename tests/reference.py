@@ -20,6 +20,14 @@ What Keras does (``keras/src/layers/attention/grouped_query_attention.py``):
 
 Weights are a dict in Keras' layout: ``params["query"|"key"|"value"|"gate"|"attention_output"]``
 each holding ``"kernel"`` and (when ``use_bias``) ``"bias"``; see :func:`params_from_keras_weights`.
+
+Beyond Keras, :func:`reference_gqa` optionally does what decoder LLMs add between steps 1 and 4
+(all off by default), in this order: per-head RMS norm of q and k (:func:`reference_head_norm`,
+gains ``params["query_norm"]["scale"]`` and ``params["key_norm"]["scale"]`` [H]), rotary
+position embedding (:func:`reference_rope_inv_freq`, :func:`reference_rope_rotate`), another
+softmax scale than 1/sqrt(H), and tanh soft-capping of the scaled logits before the mask.
+The RoPE frequencies are written from the formulas of Hugging Face's ``modeling_rope_utils``
+(transformers 5) in float64; R = rotary_dim // 2 frequencies.
 """
 
 from __future__ import annotations
@@ -177,6 +185,141 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
 
+# ----------------------------------------------------------------------------------------------
+# Decoder-LLM extensions: RoPE and per-head RMS norm
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_rope_inv_freq(
+    head_dim: int,
+    seq_len: int,
+    *,
+    theta: float = 10_000.0,
+    rotary_dim: int | None = None,
+    kind: str = "default",
+    factor: float = 1.0,
+    low_freq_factor: float = 1.0,
+    high_freq_factor: float = 4.0,
+    original_max_position_embeddings: int | None = None,
+    max_position_embeddings: int | None = None,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+    attention_factor: float | None = None,
+    mscale: float | None = None,
+    mscale_all_dim: float | None = None,
+    truncate: bool = True,
+) -> tuple[np.ndarray, float]:
+    """(inv_freq [R] float64, cos/sin multiplier) of one RoPE setting, from the formulas.
+
+    ``d`` = rotary_dim (default head_dim) and base frequency ``f_i = theta ** (-2i / d)``,
+    i = 0 .. d/2 - 1:
+
+    * ``default``: f_i.
+    * ``linear``: f_i / factor.
+    * ``dynamic``: with L = max(seq_len, max_position_embeddings), theta becomes
+      theta * (factor * L / max_position_embeddings - (factor - 1)) ** (d / (d - 2)).
+    * ``llama3``: wavelength w_i = 2 pi / f_i; w_i < original / high_freq_factor keeps f_i,
+      w_i > original / low_freq_factor gives f_i / factor, in between
+      (1 - s) f_i / factor + s f_i with s = (original / w_i - low) / (high - low).
+    * ``yarn``: the dimension where a frequency turns ``r`` times over the original length is
+      c(r) = d ln(original / (2 pi r)) / (2 ln theta); low = c(beta_fast), high = c(beta_slow)
+      (floor / ceil when ``truncate``), clipped to [0, d - 1] (high + 0.001 if they meet);
+      ramp_i = clip((i - low) / (high - low), 0, 1) and
+      f'_i = f_i (1 - ramp_i) + (f_i / factor) ramp_i. The multiplier is ``attention_factor``,
+      else m(factor, mscale) / m(factor, mscale_all_dim) when both are set and nonzero, else
+      m(factor), where m(s, a) = 1 if s <= 1 else 0.1 a ln(s) + 1 (a = 1 when not given).
+    """
+    d = head_dim if rotary_dim is None else rotary_dim
+    if d <= 0 or d % 2 or d > head_dim:
+        raise ValueError(f"rotary_dim must be even and in [2, {head_dim}], got {d}")
+    R = d // 2
+    base = float(theta)
+    if kind == "dynamic":
+        L = max(seq_len, max_position_embeddings)
+        base = base * (factor * L / max_position_embeddings - (factor - 1)) ** (d / (d - 2))
+    inv = np.array([base ** (-2.0 * i / d) for i in range(R)])  # [R]
+    multiplier = 1.0
+
+    if kind in ("default", "dynamic"):
+        pass
+    elif kind == "linear":
+        inv = inv / factor
+    elif kind == "llama3":
+        original = original_max_position_embeddings
+        out = np.zeros(R)
+        for i in range(R):
+            wavelength = 2 * math.pi / inv[i]
+            if wavelength < original / high_freq_factor:
+                out[i] = inv[i]
+            elif wavelength > original / low_freq_factor:
+                out[i] = inv[i] / factor
+            else:
+                s = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+                out[i] = (1 - s) * inv[i] / factor + s * inv[i]
+        inv = out
+    elif kind == "yarn":
+        original = original_max_position_embeddings
+
+        def m(scale, a=1.0):
+            return 1.0 if scale <= 1 else 0.1 * a * math.log(scale) + 1.0
+
+        def c(rotations):
+            return d * math.log(original / (2 * math.pi * rotations)) / (2 * math.log(theta))
+
+        low, high = c(beta_fast), c(beta_slow)
+        if truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, d - 1)
+        if low == high:
+            high += 0.001
+        out = np.zeros(R)
+        for i in range(R):
+            ramp = min(max((i - low) / (high - low), 0.0), 1.0)
+            out[i] = inv[i] * (1 - ramp) + inv[i] / factor * ramp
+        inv = out
+        if attention_factor is not None:
+            multiplier = float(attention_factor)
+        elif mscale and mscale_all_dim:
+            multiplier = m(factor, mscale) / m(factor, mscale_all_dim)
+        else:
+            multiplier = m(factor)
+    else:
+        raise ValueError(f"unknown RoPE kind {kind!r}")
+    return inv, multiplier
+
+
+def reference_rope_rotate(x, positions, inv_freq, multiplier: float = 1.0) -> np.ndarray:
+    """RoPE, "rotate half" layout, on x [B, T, heads, H] at integer positions [B or 1, T].
+
+    With R = len(inv_freq), features j < R and j + R of a head form a pair rotated by the
+    angle positions * inv_freq[j]: (a, b) -> (a cos - b sin, b cos + a sin), both times
+    ``multiplier``; features from 2R on pass through (partial rotary).
+    """
+    x = _f64(x)
+    positions = np.asarray(positions)
+    B, T, heads, H = x.shape
+    R = len(inv_freq)
+    out = x.copy()
+    for b in range(B):
+        for t in range(T):
+            p = float(positions[b if positions.shape[0] > 1 else 0, t])
+            for n in range(heads):
+                for j in range(R):
+                    angle = p * inv_freq[j]
+                    c, s = math.cos(angle) * multiplier, math.sin(angle) * multiplier
+                    a, bb = x[b, t, n, j], x[b, t, n, j + R]
+                    out[b, t, n, j] = a * c - bb * s
+                    out[b, t, n, j + R] = bb * c + a * s
+    return out
+
+
+def reference_head_norm(x, gain, *, eps: float, offset: float) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) * (offset + gain) over the last axis of x [..., H]."""
+    x = _f64(x)
+    rms = np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
+    return x / rms * (offset + _f64(gain))
+
+
 def reference_gqa(
     params: dict,
     query,
@@ -190,6 +333,12 @@ def reference_gqa(
     use_gate: bool = False,
     fully_masked_rows: str = "zero",
     dropout_keep=None,
+    qk_norm: dict | None = None,
+    rope: dict | None = None,
+    query_positions=None,
+    key_positions=None,
+    scale: float | None = None,
+    logit_softcap: float | None = None,
 ) -> dict:
     """Float64 forward pass of Keras' GroupQueryAttention; returns every intermediate.
 
@@ -205,10 +354,18 @@ def reference_gqa(
             ``jax.nn.dot_product_attention``, used otherwise).
         dropout_keep: optional [B, N, T, S] array of 0 or 1/(1-rate) multiplied into the
             probabilities before they weight the values.
+        qk_norm: ``{"eps": ..., "offset": ...}`` to RMS-norm each head of q and k
+            (:func:`reference_head_norm`) with ``params["query_norm"|"key_norm"]["scale"]``.
+        rope: keyword arguments of :func:`reference_rope_inv_freq` (its ``seq_len`` is S) to
+            rotate q and k (after the norm) at ``query_positions`` [B or 1, T] and
+            ``key_positions`` [B or 1, S] (integers; default 0, 1, ...).
+        scale: the factor on q.k (default 1/sqrt(H)).
+        logit_softcap: c replaces each scaled logit x by c tanh(x / c), before the mask.
 
     Returns:
-        dict with "query" [B,T,N,H], "key" [B,S,K,H], "value" [B,S,K,H] (projected, with bias),
-        "logits" [B,N,T,S] (scaled, before masking), "probs" [B,N,T,S], "dropped_probs"
+        dict with "query" [B,T,N,H], "key" [B,S,K,H], "value" [B,S,K,H] (projected, with bias;
+        q and k normed and rotated when asked), "logits" [B,N,T,S] (scaled and capped, before
+        masking), "probs" [B,N,T,S], "dropped_probs"
         [B,N,T,S], "gate" [B,T,N,H] or None, "context" [B,T,N,H] (gated when use_gate),
         "output" [B,T,D].
     """
@@ -236,6 +393,17 @@ def reference_gqa(
     if q.shape[2:] != (N, H) or k.shape[2:] != (K, H) or v.shape[2:] != (K, H):
         raise ValueError("kernel shapes do not match num_query_heads/num_key_value_heads/head_dim")
 
+    # 1b. Decoder-LLM extensions: per-head norm, then rotary position embedding.
+    if qk_norm is not None:
+        q = reference_head_norm(q, params["query_norm"]["scale"], **qk_norm)
+        k = reference_head_norm(k, params["key_norm"]["scale"], **qk_norm)
+    if rope is not None:
+        inv_freq, multiplier = reference_rope_inv_freq(H, S, **rope)
+        qp = np.arange(T)[None] if query_positions is None else np.asarray(query_positions)
+        kp = np.arange(S)[None] if key_positions is None else np.asarray(key_positions)
+        q = reference_rope_rotate(q, qp.reshape(-1, T), inv_freq, multiplier)
+        k = reference_rope_rotate(k, kp.reshape(-1, S), inv_freq, multiplier)
+
     if mask is None:
         allowed = np.ones((B, T, S), dtype=bool)
     else:
@@ -246,7 +414,7 @@ def reference_gqa(
         if dropout_keep.shape != (B, N, T, S):
             raise ValueError(f"dropout_keep must be [B, N, T, S], got {dropout_keep.shape}")
 
-    scale = 1.0 / math.sqrt(H)
+    scale = 1.0 / math.sqrt(H) if scale is None else float(scale)
     logits = np.zeros((B, N, T, S))
     probs = np.zeros((B, N, T, S))
     dropped_probs = np.zeros((B, N, T, S))
@@ -258,6 +426,8 @@ def reference_gqa(
             for t in range(T):
                 # 2-3. Scaled dot product of this query with every key: [S].
                 row = (k[b, :, kv, :] @ q[b, t, n, :]) * scale
+                if logit_softcap is not None:
+                    row = logit_softcap * np.tanh(row / logit_softcap)
                 logits[b, n, t] = row
 
                 # 4. Softmax over the allowed keys only.

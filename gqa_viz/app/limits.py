@@ -7,6 +7,15 @@ need a cap take it as an argument and are called with these. A limit is named ``
 
 from __future__ import annotations
 
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    """A positive integer the operator set in the environment, else ``default``."""
+    raw = os.environ.get(name, "").strip().replace("_", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else default
+
+
 # --- The Playground's controls (gqa_viz/app/settings.py clamps URL values into these) -------
 MAX_QUERY_HEADS = 64
 MAX_HEAD_DIM = 256
@@ -102,6 +111,26 @@ MAX_RESULT_BYTES = int(1.5 * 2**30)
 MAX_PROGRAMS_IN_MEMORY = 160
 # JAX's persistent compilation cache on disk; least recently used programs are evicted.
 MAX_COMPILATION_CACHE_BYTES = 512 * 2**20
+
+# --- Real checkpoints (gqa_viz/checkpoints, gqa_viz/app/checkpoint_cache.py) ----------------
+# The operator may raise or lower the parameter cap with GQA_VIZ_MAX_PARAMS (an integer); the
+# default admits Llama-3.2-1B and Qwen2.5-1.5B in float32 on a 16 GB machine.
+MAX_CHECKPOINT_PARAMS = _env_int("GQA_VIZ_MAX_PARAMS", 2_000_000_000)
+MAX_CHECKPOINT_LAYERS = 128
+# Loaded checkpoints kept in memory, shared by all sessions: one model by default (a second
+# pick replaces the first), and never more than these bytes of weights together.
+MAX_RESIDENT_CHECKPOINTS = _env_int("GQA_VIZ_RESIDENT_MODELS", 1)
+MAX_RESIDENT_CHECKPOINT_BYTES = _env_int("GQA_VIZ_MODEL_MEMORY_BYTES", 8 * 2**30)
+# A prompt on the Real models page: tokens, and the characters typed. Every layer's
+# probabilities are kept, L x N x T x T of them, at most MAX_REAL_SCORE_CELLS (128 MiB in
+# float32): SmolLM2-135M (30 x 9 heads) and Llama-3.2-1B (16 x 32) both run 128 tokens.
+MAX_REAL_PROMPT_TOKENS = 128
+MAX_REAL_PROMPT_CHARS = 2000
+MAX_REAL_SCORE_CELLS = 32 * 2**20
+# The Real models page's shipped passage (assets/text/passage_alice.txt): its loss is measured
+# on its first tokens, at most this many (a forward pass without probabilities for every K'; at
+# 256 tokens about 1 s each for SmolLM2-135M on 2 cores).
+REAL_PASSAGE_MAX_TOKENS = 256
 
 # --- Shipped assets -----------------------------------------------------------------------
 # The tiny trained models in assets/trained, all files together (`make train` refuses more):
