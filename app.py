@@ -32,6 +32,7 @@ PAGES = (
     ("app_pages/trained.py", "Trained heads", ":material/model_training:", "trained"),
     ("app_pages/walkthrough.py", "Walkthrough", ":material/school:", "walkthrough"),
     ("app_pages/decode.py", "Decode", ":material/play_circle:", "decode"),
+    ("app_pages/real_models.py", "Real models", ":material/neurology:", "real-models"),
 )
 
 

@@ -12,6 +12,7 @@ from dataclasses import fields, replace
 
 import streamlit as st
 
+from app_pages import _weight_source as source_controls
 from gqa_viz import trained
 from gqa_viz.app import limits
 from gqa_viz.app import settings as cfg
@@ -137,12 +138,11 @@ def settings_controls() -> Settings:
     ss = st.session_state
     sb = st.sidebar
 
-    trained_layer = ss[_w("weights")] == "trained"
-    if trained_layer:  # the shipped model fixes the shape: show its values, read-only
-        for name, value in cfg.fixed_by_trained(ss[_w("model")], ss[_w("layer")]).items():
-            ss[_w(name)] = value
-        layers = trained.load(ss[_w("model")]).cfg.num_layers
-    fixed = "Fixed by the trained model." if trained_layer else None
+    # A trained or real layer fixes the shape (a real one its input and masks too): its values
+    # are shown, read-only.
+    source, fixed, layers, real = source_controls.fix(ss)
+    trained_layer, real_layer = source == "trained", source == "real"
+    chosen_layer = fixed is not None
 
     with sb.expander("Heads", expanded=True):
         st.selectbox(
@@ -150,7 +150,7 @@ def settings_controls() -> Settings:
             _options(cfg.HEAD_CHOICES, ss[_w("n")]),
             key=_w("n"),
             help=fixed or f"Query heads, 1 to {limits.MAX_QUERY_HEADS}.",
-            disabled=trained_layer,
+            disabled=chosen_layer,
         )
         n = ss[_w("n")]
         k = nearest_divisor(n, ss[_w("k")])  # a K that N no longer allows moves to the nearest
@@ -162,51 +162,23 @@ def settings_controls() -> Settings:
             key=_w("k"),
             help=fixed
             or "Shared K/V heads; must divide N. K = N is multi-head, K = 1 multi-query.",
-            disabled=trained_layer,
+            disabled=chosen_layer,
         )
         st.selectbox(
             "head_dim (H)",
             _options(cfg.HEAD_DIMS, ss[_w("h")]),
             key=_w("h"),
             help=fixed,
-            disabled=trained_layer,
+            disabled=chosen_layer,
         )
         st.selectbox(
             "model dim (D)",
             _options(cfg.MODEL_DIMS, ss[_w("d")]),
             key=_w("d"),
             help=fixed,
-            disabled=trained_layer,
+            disabled=chosen_layer,
         )
-        st.radio(
-            "Weights",
-            cfg.WEIGHT_SOURCES,
-            key=_w("weights"),
-            format_func={
-                "pooled": "one MHA layer, pooled",
-                "independent": "fresh GQA layer",
-                "trained": "a trained layer",
-            }.get,
-            help="'pooled': one seeded multi-head layer whose K/V heads are mean-pooled per "
-            "group, so changing K changes only the sharing. 'fresh': a new GQA layer per K. "
-            "'trained': an attention layer of a tiny transformer trained on a synthetic task "
-            "(Trained heads page), with the input it really sees on a prompt of that task.",
-        )
-        if trained_layer:
-            st.selectbox(
-                "Trained model",
-                trained.names(),
-                key=_w("model"),
-                format_func=trained.label,
-                help="Task and K/V heads of a shipped model; K = 8 is multi-head.",
-            )
-            st.radio(
-                "Layer",
-                list(range(layers)),
-                key=_w("layer"),
-                horizontal=True,
-                help="Which attention layer of the model (0 is the first).",
-            )
+        source_controls.pickers(source, layers, real)
 
     with sb.expander("Input", expanded=True):
         st.radio(
@@ -215,10 +187,12 @@ def settings_controls() -> Settings:
             key=_w("attn"),
             horizontal=True,
             format_func={"self": "self-attention", "cross": "cross-attention"}.get,
-            disabled=trained_layer,
+            disabled=chosen_layer,
         )
         cross = ss[_w("attn")] == "cross"
-        if trained_layer:  # the prompt is drawn from the seed below
+        if real_layer:
+            source_controls.real_prompt(ss)
+        elif trained_layer:  # the prompt is drawn from the seed below
             st.caption(
                 f"Input: a prompt of the {trained.task_of(ss[_w('model')])} task, drawn with "
                 "the seed below, as the trained layer reads it."
@@ -254,17 +228,21 @@ def settings_controls() -> Settings:
             0,
             limits.MAX_SEED,
             key=_w("seed"),
-            help="Draws a new prompt of the task." if trained_layer else None,
+            help="Draws a new prompt of the task."
+            if trained_layer
+            else ("Draws dropout only (in training)." if real_layer else None),
         )
 
     with sb.expander("Masks", expanded=True):
-        st.toggle("use_causal_mask", key=_w("causal"))
+        real_fixed = fixed if real_layer else None
+        st.toggle("use_causal_mask", key=_w("causal"), disabled=real_layer, help=real_fixed)
         st.number_input(
             "sliding_window (0 = off)",
             0,
             limits.MAX_LEN,
             key=_w("window"),
-            help="Keras' band: query i sees keys j with |i - j| < window.",
+            help=real_fixed or "Keras' band: query i sees keys j with |i - j| < window.",
+            disabled=real_layer,
         )
         pad_help = (
             "Appends <pad> tokens"
@@ -276,7 +254,8 @@ def settings_controls() -> Settings:
             0,
             limits.MAX_LEN,
             key=_w("pad"),
-            help=f"{pad_help} as padding (query_mask / value_mask False there).",
+            help=real_fixed or f"{pad_help} as padding (query_mask / value_mask False there).",
+            disabled=real_layer,
         )
         if cross:
             st.number_input("Key padding", 0, limits.MAX_LEN, key=_w("kpad"))
@@ -284,8 +263,8 @@ def settings_controls() -> Settings:
     with sb.expander("Layer options"):
         st.slider("dropout", 0.0, limits.MAX_DROPOUT, step=0.05, key=_w("dropout"))
         st.toggle("training (dropout active)", key=_w("training"))
-        st.toggle("use_bias", key=_w("bias"), disabled=trained_layer, help=fixed)
-        st.toggle("use_gate", key=_w("gate"), disabled=trained_layer, help=fixed)
+        st.toggle("use_bias", key=_w("bias"), disabled=chosen_layer, help=fixed)
+        st.toggle("use_gate", key=_w("gate"), disabled=chosen_layer, help=fixed)
         st.button("Reset all controls", on_click=_reset)
 
     raw = replace(s, **{f.name: ss[_w(f.name)] for f in fields(Settings)})

@@ -118,6 +118,13 @@ NEXT = (
         ":material/school:",
         "Follow one forward pass step by step, from the projections to the output.",
     ),
+    (
+        "app_pages/real_models.py",
+        "Real models",
+        ":material/neurology:",
+        "Open a real checkpoint on this server (SmolLM2, Llama, Qwen, GPT-2, ...): every head "
+        "grouped by its K/V head, then its K/V heads grouped further, as in the GQA paper.",
+    ),
 )
 for path, label, icon, line in NEXT:
     st.page_link(path, label=label, icon=icon)

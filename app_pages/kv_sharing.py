@@ -5,6 +5,11 @@ from :mod:`gqa_viz.app.kv_sharing` (over :mod:`gqa_viz.sharing`), the figures fr
 :mod:`gqa_viz.figures.heads` and :mod:`gqa_viz.figures.sharing`. The calculator's results are
 the KV calculator page's, drawn by :mod:`app_pages._kv_results` over
 :mod:`gqa_viz.app.kv_calculator`.
+
+With a real model's layer in the sidebar the first section starts from that layer as it is
+(already grouped: K of its own K/V heads) and groups it further to a K' picked here: every K'
+that divides K, by merging runs of its own heads as the Real models page does for the whole
+model; the reasons are in :mod:`gqa_viz.app.kv_sharing`'s docstring.
 """
 
 from __future__ import annotations
@@ -40,53 +45,74 @@ def _effect_section(s: Settings) -> None:
     st.header("Effect of sharing on attention")
     kv.check_size(s)
     c1, c2, c3 = st.columns([1.3, 1, 1])
-    is_trained = s.weights == "trained"
-    if st.session_state.get("kv_setting") == "trained" and not is_trained:
-        st.session_state["kv_setting"] = "random"
+    is_trained, is_real = s.weights == "trained", s.weights == "real"
+    own = "trained" if is_trained else ("real" if is_real else None)
+    options = ["real"] if is_real else [*list(SETTING_NAMES)[:2], *([own] if own else [])]
+    if st.session_state.get("kv_setting") not in options:
+        st.session_state["kv_setting"] = options[-1] if own else "random"
     setting = c1.radio(
         "Setting",
-        list(SETTING_NAMES) if is_trained else list(SETTING_NAMES)[:2],
-        index=2 if is_trained else 0,
+        options,
         format_func=SETTING_NAMES.get,
         key="kv_setting",
         help="Random weights: the heads of a group are independent, so pooling them is harsh. "
         "Controlled: each group of N // K heads is one shared head plus eps times noise. "
         "Trained (with 'a trained layer' as the sidebar's weights): the multi-head model of "
-        "the chosen task, grouped down to the sidebar's K, on the task's prompt.",
+        "the chosen task, grouped down to the sidebar's K, on the task's prompt. Real (with "
+        "'a real model's layer'): that layer, its own K/V heads merged further.",
     )
-    eps = c2.slider(
-        "eps (noise on the shared head)",
-        0.0,
-        1.0,
-        0.1,
-        0.05,
-        key="kv_eps",
-        disabled=setting != "controlled",
-        help=f"Controlled setting only: groups of N // K = {s.n // s.k} heads.",
-    )
+    if is_real:
+        targets = kv.real_targets(s.k)
+        if st.session_state.get("kv_real_k") not in targets:
+            st.session_state["kv_real_k"] = targets[0]
+        target = c2.selectbox(
+            "Group its K/V heads to K'",
+            targets,
+            key="kv_real_k",
+            format_func=lambda k: f"K' = {k} (G' = {s.n // k})",
+            help=f"The layer has K = {s.k} K/V heads: K' divides K, so each new head merges "
+            "K / K' of its own (consecutive) heads.",
+        )
+        eps = 0.0
+    else:
+        target = s.k
+        eps = c2.slider(
+            "eps (noise on the shared head)",
+            0.0,
+            1.0,
+            0.1,
+            0.05,
+            key="kv_eps",
+            disabled=setting != "controlled",
+            help=f"Controlled setting only: groups of N // K = {s.n // s.k} heads.",
+        )
     method = c3.selectbox(
         "Grouping method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, key="kv_method"
     )
     eps = float(eps) if setting == "controlled" else 0.0
     with st.spinner("Grouping the heads for every K…", show_time=True):
-        drift = kv.drift(compute_key(s), setting, eps, method)
+        drift = kv.drift(compute_key(s), setting, eps, method, target)
     for note in drift.notes:
         st.info(note, icon="ℹ️")
     st.markdown(kv.describe(s, setting, eps, method))
+    if is_real and s.k == 1:
+        st.info("This layer has one K/V head (multi-query): there is nothing left to merge.")
+    before = f"As trained: K = {s.k}" if is_real else f"MHA: {s.n}"
+    after, K = (f"K' = {target}", target) if is_real else (f"K = {s.k}", s.k)
 
     # Side by side while both fit at half width; tabs for more heads.
     if s.n <= 8:
         left, right = st.columns(2, gap="medium")
     else:
-        left, right = st.tabs([f"MHA ({s.n} K/V heads)", f"Grouped (K = {s.k})"])
+        left, right = st.tabs([f"{before} K/V heads", f"Grouped ({after})"])
     with left:
         fig = heads_figure(
             drift.probs_mha,
             drift.mask,
             drift.q_labels,
             drift.k_labels,
-            s.n,
-            title=f"MHA: {s.n} K/V heads",
+            s.k if is_real else s.n,
+            title=f"{before} K/V heads",
             saturate=99.0,
             max_cells=MAX_DRAWN_CELLS,
         )
@@ -97,24 +123,29 @@ def _effect_section(s: Settings) -> None:
             drift.mask,
             drift.q_labels,
             drift.k_labels,
-            s.k,
-            title=f"Grouped: K = {s.k} K/V head{'s' if s.k > 1 else ''}",
+            K,
+            title=f"Grouped: {after} K/V head{'s' if K > 1 else ''}",
             saturate=99.0,
             max_cells=MAX_DRAWN_CELLS,
         )
         st.plotly_chart(fig, theme=None, key="kv_gqa_chart", config=_CONFIG)
 
+    what = f"grouped ({after}) − as trained (K = {s.k})" if is_real else None
+    title = f"Difference in attention: {what}, per query head" if what else None
     st.plotly_chart(
-        diff_figure(drift.diff, drift.mask, s.k), theme=None, key="kv_diff_chart", config=_CONFIG
-    )
+        diff_figure(drift.diff, drift.mask, K, title), theme=None, key="kv_diff_chart",
+        config=_CONFIG,
+    )  # fmt: skip
     left, right = st.columns([3, 1.2], gap="medium")
     with left:
-        fig = drift_figure(drift.curve, current_k=s.k)
+        fig = drift_figure(
+            drift.curve, K, f"Drift from layer {s.layer} as trained, by K'" if is_real else None
+        )
         st.plotly_chart(fig, theme=None, key="kv_drift_chart", config=_CONFIG)
     with right:
         row = drift.row
-        st.metric(f"mean JS divergence at K = {s.k}", f"{row['js']:.3g} nats", help="At most ln 2.")
-        st.metric(f"relative output error at K = {s.k}", f"{100 * row['rel_error']:.1f}%")
+        st.metric(f"mean JS divergence at {after}", f"{row['js']:.3g} nats", help="At most ln 2.")
+        st.metric(f"relative output error at {after}", f"{100 * row['rel_error']:.1f}%")
         st.markdown(drift.explanation)
 
 

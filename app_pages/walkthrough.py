@@ -10,8 +10,6 @@ query head that every figure follows. The numbers are the real intermediates of
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 
 from app_pages._controls import compute_key, settings_controls
@@ -110,10 +108,24 @@ def next_step(title: str):
     return _step(n_step, title)
 
 
+def layer_step(step: wt.Step) -> None:
+    """A step a real layer adds to Keras' (QK-norm, RoPE, soft-cap): wt.layer_steps."""
+    text, fig = next_step(step.title)
+    with text:
+        st.markdown(step.text)
+        _shapes(step.shapes, d)
+        st.latex(step.latex)
+    with fig:
+        for i, figure in enumerate(step.figures):
+            _plot(figure, f"wt_{step.key}_{i}")
+
+
 # 1. Inputs -------------------------------------------------------------------------------------
 text, fig = next_step("Inputs")
 with text:
-    if s.mode == "sentence":
+    if s.weights == "real":
+        st.markdown(TEXT["inputs_real"].format(layer=s.layer, model=s.model))
+    elif s.mode == "sentence":
         pad = s.pad or (s.cross and s.kpad)
         st.markdown(TEXT["inputs_sentence"] + (" " + TEXT["inputs_pad"] if pad else ""))
     else:
@@ -133,7 +145,8 @@ with fig:
 # 2. Projections --------------------------------------------------------------------------------
 text, fig = next_step("Q, K, V projections")
 with text:
-    st.markdown(TEXT["projections"].format(N=N, K=K, G=G))
+    real_steps = " " + TEXT["projections_real"] if walk.stages else ""
+    st.markdown(TEXT["projections"].format(N=N, K=K, G=G) + real_steps)
     _shapes([("Q", "BTNH"), ("K", "BSKH"), ("V", "BSKH")], d)
     b = " + b" if s.bias else ""
     st.code(
@@ -144,8 +157,10 @@ with text:
         wrap_lines=True,
     )
 with fig:
-    _plot(F.query_head_figure(one.query, q_labels, head, kv), "wt_q")
-    _plot(F.kv_figure(one.key, one.value, k_labels, kv, one.group), "wt_kv")
+    _plot(F.query_head_figure(one.projected_query, q_labels, head, kv), "wt_q")
+    _plot(F.kv_figure(one.projected_key, one.value, k_labels, kv, one.group), "wt_kv")
+for extra in wt.layer_steps(walk, one):  # a real layer's QK-norm and RoPE
+    layer_step(extra)
 
 # 3. Sharing ------------------------------------------------------------------------------------
 text, fig = next_step("Sharing: G query heads read one KV head")
@@ -162,22 +177,22 @@ with fig:
     _plot(F.sharing_figure(N, K, head), "wt_sharing")
 
 # 4. Logits -------------------------------------------------------------------------------------
-text, fig = next_step("Logits: Q·Kᵀ / √H")
+scaled, latex, subtitle, by = wt.logits_text(walk.result.spec)
+text, fig = next_step("Logits: Q·Kᵀ / √H" if not scaled else "Logits: Q·Kᵀ × s")
 with text:
-    st.markdown(TEXT["logits"])
+    st.markdown(TEXT["logits"] + (" " + scaled if scaled else ""))
     _shapes([("logits", "BNTS")], d)
-    st.latex(
-        r"L_{n,t,s} = \frac{Q_{t,n} \cdot K_{s,\mathrm{kv}(n)}}{\sqrt{H}}"
-        rf",\qquad \sqrt{{H}} = \sqrt{{{H}}} = {math.sqrt(H):.3g}"
-    )
+    st.latex(latex)
     st.code(
-        'L = einsum("btkgh,bskh->bkgts", Q.reshape(B, T, K, G, H) / sqrt(H), K)\n'
+        f'L = einsum("btkgh,bskh->bkgts", Q.reshape(B, T, K, G, H) {by}, K)\n'
         "L = L.reshape(B, N, T, S)",
         language="python",
         wrap_lines=True,
     )
 with fig:
-    _plot(F.logits_figure(one.logits, q_labels, k_labels, head), "wt_logits")
+    _plot(F.logits_figure(one.raw_logits, q_labels, k_labels, head, subtitle), "wt_logits")
+if (softcap := wt.softcap_step(walk, one)) is not None:
+    layer_step(softcap)
 
 # 5. Mask ---------------------------------------------------------------------------------------
 text, fig = next_step("Mask")

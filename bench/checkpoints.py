@@ -7,8 +7,8 @@ writing the random 1B checkpoint). Not part of CI.
 Axis letters: B batch, T tokens, L layers, N query heads, K kv heads, H head_dim, D model dim.
 
 For each model shape (no pretrained weights can be downloaded here, so a random checkpoint with
-the published config's shapes is written by ``transformers`` in bfloat16, as the real ones
-are stored):
+the published config's shapes is written by ``transformers``), stored in bfloat16 as the real
+ones are and in float32 (``--dtypes``):
 
 * SmolLM2-135M: L 30, D 576, N 9, K 3, H 64, MLP 1536, vocabulary 49,152, tied embeddings.
 * Llama-3.2-1B: L 16, D 2048, N 32, K 8, H 64, MLP 8192, vocabulary 128,256, llama3 RoPE.
@@ -22,7 +22,10 @@ it measures, B = 1, T = 128:
   probabilities); first call: our first ``forward``, which compiles it again and runs.
 * warm: ours (``forward(ids)``, all L layers' [B, N, T, T] probabilities and the logits)
   against transformers' eager forward with ``output_attentions=True`` in float32, on the same
-  threads, rounds interleaved; medians and their ratio. Both must agree (checked: logits to
+  threads, rounds interleaved; medians and their ratio. transformers converts the weights to
+  float32 when it loads them (twice the memory of bf16); ours keep the stored dtype and
+  convert each layer's weights as the layer runs, which on a CPU costs a pass over memory per
+  call: the float32 rows compare the two computations alone. Both must agree (checked: logits to
   1e-3, probabilities to 1e-4, as the weights are identical).
 """
 
@@ -82,7 +85,7 @@ MODELS = {
 }
 
 
-def _write(name: str, directory: str) -> None:
+def _write(name: str, directory: str, dtype: str = "bfloat16") -> None:
     import torch
     import transformers
 
@@ -93,7 +96,7 @@ def _write(name: str, directory: str) -> None:
     torch.manual_seed(0)
     config = transformers.LlamaConfig(**spec)
     with torch.device("cpu"):
-        model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+        model = transformers.LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(directory)
     del model
 
@@ -146,16 +149,13 @@ def _compile_seconds(ckpt, T: int) -> float:
     arch = ckpt.arch
     Tp = model.padded_length(arch, T)
     ids = np.zeros((1, Tp), np.int32)
-    windows = np.full(arch.num_layers, Tp + 1, np.int32)
     chosen = tuple(range(arch.num_layers))
     t = time.perf_counter()
-    model._forward.lower(
-        ckpt.weights, ids, windows, arch=arch, chosen=chosen, inputs=False
-    ).compile()
+    model._forward.lower(ckpt.weights, ids, arch=arch, chosen=chosen, inputs=False).compile()
     return time.perf_counter() - t
 
 
-def _bench(name: str, rounds: int, T: int) -> dict:
+def _bench(name: str, dtype: str, rounds: int, T: int) -> dict:
     import torch
     import transformers
 
@@ -163,8 +163,9 @@ def _bench(name: str, rounds: int, T: int) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        _write(name, d)
-        print(f"  wrote {MODELS[name]['title']} in {time.perf_counter() - t:.0f} s", flush=True)
+        _write(name, d, dtype)
+        title = MODELS[name]["title"]
+        print(f"  wrote {title} ({dtype}) in {time.perf_counter() - t:.0f} s", flush=True)
         load = _measure_load(d)
         ckpt = checkpoints.load(d)
         ref = transformers.AutoModelForCausalLM.from_pretrained(
@@ -196,6 +197,7 @@ def _bench(name: str, rounds: int, T: int) -> dict:
     ours_m, theirs_m = statistics.median(ours_t), statistics.median(theirs_t)
     return dict(
         model=MODELS[name]["title"],
+        dtype=dtype,
         arch=ckpt.arch.describe(),
         params=ckpt.params,
         load_s=load["seconds"],
@@ -214,6 +216,9 @@ def _bench(name: str, rounds: int, T: int) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["bfloat16", "float32"]
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--load-child", help=argparse.SUPPRESS)
@@ -229,16 +234,20 @@ def main(argv=None) -> None:
         f"({jax.default_backend()}) | torch {torch.__version__} ({torch.get_num_threads()} "
         f"threads) | B = 1, T = {args.tokens}, {args.rounds} interleaved rounds"
     )
-    rows = [_bench(name, args.rounds, args.tokens) for name in args.models]
+    rows = [
+        _bench(name, dtype, args.rounds, args.tokens)
+        for name in args.models
+        for dtype in args.dtypes
+    ]
     print()
     print(
-        "| model | params | stored | load | peak / stored | compile | first call | ours "
+        "| model | stored as | params | stored | load | peak / stored | compile | first call | ours "
         "| transformers | ours / theirs | max diff logits, probs |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(
-            f"| {r['model']} | {r['params'] / 1e6:,.0f} M | {r['stored_mb']:,.0f} MiB "
+            f"| {r['model']} | {r['dtype']} | {r['params'] / 1e6:,.0f} M | {r['stored_mb']:,.0f} MiB "
             f"| {r['load_s']:.1f} s | {r['peak_over_stored']:.2f}x | {r['compile_s']:.1f} s "
             f"| {r['first_s']:.1f} s "
             f"| {r['ours_ms']:,.0f} ms | {r['theirs_ms']:,.0f} ms | {r['ratio']:.2f}x "

@@ -207,8 +207,8 @@ def main(argv=None):
     print(f"SmolLM2-135M (bf16) at {b['cached_tokens']} cached tokens: bytes only, not run")
     print(b["configured"]["formula"])
     print(
-        "  not measured: gqa_viz has no Llama-family forward yet (RoPE, RMSNorm, SwiGLU); "
-        "decode runs the tiny models only."
+        "  not measured: gqa_viz.decode steps the tiny models only; real checkpoints have a "
+        "full forward pass (python -m bench.checkpoints), not a cached step yet."
     )
 
 

@@ -224,6 +224,8 @@ def prewarm(programs, stop=None, slot=contextlib.nullcontext) -> int:
         query = np.zeros((p.batch, bucket(p.query_length), p.model_dim), np.float32)
         value = np.zeros((p.batch, bucket(p.kv_length), p.model_dim), np.float32)
         with slot():
+            if stop is not None and stop.is_set():
+                break  # set while this waited for its turn
             bucketed_trace(params, query, value, spec=spec, use_causal_mask=True)
         done += 1
     return done

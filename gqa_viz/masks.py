@@ -222,20 +222,14 @@ def _shift(align: str, T: int, S: int) -> int:
     return 0 if align == "top_left" else S - T
 
 
-def causal_window(window, align: str = "top_left") -> Mask:
+def causal_window(window: int, align: str = "top_left") -> Mask:
     """Causal window: allowed iff 0 <= q' - k < window; q' = q, or q + S - T for "bottom_right"."""
-    # ``window`` may be a traced JAX integer: layers that differ only in their window then run
-    # as one compiled layer (gqa_viz.checkpoints.model). A Python int is checked here.
-    if hasattr(window, "dtype") and not isinstance(window, np.integer):
-        w, shown = window, "w"
-    else:
-        w = shown = _int_arg("causal_window window", window, 1)
+    w = _int_arg("causal_window window", window, 1)
     if align not in ("top_left", "bottom_right"):
         raise ValueError(
             f"causal_window align must be 'top_left' or 'bottom_right', got {align!r}."
         )
-    name = f"causal_window({shown})"
-    name = name if align == "top_left" else f'causal_window({shown}, "bottom_right")'
+    name = f"causal_window({w})" if align == "top_left" else f'causal_window({w}, "bottom_right")'
 
     def fn(b, q, k, T, S):
         d = q + _shift(align, T, S) - k  # how far key k lies behind the query

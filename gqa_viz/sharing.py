@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 METHODS = ("mean", "first", "random")
-SETTINGS = ("random", "controlled", "trained")
+SETTINGS = ("random", "controlled", "trained", "real")
 _ZERO = 1e-6  # drift below this counts as none (float32 round-off)
 
 
@@ -214,11 +214,15 @@ def drift_curve(
     ]
 
 
-def explain(curve: list[dict], setting: str, *, eps: float | None = None) -> str:
+def explain(
+    curve: list[dict], setting: str, *, eps: float | None = None, kv_heads: int | None = None
+) -> str:
     """A few plain sentences describing a :func:`drift_curve` for the current input.
 
     ``setting``: "random" (independent random weights), "controlled" (:func:`controlled_mha`,
-    optionally with its ``eps``) or "trained" (a multi-head layer of a trained tiny model).
+    optionally with its ``eps``), "trained" (a multi-head layer of a trained tiny model) or
+    "real" (a real model's layer with ``kv_heads`` K/V heads, each repeated G times to make
+    the multi-head layer the curve starts from).
     """
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
@@ -263,6 +267,15 @@ def explain(curve: list[dict], setting: str, *, eps: float | None = None) -> str
             "These weights are random and each group keeps one of its heads unchanged, so the "
             "other query heads of the group read an unrelated key/value head: no shrink, but "
             "nothing of the dropped heads survives."
+        )
+    elif setting == "real":
+        K = kv_heads if kv_heads is not None else N
+        lines.append(
+            f"This is a real model's layer with K = {K} K/V head{'s' if K > 1 else ''}: a K "
+            f"of {K} or more only repeats them, so nothing changes there; below {K} its own "
+            "K/V heads are merged, consecutive ones together, as the Real models page does "
+            "for every layer. Its input is what it receives in the unchanged model, so this is "
+            "the drift of this layer alone; the Real models page measures the next-token loss."
         )
     elif setting == "trained":
         lines.append(

@@ -129,10 +129,10 @@ def test_sidebar_shows_the_backend():
     assert any(c.startswith(f"JAX {jax.__version__} · {jax.default_backend()}") for c in captions)
 
 
-def test_page_links_to_playground_and_walkthrough():
+def test_page_links_to_playground_walkthrough_and_real_models():
     at = _app()
     links = [link.proto.page for link in at.get("page_link")]
-    assert links == ["playground", "walkthrough"]  # the url paths app.py gives them
+    assert links == ["playground", "walkthrough", "real-models"]  # the url paths app.py gives
 
 
 def test_enable_compilation_cache(tmp_path):

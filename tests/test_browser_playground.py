@@ -57,6 +57,7 @@ def _open_playground(page, base_url: str, query: str = "") -> None:
         "Trained heads",
         "Walkthrough",
         "Decode",
+        "Real models",
     ], nav
     page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
     _wait_idle(page)

@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from gqa_viz.app.limits import MAX_RESULT_BYTES
+
 
 def nbytes(obj: Any, _seen: set[int] | None = None) -> int:
     """The bytes of the NumPy/JAX arrays reachable from ``obj`` (each array counted once)."""
@@ -90,6 +92,13 @@ class ResultCache:
             with self._lock:
                 self._pending.pop(key).set()
 
+    def heavy_slot(self):
+        """The heavy-work slot as a context manager, for heavy work whose result is not kept.
+
+        Not reentrant: never take it inside a heavy :meth:`get`.
+        """
+        return self._heavy
+
     @contextlib.contextmanager
     def background(self, poll_s: float = 0.02):
         """Hold the heavy-work slot for background work (prewarming) once no caller waits.
@@ -123,3 +132,11 @@ class ResultCache:
             while total > self.max_bytes:
                 _, (_, dropped) = self._items.popitem(last=False)
                 total -= dropped
+
+
+# Shared by every session of a server, and by every page (each keys its results with its own
+# name; the Playground's are its Settings): equal requests are computed once, within
+# limits.MAX_RESULT_BYTES in all. Here rather than in a page's module so that any back-end
+# (gqa_viz.app.real_sources too, which the Playground's settings read) can use it without an
+# import cycle.
+RESULTS = ResultCache(max_bytes=MAX_RESULT_BYTES, max_concurrent=1)

@@ -3,8 +3,10 @@
 A real model is hundreds of MB to GB: it is loaded once per server process and kept for every
 session that asks for the same directory. By default one model is resident
 (:data:`~gqa_viz.app.limits.MAX_RESIDENT_CHECKPOINTS`); picking another evicts the least
-recently used before loading, so two never sit in memory at once. Loads run one at a time (a
-second visitor asking for the model being loaded waits for it instead of loading a copy).
+recently used before loading, so two never sit in memory at once (except while a computation
+that started before the eviction still holds the old one: it is freed when that ends). Loads
+run one at a time (a second visitor asking for the model being loaded waits for it instead of
+loading a copy).
 No Streamlit here.
 """
 
@@ -42,7 +44,7 @@ class CheckpointCache:
 
     @property
     def size_bytes(self) -> int:
-        return sum(size for _, size in self._items.values())
+        return sum(size for _, size in list(self._items.values()))
 
     def get(self, directory, root=None) -> checkpoints.Checkpoint:
         """The checkpoint in ``directory``, loading it (and evicting others) if needed.

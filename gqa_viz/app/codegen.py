@@ -29,7 +29,13 @@ all three; query head n reads kv head n // G in all three; a row with no allowed
 0 on Keras' explicit (scores or dropout) path, a uniform average of all S values in
 ``jax.nn.dot_product_attention`` and Keras' fused path, and 0 in torch 2.13's
 ``scaled_dot_product_attention`` on CPU (a hand-written softmax over -inf gives NaN there).
-No Streamlit here.
+
+A real model's layer (weights "real") may do more than Keras' layer: QK-norm, RoPE, another
+softmax scale, a soft-cap (:func:`gqa_viz.app.playground.layer_extras`). The Keras snippet then
+says at its top that it is NOT equivalent (Keras has none of these; it runs the same
+projections without them). The JAX and PyTorch snippets read ``q`` and ``k`` after the layer's
+QK-norm and RoPE and use its softmax scale, so they stay equivalent unless it soft-caps its
+logits, which neither function can do: they then say so too. No Streamlit here.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import textwrap
 import numpy as np
 
 from gqa_viz import core
+from gqa_viz.app.playground import layer_extras
 from gqa_viz.app.settings import Settings
 
 __all__ = ["keras_snippet", "jax_snippet", "torch_snippet", "snippet_inputs", "has_mask"]
@@ -102,6 +109,33 @@ def _empty_rows_possible(s: Settings) -> bool:
     return _query_padding(s) or _key_padding(s) or bool(s.cross and s.window)
 
 
+def _real_extras(s: Settings) -> list[str]:
+    """What a real layer adds to Keras' layer, in words; empty for any other weights."""
+    return layer_extras(s.spec()) if s.weights == "real" else []
+
+
+def _not_equivalent(s: Settings, what: str, extras: list[str]) -> list[str]:
+    """The caveat at the top of a snippet that cannot compute what this real layer computes."""
+    return _comment(
+        f"NOT EQUIVALENT for this layer: layer {s.layer} of {s.model[:60]} also applies "
+        f"{'; '.join(extras)}, which {what}. The results below differ from this page's."
+    )
+
+
+def _scale(s: Settings) -> tuple[str, str]:
+    """The softmax scale as code, and its comment: 1 / sqrt(H), or a real layer's own."""
+    if s.weights == "real" and s.spec().scale is not None:
+        return f"{s.spec().scale!r}", "this layer's softmax scale (not 1 / sqrt(H))"
+    return f"1 / math.sqrt({s.h})", "logits = q . k / sqrt(H)"
+
+
+def _cap_caveat(s: Settings, function: str) -> list[str]:
+    cap = s.spec().logit_softcap if s.weights == "real" else None
+    if cap is None:
+        return []
+    return _not_equivalent(s, f"{function} cannot do", [f"a logit soft-cap of {cap:g}"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Snippets.
 
@@ -121,8 +155,20 @@ def keras_snippet(s: Settings) -> str:
     if _key_padding(s) and s.cross:
         masks.append("value_mask [B, S]")
     mask_text = (", " + ", ".join(masks) + " (True = real token)") if masks else ""
+    extras = _real_extras(s)
+    caveat = (
+        _not_equivalent(
+            s,
+            "keras.layers.GroupQueryAttention does not have: it runs the same projections "
+            "without them (a QK-norm's gains are not among its weights)",
+            extras,
+        )
+        if extras
+        else []
+    )
     lines = [
         "# Keras 3: keras.layers.GroupQueryAttention with the Walkthrough's settings.",
+        *caveat,
         *_comment(
             f"Reads NumPy arrays: {reads}{mask_text}, weights: the list layer.get_weights() "
             "returns (query, key, [gate,] value, attention_output; each kernel then its bias)."
@@ -198,7 +244,14 @@ def keras_snippet(s: Settings) -> str:
 
 
 def _reads_projected(s: Settings) -> str:
-    names = ["q [B, T, N, H]", "k, v [B, S, K, H] (projected, before scaling)"]
+    spec = s.spec() if s.weights == "real" else None
+    steps = (
+        []
+        if spec is None
+        else [n for n, on in (("QK-norm", spec.qk_norm), ("RoPE", spec.rope)) if on]
+    )
+    after = f"; q and k after this layer's {' and '.join(steps)}" if steps else ""
+    names = ["q [B, T, N, H]", f"k, v [B, S, K, H] (projected, before scaling{after})"]
     if _query_padding(s):
         names.append("query_mask [B, T]")
     if _key_padding(s):
@@ -209,8 +262,10 @@ def _reads_projected(s: Settings) -> str:
 def jax_snippet(s: Settings) -> str:
     """``jax.nn.dot_product_attention`` on the projected q, k, v (see module docstring)."""
     G = s.n // s.k
+    scale, why = _scale(s)
     lines = [
         "# JAX: jax.nn.dot_product_attention on the projected tensors (the Q/K/V step).",
+        *_cap_caveat(s, "jax.nn.dot_product_attention"),
         *_comment(f"Reads NumPy arrays: {_reads_projected(s)}."),
         "# Assigns out: the per-head context [B, T, N, H], before the gate and the output",
         "# projection. Heads: K < N is allowed; query head n reads kv head n // G.",
@@ -229,7 +284,7 @@ def jax_snippet(s: Settings) -> str:
     if has_mask(s):
         lines.append("    mask=mask[:, None],  # [B or 1, 1, T, S], True = attend")
     lines += [
-        f"    scale=1 / math.sqrt({s.h}),  # logits = q . k / sqrt(H)",
+        f"    scale={scale},  # {why}",
         ")",
         "out = np.asarray(out)  # [B, T, N, H]",
     ]
@@ -251,8 +306,10 @@ def jax_snippet(s: Settings) -> str:
 def torch_snippet(s: Settings) -> str:
     """``torch.nn.functional.scaled_dot_product_attention`` with ``enable_gqa=True``."""
     G = s.n // s.k
+    scale, why = _scale(s)
     lines = [
         "# PyTorch: F.scaled_dot_product_attention with enable_gqa=True (checked: torch 2.13).",
+        *_cap_caveat(s, "F.scaled_dot_product_attention"),
         *_comment(f"Reads NumPy arrays: {_reads_projected(s)}."),
         "# Torch wants heads before positions: q [B, N, T, H], k, v [B, K, S, H].",
         "# Assigns out: the per-head context [B, T, N, H] (Keras' layout), before the gate",
@@ -278,7 +335,7 @@ def torch_snippet(s: Settings) -> str:
             "    attn_mask=torch.tensor(mask[:, None]),  # bool: True = attend (like Keras)"
         )
     lines += [
-        f"    scale=1 / math.sqrt({s.h}),",
+        f"    scale={scale},  # {why}",
         f"    enable_gqa=True,  # K={s.k} heads, each shared by G = {G} query heads (n -> n // G)",
         ")",
         "out = out.permute(0, 2, 1, 3).numpy()  # [B, T, N, H]",

@@ -5,8 +5,20 @@ Axis letters: B batch, T query length, S key/value length, N query heads, K kv h
 G = N // K, H head_dim, D model dim.
 
 * :func:`drift`: :func:`gqa_viz.sharing.drift_curve` for the sidebar's input, through the
-  server's shared results cache (:data:`gqa_viz.app.playground.RESULTS`); it calls
+  server's shared results cache (:data:`gqa_viz.app.cache.RESULTS`); it calls
   :func:`check_size` first, with this page's own, stricter limit on the scores.
+
+A real model's layer (the sidebar's weights "real") is already grouped: K of its own K/V
+heads. The page then starts from that layer as it is, written as the multi-head layer it
+equals (each K/V head repeated G times, which is what Keras' ``repeat`` does), and groups it
+with :func:`gqa_viz.sharing.drift` to every K' that divides N and either divides K or is a
+multiple of it (:func:`real_ks`). K' >= K only repeats its heads (no drift, the check that the
+starting point is the layer itself); K' < K merges runs of K / K' consecutive heads of its
+own, by mean or first (exactly :func:`gqa_viz.checkpoints.convert.group_kv_heads` on that
+layer) or a random one (the same rule, this page's own seeded draw). Other divisors of N would
+pool copies of different heads unequally, so they are left out. For an MHA model (GPT-2) this
+is the page's usual curve over every K dividing N. The input is what the layer receives in the
+unchanged model, so the drift is this layer's alone.
 
 The page's KV-cache calculator section calls :mod:`gqa_viz.app.kv_calculator`, the back-end of
 the KV calculator page: one copy of those numbers and their wording for both pages.
@@ -18,21 +30,32 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gqa_viz import core, trained
+from gqa_viz import core, sharing, trained
 from gqa_viz.app import settings as cfg
+from gqa_viz.app.cache import RESULTS
 from gqa_viz.app.limits import HEAVY_SCORE_CELLS, KV_SHARING_MAX_SCORE_CELLS, MAX_SCORE_CELLS
-from gqa_viz.app.playground import RESULTS, build_inputs, input_shape
+from gqa_viz.app.playground import build_inputs, input_shape, make_params, trace_function
 from gqa_viz.app.settings import Settings
 from gqa_viz.buckets import bucketed_trace
 from gqa_viz.core import divisors
 from gqa_viz.sharing import controlled_mha, drift_curve, explain
 
-__all__ = ["METHOD_NAMES", "SETTING_NAMES", "Drift", "check_size", "describe", "drift"]
+__all__ = [
+    "METHOD_NAMES",
+    "SETTING_NAMES",
+    "Drift",
+    "check_size",
+    "describe",
+    "drift",
+    "real_ks",
+    "real_targets",
+]
 
 SETTING_NAMES = {
     "random": "random heads (mean-pooled)",
     "controlled": "controlled: shared head + eps·noise",
     "trained": "trained heads (the task's multi-head model)",
+    "real": "this real layer, its K/V heads grouped further",
 }
 METHOD_NAMES = {"mean": "mean of the group", "first": "first head", "random": "random head"}
 
@@ -55,7 +78,59 @@ def check_size(s: Settings) -> None:
     )
 
 
-def _compute_curve(s: Settings, setting: str, eps: float, method: str):
+def real_ks(n: int, k: int) -> list[int]:
+    """The K' a real layer with N = ``n`` query heads and K = ``k`` K/V heads is grouped to,
+    largest first: the divisors of N that divide K or are multiples of it (module docstring)."""
+    return [d for d in sorted(divisors(n), reverse=True) if k % d == 0 or d % k == 0]
+
+
+def real_targets(k: int) -> list[int]:
+    """The K' below K a real layer's heads can be merged into (K itself when K = 1)."""
+    return [d for d in range(k - 1, 0, -1) if k % d == 0] or [k]
+
+
+def _as_mha(params: dict, spec: core.GQASpec) -> tuple[dict, core.GQASpec]:
+    """The multi-head layer equal to ``params``: kv head j repeated for its G query heads."""
+    G = spec.groups
+    out = {layer: dict(ws) for layer, ws in params.items()}
+    for layer in ("key", "value"):
+        out[layer]["kernel"] = np.repeat(params[layer]["kernel"], G, axis=1)  # [D, N, H]
+        if "bias" in params[layer]:
+            out[layer]["bias"] = np.repeat(params[layer]["bias"], G, axis=0)  # [N, H]
+    return out, replace(spec, num_key_value_heads=spec.num_query_heads)
+
+
+def _real_curve(s: Settings, method: str, target: int):
+    """The real layer of ``s`` grouped to every K' of :func:`real_ks` (maps kept for
+    ``target``), on the hidden states it receives."""
+    notes: list[str] = []
+    query, _, _, _, labels, _ = build_inputs(s, notes)
+    spec = replace(s, dropout=0.0).spec()  # the layer's RoPE, QK norm, scale, cap and window
+    params, spec = _as_mha(make_params(s, spec), spec)
+    trace = trace_function(spec, len(labels), len(labels))
+    reference = trace(params, query, query, spec=spec, use_causal_mask=True)
+    curve = [
+        sharing.drift(
+            params,
+            spec,
+            query,
+            query,
+            k,
+            method=method,
+            causal=True,
+            seed=s.seed,
+            trace=trace,
+            reference=reference,
+            keep_probs=k == target,
+        )  # fmt: skip
+        for k in real_ks(s.n, s.k)
+    ]
+    return curve, labels, labels, np.asarray(reference.mask)[0], notes
+
+
+def _compute_curve(s: Settings, setting: str, eps: float, method: str, target: int):
+    if setting == "real":
+        return _real_curve(s, method, target)
     notes: list[str] = []
     query, value, _, _, q_labels, k_labels = build_inputs(s, notes)
     # The multi-head layer of the sidebar's width: no gate, window or dropout.
@@ -85,7 +160,7 @@ class Drift:
     k_labels: list[str]
     mask: np.ndarray | None  # [T, S] causal mask, None without one
     notes: list[str]  # on the input (a sentence cut or replaced)
-    row: dict  # the curve's row for the sidebar's K
+    row: dict  # the curve's row for the sidebar's K (for a real layer: the K' asked for)
     explanation: str  # a few sentences on the curve
 
     @property
@@ -104,19 +179,22 @@ class Drift:
         return self.probs_gqa - self.probs_mha
 
 
-def drift(s: Settings, setting: str, eps: float, method: str) -> Drift:
+def drift(s: Settings, setting: str, eps: float, method: str, target: int | None = None) -> Drift:
     """drift_curve for the input of ``s`` (pass the compute key) with the weights of
-    ``setting`` ("random", "controlled" with noise ``eps``, "trained"), grouped by ``method``.
+    ``setting`` ("random", "controlled" with noise ``eps``, "trained", or "real": the sidebar's
+    real layer, see the module docstring), grouped by ``method``.
 
-    Maps are kept for ``s.k`` only. Shared by every session through the server's results cache
+    Maps are kept for ``target`` only (default ``s.k``; for a real layer one of
+    :func:`real_targets`). Shared by every session through the server's results cache
     (bounded in bytes); a large input runs in the server's one heavy-work slot. ValueError,
     naming the limit, for an input over this page's size (:func:`check_size`).
     """
     check_size(s)
     B, T, S = input_shape(s)
+    target = s.k if target is None else target
     curve, q_labels, k_labels, mask, notes = RESULTS.get(
-        ("kv-sharing", s, setting, eps, method),
-        lambda: _compute_curve(s, setting, eps, method),
+        ("kv-sharing", s, setting, eps, method, target),
+        lambda: _compute_curve(s, setting, eps, method, target),
         # the MHA layer once, then one grouped layer per K dividing N
         heavy=(1 + len(divisors(s.n))) * B * s.n * T * S > HEAVY_SCORE_CELLS,
     )
@@ -126,13 +204,21 @@ def drift(s: Settings, setting: str, eps: float, method: str) -> Drift:
         k_labels=k_labels,
         mask=mask,
         notes=notes,
-        row=next(r for r in curve if r["K"] == s.k),
-        explanation=explain(curve, setting, eps=eps if setting == "controlled" else None),
+        row=next(r for r in curve if r["K"] == target),
+        explanation=explain(
+            curve, setting, eps=eps if setting == "controlled" else None, kv_heads=s.k
+        ),
     )
 
 
 def describe(s: Settings, setting: str, eps: float, method: str) -> str:
     """One markdown sentence: which weights, grouping and shape the figures show."""
+    if setting == "real":
+        return (
+            f"Shown: **layer {s.layer} of {s.model}** (K = {s.k} K/V heads), grouped by "
+            f"**{METHOD_NAMES[method]}**; N = {s.n}, H = {s.h}, D = {s.d}, on your prompt, "
+            f"causal{f', sliding window {s.window}' if s.window else ''}."
+        )
     if setting == "controlled":
         weights = f" with eps = {eps:g} (groups of {s.n // s.k} near-copies)"
     elif setting == "trained":

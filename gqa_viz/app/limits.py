@@ -107,7 +107,8 @@ MAX_RESULT_BYTES = int(1.5 * 2**30)
 # exploring many head counts and lengths would otherwise keep adding programs for as long as
 # the server runs; past the limit JAX's in-memory caches are emptied and programs load again
 # from the persistent compilation cache (tens of ms each) as they are used. Prewarming
-# makes 116.
+# makes 116. A real checkpoint's forward pass is one program per model, K', chosen layers
+# and 16-token length bucket (gqa_viz/checkpoints/model.py), counted here too.
 MAX_PROGRAMS_IN_MEMORY = 160
 # JAX's persistent compilation cache on disk; least recently used programs are evicted.
 MAX_COMPILATION_CACHE_BYTES = 512 * 2**20
@@ -127,6 +128,9 @@ MAX_RESIDENT_CHECKPOINT_BYTES = _env_int("GQA_VIZ_MODEL_MEMORY_BYTES", 8 * 2**30
 MAX_REAL_PROMPT_TOKENS = 128
 MAX_REAL_PROMPT_CHARS = 2000
 MAX_REAL_SCORE_CELLS = 32 * 2**20
+# A model name read from the URL: longer than any listed one (a repo id is at most 96), so a
+# longer value is not looked up at all.
+MAX_REAL_MODEL_NAME_CHARS = 200
 # The Real models page's shipped passage (assets/text/passage_alice.txt): its loss is measured
 # on its first tokens, at most this many (a forward pass without probabilities for every K'; at
 # 256 tokens about 1 s each for SmolLM2-135M on 2 cores).

@@ -17,7 +17,12 @@ its K/V heads per group (Ainslie et al., 2023), so changing K changes only how h
 shared; "independent" initializes a fresh GQA layer with K kv heads; "trained" takes one
 attention layer of a shipped tiny model (:mod:`gqa_viz.trained`) together with the input it
 really sees on a prompt of its task drawn with the seed (tokens on the axes, as
-"position:token"); padding then marks the prompt's last positions, as in random mode.
+"position:token"); padding then marks the prompt's last positions, as in random mode;
+"real" takes one attention layer of a checkpoint on this server
+(:func:`gqa_viz.app.real_sources.layer_source`) with what it really receives for the sentence,
+split by the model's own tokenizer: the hidden states after the layers before it and its input
+norm. Its RoPE, QK norm, softmax scale, soft-cap and sliding window are applied; the mask is
+causal, as in the model.
 """
 
 from __future__ import annotations
@@ -31,13 +36,13 @@ import jax
 import numpy as np
 
 from gqa_viz import buckets, core, trained
-from gqa_viz.app.cache import ResultCache
+from gqa_viz.app import real_sources
+from gqa_viz.app.cache import RESULTS  # the server's shared results cache
 from gqa_viz.app.limits import (
     HEAVY_SCORE_CELLS,
     MAX_CSV_ROWS,
     MAX_LEN,
     MAX_NPY_BYTES,
-    MAX_RESULT_BYTES,
     MAX_TOKENS,
 )
 from gqa_viz.app.settings import DEFAULTS, HEAD_CHOICES, Settings, check_size
@@ -108,6 +113,16 @@ def _sentence(text: str, pad: int, notes: list[str], what: str) -> list[str]:
 
 def build_inputs(s: Settings, notes: list[str]):
     """query [B, T, D], value [B, S, D], their masks [B, T], [B, S], and axis labels."""
+    if s.weights == "real":
+        src = real_sources.layer_source(s.model, s.text, s.layer)
+        prompt = src.prompt
+        if prompt.cut_from is not None:
+            notes.append(
+                f"The prompt is {prompt.cut_from} tokens for {s.model}; only the first "
+                f"{len(prompt.ids)} are used (the limit)."
+            )
+        valid = np.ones((1, len(prompt.ids)), bool)  # [1, T]
+        return src.x, src.x, valid, valid, list(prompt.tokens), list(prompt.tokens)
     if s.weights == "trained":
         view = trained.layer_view(s.model, s.layer, s.seed)
         L = view.x.shape[1]
@@ -133,6 +148,9 @@ def build_inputs(s: Settings, notes: list[str]):
 
 def input_shape(s: Settings) -> tuple[int, int, int]:
     """(B, T, S) of the input ``s`` describes, without building it."""
+    if s.weights == "real":  # the tokenizer's split (loads the model if needed)
+        T = len(real_sources.tokenize(s.model, s.text, cut=True).ids)
+        return 1, T, T
     if s.weights == "trained":
         L = trained.load(s.model).cfg.seq_len
         return 1, L, L
@@ -151,6 +169,8 @@ def make_params(s: Settings, spec: core.GQASpec) -> core.Params:
     """
     if s.weights == "trained":
         return trained.layer_view(s.model, s.layer, s.seed).params
+    if s.weights == "real":
+        return real_sources.layer_source(s.model, s.text, s.layer).params
     if s.weights == "pooled":
         mha = s.spec(k=s.n)
         mha_params = jax.tree.map(np.asarray, core.init_params(mha, s.d, seed=s.seed))
@@ -178,7 +198,9 @@ def run(s: Settings) -> Result:
     query, value, q_valid, k_valid, q_labels, k_labels = build_inputs(s, notes)
     check_size(s, len(q_labels), len(k_labels), query.shape[0])
     params = make_params(s, spec)
-    trace = buckets.bucketed_trace(
+    if s.weights == "real":
+        notes.append(real_note(s, spec, len(q_labels)))
+    trace = trace_function(spec, len(q_labels), len(k_labels))(
         params,
         query,
         value,
@@ -201,10 +223,54 @@ def run(s: Settings) -> Result:
     return result
 
 
-# Shared by every session of a server, and by every page (the Mask Lab and KV sharing pages
-# key their results with their name): equal requests are computed once, within
-# limits.MAX_RESULT_BYTES in all.
-RESULTS = ResultCache(max_bytes=MAX_RESULT_BYTES, max_concurrent=1)
+def trace_function(spec: core.GQASpec, T: int, S: int):
+    """:func:`gqa_viz.buckets.bucketed_trace`, unless padding would change the result: dynamic
+    RoPE reads the key length, so past its ``max_position_embeddings`` it runs unpadded."""
+    rope = spec.rope
+    if rope is None or rope.kind != "dynamic":
+        return buckets.bucketed_trace
+    if max(buckets.bucket(T), buckets.bucket(S)) <= rope.max_position_embeddings:
+        return buckets.bucketed_trace
+
+    def exact(*args, **kwargs) -> core.AttentionTrace:
+        trace = core.attention_trace(*args, **kwargs)
+        return core.AttentionTrace(*(None if a is None else np.asarray(a) for a in trace))
+
+    return exact
+
+
+def real_note(s: Settings, spec: core.GQASpec, T: int) -> str:
+    """What a real layer's result is: model, layer, prompt, and what the layer adds to Keras'."""
+    extras = layer_extras(spec)
+    window = real_sources.layer_spec(s.model, s.layer).sliding_window
+    if window is not None:
+        extras.append(
+            f"its sliding window of {window} keys"
+            + (" (longer than the prompt: it masks nothing here)" if window >= T else "")
+        )
+    added = f" Applied as in the model: {', '.join(extras)}." if extras else ""
+    return (
+        f"Layer {s.layer} of {s.model}, on your sentence split by its tokenizer ({T} tokens): "
+        "the input is the hidden state that layer really receives (after the layers before it "
+        f"and its input norm), with the model's causal mask.{added}"
+    )
+
+
+def layer_extras(spec: core.GQASpec) -> list[str]:
+    """What ``spec`` adds to Keras' GroupQueryAttention, in words (empty for a Keras layer)."""
+    out = []
+    if spec.qk_norm is not None:
+        out.append("QK-norm (an RMS norm of each query and key head)")
+    if spec.rope is not None:
+        rope = spec.rope
+        dims = "" if rope.rotary_dim is None else f", the first {rope.rotary_dim} features"
+        kind = "" if rope.kind == "default" else f", {rope.kind} scaling"
+        out.append(f"RoPE (theta = {rope.theta:g}{kind}{dims})")
+    if spec.scale is not None:
+        out.append(f"softmax scale {spec.scale:.4g} instead of 1/sqrt(H)")
+    if spec.logit_softcap is not None:
+        out.append(f"logit soft-cap {spec.logit_softcap:g}")
+    return out
 
 
 def is_heavy(s: Settings) -> bool:

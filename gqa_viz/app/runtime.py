@@ -5,6 +5,7 @@ No Streamlit here; ``app.py`` calls these once per server process.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -47,25 +48,62 @@ def start_up(cache_dir: str | os.PathLike, prewarm: Callable[[threading.Event], 
 PREWARM_ENV = "GQA_VIZ_PREWARM"  # "0" turns start-up prewarming off (the tests do)
 
 
-def start_prewarm(work: Callable[[threading.Event], object], name: str = "prewarm"):
-    """Run prewarming, ``work(stop_event)``, in a daemon thread; returns (thread, stop_event).
+def start_prewarm(
+    work: Callable[[threading.Event], object], name: str = "prewarm", stop_timeout_s: float = 20.0
+):
+    """Run prewarming, ``work(stop_event)``, in a background thread; returns (thread, stop_event).
 
-    When it ends, one line on stderr says how long it took (``gqa-viz: prewarm done ...``).
+    ``work`` must return soon after ``stop_event`` is set (between compiled programs). One line
+    on stderr says when it starts (``gqa-viz: prewarm started``) and one when it ends
+    (``... prewarm done (...) in 12.3 s``, or ``... prewarm stopped ...`` when stopped early).
     Returns (None, None) when the environment variable ``GQA_VIZ_PREWARM`` is "0".
+
+    Interpreter exit stops it: an ``atexit`` hook sets the event and waits up to
+    ``stop_timeout_s`` for the thread. ``streamlit run`` ends that way on SIGTERM or Ctrl-C
+    (its signal handler stops the server, ``bootstrap.run`` returns, the CLI exits), and so
+    does a process that ran the app in-process (AppTest). Without the hook, a compile still
+    running when the interpreter finalises aborts the process (SIGABRT): Python ends a daemon
+    thread that asks for the GIL back once finalisation has begun, and ending it inside
+    jaxlib's C++ frames dies with "terminate called ..." or "Check failed: PyGILState_Check()".
+    ``atexit`` runs hooks last-registered first and this one is registered after ``jax`` was
+    imported, so it also runs before JAX's own hook, which clears the backends.
+
+    The thread is a daemon: Python joins non-daemon threads *before* it runs ``atexit``
+    hooks, so a non-daemon thread would hold exit until all of prewarming had finished
+    (tens of seconds on a fresh cache) instead of stopping after the current program, and
+    a thread stuck waiting for its turn would hang exit for good. As a daemon, the hook
+    bounds the wait.
     """
     if os.environ.get(PREWARM_ENV, "1") == "0":
         return None, None
     stop = threading.Event()
 
     def timed(stop_event: threading.Event) -> None:
+        print(f"gqa-viz: {name} started", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         result = work(stop_event)
         took = time.perf_counter() - t0
-        print(f"gqa-viz: {name} done ({result}) in {took:.1f} s", file=sys.stderr, flush=True)
+        how = "stopped" if stop_event.is_set() else "done"
+        print(f"gqa-viz: {name} {how} ({result}) in {took:.1f} s", file=sys.stderr, flush=True)
 
     thread = threading.Thread(target=timed, args=(stop,), name=name, daemon=True)
     thread.start()
+    atexit.register(stop_prewarm, thread, stop, stop_timeout_s)
     return thread, stop
+
+
+def stop_prewarm(thread: threading.Thread, stop: threading.Event, timeout_s: float) -> bool:
+    """Ask ``thread`` to stop and wait up to ``timeout_s`` seconds; True once it has ended."""
+    stop.set()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        print(
+            f"gqa-viz: {thread.name} still running after {timeout_s:.0f} s; exiting anyway",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
 
 
 def backend_label() -> str:

@@ -36,8 +36,10 @@ DEFAULT_SOURCE = "le chat est assis sur le tapis"
 
 MODES = ("sentence", "random")
 ATTENTION_KINDS = ("self", "cross")
-WEIGHT_SOURCES = ("pooled", "independent", "trained")
+WEIGHT_SOURCES = ("pooled", "independent", "trained", "real")
 DEFAULT_MODEL = "recall-k8"  # a shipped tiny model (gqa_viz/trained.py), when weights="trained"
+# weights="real": a layer of a checkpoint on this server (gqa_viz.app.real_sources), by the
+# name it is listed under; DEFAULT_MODEL there stands for "the first one listed".
 VIEWS = ("probs", "logits")
 SCALES = ("p99", "max")  # colour scale top: 99th percentile (saturating) or the max
 POOLS = ("max", "mean")  # how a big heatmap is downsampled: block max or block mean
@@ -53,7 +55,7 @@ class Settings:
     d: int = 64  # model dim
     mode: str = "sentence"  # "sentence": tokens on the axes; "random": seeded random vectors
     attn: str = "self"  # "self" or "cross" attention
-    text: str = DEFAULT_SENTENCE  # query sentence (and keys in self-attention)
+    text: str = DEFAULT_SENTENCE  # query sentence (keys too in self-attention); real: prompt
     source: str = DEFAULT_SOURCE  # key/value sentence in cross-attention
     t: int = 64  # query length in random mode
     s: int = 64  # key/value length in random cross-attention
@@ -69,8 +71,8 @@ class Settings:
     gate: bool = False  # use_gate
     seed: int = 0
     weights: str = "pooled"  # "pooled": one MHA layer, K/V heads mean-pooled per group
-    model: str = DEFAULT_MODEL  # weights="trained": which shipped model (it fixes n, k, h, d)
-    layer: int = 1  # weights="trained": which of its attention layers; input = its task prompt
+    model: str = DEFAULT_MODEL  # weights="trained"/"real": which model (it fixes n, k, h, d)
+    layer: int = 1  # which of its attention layers; input: its task prompt / what it sees of text
     view: str = "probs"  # "probs" or "logits"
     scale: str = "p99"  # colour scale top: "p99" (saturates above) or "max"
     pool: str = "max"  # downsampling of maps too big to draw: "max" or "mean" of each block
@@ -87,8 +89,20 @@ class Settings:
         """The layer these settings describe: the one way a :class:`GQASpec` is made from them.
 
         ``k`` replaces num_key_value_heads (``k=s.n`` is the multi-head layer of the same
-        width, which "pooled" weights start from and KV sharing compares against).
+        width, which "pooled" weights start from and KV sharing compares against). A real
+        layer's spec also carries its RoPE, QK norm, softmax scale and soft-cap.
         """
+        if self.weights == "real":
+            from gqa_viz.app import real_sources  # reads the model's config.json
+
+            return replace(
+                real_sources.layer_spec(self.model, self.layer),
+                num_key_value_heads=self.k if k is None else k,
+                use_bias=self.bias,
+                use_gate=self.gate,
+                sliding_window=self.window or None,
+                dropout=self.dropout,
+            )
         return GQASpec(
             num_query_heads=self.n,
             num_key_value_heads=self.k if k is None else k,
@@ -322,6 +336,8 @@ def validate(s: Settings) -> tuple[Settings, list[str]]:
     v["model"], v["layer"] = DEFAULT_MODEL, DEFAULTS.layer
     if v["weights"] == "trained":
         _trained(s, v, msgs)
+    elif v["weights"] == "real":
+        _real(s, v, msgs)
     return Settings(**v), msgs
 
 
@@ -376,6 +392,113 @@ def _trained(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
             f"{', '.join(changed)} ignored."
         )
     v.update(fixed, batch=1, item=0)
+
+
+# What a real layer fixes besides its shape: the input is the prompt's hidden states for that
+# layer (self-attention, one batch item, no padding), run causally with the layer's window.
+REAL_FIXED_FIELDS = (*TRAINED_SHAPE_FIELDS, "attn", "mode", "causal", "window", "pad", "kpad")
+
+
+def real_models() -> list[str]:
+    """The listed real models whose layers the Playground's controls can hold (an empty list
+    when this server has none: the app never downloads one)."""
+    from gqa_viz.app import real_sources
+
+    def fits(arch) -> bool:
+        return (
+            arch.num_query_heads <= MAX_QUERY_HEADS
+            and HEAD_DIMS[0] <= arch.head_dim <= MAX_HEAD_DIM
+            and arch.model_dim <= MAX_MODEL_DIM
+        )
+
+    return [e.name for e in real_sources.models() if e.usable and fits(e.summary.arch)]
+
+
+def fixed_by_real(model: str, layer: int) -> dict[str, Any]:
+    """The fields a real model's layer fixes (:data:`REAL_FIXED_FIELDS`): the one place this
+    rule is written. ``model`` not among :func:`real_models` is replaced by the first of them
+    (returned as "model"); ``layer`` is clamped to its layers. The layer's sliding window is
+    kept when it is under ``MAX_LEN`` (a longer one masks nothing in a prompt, which is far
+    shorter). ValueError when there is no real model.
+    """
+    from gqa_viz.app import real_sources
+
+    names = real_models()
+    if not names:
+        raise ValueError("there is no usable model on this server")
+    model = model if model in names else names[0]
+    arch = real_sources.architecture(model)
+    layer = min(max(layer, 0), arch.num_layers - 1)
+    window = arch.windows[layer] or 0
+    return {
+        "model": model,
+        "layer": layer,
+        "n": arch.num_query_heads,
+        "k": arch.num_kv_heads,
+        "h": arch.head_dim,
+        "d": arch.model_dim,
+        "bias": real_sources.layer_spec(model, layer).use_bias,
+        "gate": False,
+        "attn": "self",
+        "mode": "sentence",
+        "causal": True,
+        "window": window if window < MAX_LEN else 0,
+        "pad": 0,
+        "kpad": 0,
+    }
+
+
+def _real(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
+    """A real layer fixes its shape and its input (:func:`fixed_by_real`); with no real model
+    on this server the weights fall back to "pooled", with a message."""
+    from gqa_viz.app import real_sources
+
+    names = real_models()
+    if not names:
+        msgs.append(
+            f"weights=real needs a model on this server and none is there (it looks in "
+            f"{real_sources.where_text()}); using pooled."
+        )
+        v["weights"] = "pooled"
+        return
+    if s.model not in names and s.model != DEFAULT_MODEL:  # the default means "the first one"
+        e = {e.name: e for e in real_sources.models()}.get(s.model)
+        if e is None:
+            shown = s.model[:60].replace("`", "'")  # echoed in Markdown: short, as code
+            why = f"There is no model called `{shown}` on this server"
+        elif e.problem is not None:
+            why = f"{e.name} cannot be opened: {e.problem}"
+        else:
+            why = (
+                f"{e.name}'s layers do not fit the Playground (at most {MAX_QUERY_HEADS} query "
+                f"heads, head_dim {HEAD_DIMS[0]} to {MAX_HEAD_DIM}, model dim {MAX_MODEL_DIM})"
+            )
+        msgs.append(f"{why}; using {names[0]}.")
+    fixed = fixed_by_real(s.model, s.layer)
+    if fixed["layer"] != s.layer and s.layer != DEFAULTS.layer:  # (a one-layer model: no news)
+        top = real_sources.architecture(fixed["model"]).num_layers - 1
+        msgs.append(
+            f"layer must be between 0 and {top} for {fixed['model']}; got {s.layer}, "
+            f"using {fixed['layer']}."
+        )
+    changed = [  # a value left at its default was not asked for: no message about it
+        f"{name}={v[name]}"
+        for name in REAL_FIXED_FIELDS
+        if v[name] != fixed[name] and v[name] != getattr(DEFAULTS, name)
+    ]
+    if changed:
+        msgs.append(
+            f"Layer {fixed['layer']} of {fixed['model']} fixes N = {fixed['n']}, "
+            f"K = {fixed['k']}, H = {fixed['h']}, D = {fixed['d']}, "
+            f"{'with' if fixed['bias'] else 'without'} biases, no gate, and its input: the "
+            f"prompt's hidden states, causal{_window_words(fixed['window'])}; "
+            f"{', '.join(changed)} ignored."
+        )
+    v.update(fixed, batch=1, item=0)
+
+
+def _window_words(window: int) -> str:
+    return f", sliding_window = {window}" if window else ""
 
 
 def check_size(

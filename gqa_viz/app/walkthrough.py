@@ -8,18 +8,28 @@ shared results cache, :func:`gqa_viz.app.playground.cached_run`), the inputs and
 shown batch item, and :meth:`Walkthrough.follow` for the arrays of one query head. The
 functions below it write the parts of the page's text that depend on the settings; the rest
 of the prose is in ``assets/text/walkthrough.md`` (:func:`text`).
+
+A real model's layer (weights "real") does more than Keras' layer: :func:`layer_steps` and
+:func:`softcap_step` are the steps it adds (QK-norm and RoPE after the projections, the
+soft-cap after the logits), each with its text, formula and figures, for the page to insert;
+:func:`logits_text` says how its logits are scaled.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 
+from gqa_viz import core
 from gqa_viz.app import playground, prose
 from gqa_viz.app.limits import WALKTHROUGH_MAX_LEN
 from gqa_viz.app.settings import Settings
+from gqa_viz.figures import steps as F
+from gqa_viz.figures import theme
 
 
 class TooLong(ValueError):
@@ -42,6 +52,13 @@ class Head:
     context: np.ndarray  # [T, H]
     gate: np.ndarray | None  # [T, H], with use_gate
     ungated: np.ndarray | None  # [T, H] float64: the weighted sum before the gate
+    # A real layer's extra steps. query and key above are what meets in the dot product (after
+    # its QK-norm and RoPE); these are the stages before them.
+    projected_query: np.ndarray | None = None  # [T, H] out of the projection (a Keras layer: query)
+    projected_key: np.ndarray | None = None  # [S, H] (a Keras layer: key)
+    normed_query: np.ndarray | None = None  # [T, H] after QK-norm, before RoPE (None unless both)
+    normed_key: np.ndarray | None = None  # [S, H]
+    raw_logits: np.ndarray | None = None  # [T, S] before a soft-cap (= logits without one)
 
 
 @dataclass
@@ -54,6 +71,9 @@ class Walkthrough:
     mask: np.ndarray  # [T, S] True = attend
     empty_rows: np.ndarray  # query rows with no allowed key
     notes: list[str]  # the result's notes the page shows at the top
+    # A real layer's Q [T, N, H] and K [S, K, H] before its QK-norm ("projected") and before
+    # its RoPE ("normed"), for the stages it has; empty for a Keras layer.
+    stages: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -81,12 +101,18 @@ class Walkthrough:
             gate = r.item("gate")[:, head, :]
             weights = r.item("dropped_probs")[head].astype(np.float64)  # [T, S]
             ungated = weights @ r.item("value")[:, kv, :].astype(np.float64)  # [T, H]
+        query, key = r.item("query")[:, head, :], r.item("key")[:, kv, :]
+        stage = {name: (q[:, head, :], k[:, kv, :]) for name, (q, k) in self.stages.items()}
+        raw_logits = r.item("logits")[head]
+        if r.spec.logit_softcap is not None:  # q.k times the softmax scale, before the cap
+            scaled = query.astype(np.float32) * np.float32(r.spec.softmax_scale)  # [T, H]
+            raw_logits = scaled @ key.astype(np.float32).T  # [T, S]
         return Head(
             head=head,
             kv=kv,
             group=list(range(kv * G, kv * G + G)),
-            query=r.item("query")[:, head, :],
-            key=r.item("key")[:, kv, :],
+            query=query,
+            key=key,
             value=r.item("value")[:, kv, :],
             logits=r.item("logits")[head],
             probs=r.item("probs")[head],
@@ -94,6 +120,11 @@ class Walkthrough:
             context=r.item("context")[:, head, :],
             gate=gate,
             ungated=ungated,
+            projected_query=stage.get("projected", (query, key))[0],
+            projected_key=stage.get("projected", (query, key))[1],
+            normed_query=stage.get("normed", (None, None))[0],
+            normed_key=stage.get("normed", (None, None))[1],
+            raw_logits=raw_logits,
         )
 
 
@@ -122,7 +153,24 @@ def run(settings: Settings) -> Walkthrough:
         empty_rows=np.flatnonzero(~mask.any(axis=1)),
         # Rows with no key to attend to are explained at the mask and softmax steps.
         notes=[note for note in result.notes if "no key to attend" not in note],
+        stages=_stages(result, query[s.item : s.item + 1], value[s.item : s.item + 1]),
     )
+
+
+def _stages(result: playground.Result, query: np.ndarray, value: np.ndarray) -> dict:
+    """Q and K of the shown item before the layer's QK-norm and RoPE (see Walkthrough.stages),
+    through the core's own functions."""
+    spec = result.spec
+    if spec.qk_norm is None and spec.rope is None:
+        return {}
+    params = jax.tree.map(np.asarray, result.params)
+    q, k, _, _ = core.project(params, spec, query, value, value)  # [1, T, N, H], [1, S, K, H]
+    out = {"projected": (np.asarray(q[0]), np.asarray(k[0]))}
+    if spec.qk_norm is not None and spec.rope is not None:
+        q = core.head_norm(q, params["query_norm"]["scale"], spec.qk_norm)
+        k = core.head_norm(k, params["key_norm"]["scale"], spec.qk_norm)
+        out["normed"] = (np.asarray(q[0]), np.asarray(k[0]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,3 +230,127 @@ def mask_latex(s: Settings) -> str | None:
     if key_padding(s):
         parts.append(r"m^{v}_{s}")
     return r"M_{t,s} = " + r" \wedge ".join(parts) if parts else None
+
+
+# ---------------------------------------------------------------------------------------------
+# A real layer's own steps.
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step the page inserts: its heading, prose, formula, tensors and figures."""
+
+    key: str  # for the figures' widget keys
+    title: str
+    text: str  # markdown
+    latex: str | None
+    shapes: list[tuple[str, str]]  # (tensor, axis letters)
+    figures: list  # Plotly figures
+
+
+def _pair_figures(walk: Walkthrough, one: Head, before, after, what: str, subtitle: str):
+    """Q of the head and K of its KV head, each before and after a step (two figures)."""
+    labels = walk.result.q_labels, walk.result.k_labels
+    color = theme.group_color(one.kv)
+    return [
+        F.before_after_figure(b, a, lab, title=title, subtitle=subtitle, y_title=axis, color=color)
+        for b, a, lab, title, axis in (
+            (before[0], after[0], labels[0], f"{what}: Q of query head {one.head}", "query t"),
+            (before[1], after[1], labels[1], f"{what}: K of KV head {one.kv}", "key s"),
+        )
+    ]
+
+
+def layer_steps(walk: Walkthrough, one: Head) -> list[Step]:
+    """The steps a real layer runs between the projections and the logits: QK-norm, RoPE."""
+    spec, out = walk.result.spec, []
+    projected = (one.projected_query, one.projected_key)
+    if spec.qk_norm is not None:
+        normed = (one.normed_query, one.normed_key) if spec.rope else (one.query, one.key)
+        w = "w" if spec.qk_norm.offset == 0 else "(1 + w)"
+        out.append(
+            Step(
+                "qk_norm",
+                "QK-norm: each query and key head RMS-normalized",
+                text()["qk_norm"].format(gain=w, eps=f"{spec.qk_norm.eps:g}"),
+                r"\hat q = \frac{q}{\sqrt{\tfrac{1}{H}\sum_h q_h^2 + \epsilon}} \odot "
+                + w.replace("w", r"w_q")
+                + r",\qquad \hat k \text{ likewise with } w_k",
+                [("Q", "BTNH"), ("K", "BSKH"), ("w_q, w_k", "H")],
+                _pair_figures(
+                    walk,
+                    one,
+                    projected,
+                    normed,
+                    "QK-norm",
+                    "each row scaled to RMS 1, times the learned gain",
+                ),
+            )  # fmt: skip
+        )
+        projected = normed
+    if spec.rope is not None:
+        rope = spec.rope
+        d = rope.dim(spec.head_dim)
+        kind = "" if rope.kind == "default" else f" ({rope.kind} scaling, factor {rope.factor:g})"
+        rest = "" if d == spec.head_dim else f" Features {d}..{spec.head_dim - 1} are not rotated."
+        out.append(
+            Step(
+                "rope",
+                "RoPE: queries and keys rotated by position",
+                text()["rope"].format(theta=f"{rope.theta:g}", kind=kind, d=d, half=d // 2) + rest,
+                r"\begin{gathered}\begin{pmatrix} q'_i \\ q'_{i+d/2} \end{pmatrix} = "
+                r"\begin{pmatrix} \cos t\theta_i & -\sin t\theta_i \\ \sin t\theta_i & "
+                r"\cos t\theta_i \end{pmatrix} \begin{pmatrix} q_i \\ q_{i+d/2} \end{pmatrix}"
+                rf"\\ \theta_i = {rope.theta:g}^{{-2i/{d}}},\quad i < {d // 2}\end{{gathered}}",
+                [("Q", "BTNH"), ("K", "BSKH")],
+                _pair_figures(
+                    walk,
+                    one,
+                    projected,
+                    (one.query, one.key),
+                    "RoPE",
+                    "row t turned by angles t·θᵢ: q·k then depends on t − s",
+                ),
+            )  # fmt: skip
+        )
+    return out
+
+
+def softcap_step(walk: Walkthrough, one: Head) -> Step | None:
+    """A real layer's soft-cap of the logits (Gemma 2), after the dot products; None without."""
+    cap = walk.result.spec.logit_softcap
+    if cap is None:
+        return None
+    fig = F.logits_figure(
+        one.logits, walk.result.q_labels, walk.result.k_labels, one.head,
+        subtitle=f"c · tanh(L / c), c = {cap:g}: every logit within (−{cap:g}, {cap:g})",
+    )  # fmt: skip
+    return Step(
+        "softcap",
+        "Soft-cap: logits bounded smoothly",
+        text()["softcap"].format(cap=f"{cap:g}"),
+        rf"L_{{n,t,s}} \leftarrow c \tanh\!\left(L_{{n,t,s}} / c\right),\qquad c = {cap:g}",
+        [("logits", "BNTS")],
+        [fig],
+    )
+
+
+def logits_text(spec: core.GQASpec) -> tuple[str, str, str, str]:
+    """How the layer scales q·k: (an extra sentence for the prose or "", the formula's LaTeX,
+    the logits figure's subtitle, the scaling in the code line)."""
+    H = spec.head_dim
+    capped = " before the soft-cap" if spec.logit_softcap is not None else ""
+    if spec.scale is None:
+        latex = (
+            r"L_{n,t,s} = \frac{Q_{t,n} \cdot K_{s,\mathrm{kv}(n)}}{\sqrt{H}}"
+            rf",\qquad \sqrt{{H}} = \sqrt{{{H}}} = {math.sqrt(H):.3g}"
+        )
+        return "", latex, f"q·k / √H{capped}, before the mask", "/ sqrt(H)"
+    latex = (
+        r"L_{n,t,s} = s\, Q_{t,n} \cdot K_{s,\mathrm{kv}(n)}"
+        rf",\qquad s = {spec.scale:.4g}"
+    )
+    sentence = text()["logits_scale"].format(
+        scale=f"{spec.scale:.4g}", usual=f"{1 / math.sqrt(H):.4g}"
+    )
+    return sentence, latex, f"q·k × {spec.scale:.4g}{capped}, before the mask", "* s"

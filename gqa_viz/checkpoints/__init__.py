@@ -101,7 +101,7 @@ class Checkpoint:
         position table caps it anyway; RoPE models have no cap of their own).
         """
         ids = self._check_ids(ids, max_tokens)
-        chosen = None
+        chosen = ()
         if probs:
             chosen = (
                 tuple(range(self.arch.num_layers)) if layers is None else _layers(layers, self.arch)
@@ -142,20 +142,19 @@ class Checkpoint:
         With :meth:`layer`, one real layer can be rerun alone through :mod:`gqa_viz.core`.
         """
         ids = self._check_ids(ids, None)
-        return _model.forward(self.weights, self.arch, ids, None, inputs=True)[2]
+        return _model.forward(self.weights, self.arch, ids, inputs=True)[2]
 
     def layer(self, index: int):
         """(params, spec) of attention layer ``index``: Keras-layout weights in float32 and the
-        :class:`~gqa_viz.core.GQASpec` with the family's RoPE, QK norm, scale and soft-cap.
-
-        Run it causally, narrowed to ``arch.windows[index]`` where that is set.
+        :class:`~gqa_viz.core.GQASpec` with the family's RoPE, QK norm, scale, soft-cap and the
+        layer's window (``sliding_window``). Run it with ``use_causal_mask=True``.
         """
         (index,) = _layers([index], self.arch)
         params = {
-            part: {name: np.asarray(w[index], np.float32) for name, w in leaves.items()}
-            for part, leaves in self.weights["layers"]["attention"].items()
+            part: {name: np.asarray(w, np.float32) for name, w in leaves.items()}
+            for part, leaves in self.weights["layers"][index]["attention"].items()
         }
-        return params, _model.attention_spec(self.arch)
+        return params, _model.attention_spec(self.arch, index)
 
 
 def _layers(layers, arch: Architecture) -> tuple[int, ...]:

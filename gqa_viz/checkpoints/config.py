@@ -39,6 +39,19 @@ _ACTIVATION = {
     "gpt2": "gelu_new",
 }
 ACTIVATIONS = ("silu", "gelu_pytorch_tanh", "gelu_new", "gelu", "gelu_fast", "relu")
+# Fields a config may leave out, which the family's configuration class then fills in
+# (transformers 5.23). An explicit null stays null (e.g. Mistral v0.2's sliding_window).
+_CLASS_DEFAULTS = {
+    "mistral": {"sliding_window": 4096},
+    "qwen2": {"sliding_window": 4096},
+    "qwen3": {"sliding_window": 4096},
+    "gemma2": {
+        "sliding_window": 4096,
+        "query_pre_attn_scalar": 256,
+        "attn_logit_softcapping": 50.0,
+        "final_logit_softcapping": 30.0,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,7 @@ def parse(config: dict, *, max_layers: int | None = None) -> Architecture:
         raise CheckpointError(
             f"model_type {family!r} is not supported; gqa-viz reads {', '.join(FAMILIES)}."
         )
+    config = {**_CLASS_DEFAULTS.get(family, {}), **config}
     if family == "gpt2":
         D = _get(config, "n_embd", int, positive=True)
         L = _get(config, "n_layer", int, positive=True)
@@ -269,7 +283,7 @@ def parse(config: dict, *, max_layers: int | None = None) -> Architecture:
         eps = _get(config, "rms_norm_eps", float, default=1e-6)
         scale = None
         if family == "gemma2":
-            qpas = _get(config, "query_pre_attn_scalar", float, default=float(H), positive=True)
+            qpas = _get(config, "query_pre_attn_scalar", float, positive=True)
             scale = qpas**-0.5
     if max_layers is not None and L > max_layers:
         raise CheckpointError(f"The model has {L} layers; the limit is {max_layers}.")
@@ -291,8 +305,10 @@ def parse(config: dict, *, max_layers: int | None = None) -> Architecture:
             )
     gemma = family in ("gemma", "gemma2")
     bias = bool(config.get("attention_bias", False))
-    softcap = config.get("attn_logit_softcapping") if family == "gemma2" else None
-    final_softcap = config.get("final_logit_softcapping") if family == "gemma2" else None
+    softcap = final_softcap = None
+    if family == "gemma2":
+        softcap = _get(config, "attn_logit_softcapping", float, default=None, positive=True)
+        final_softcap = _get(config, "final_logit_softcapping", float, default=None, positive=True)
     dtype = config.get("dtype", config.get("torch_dtype"))
     return Architecture(
         family=family,

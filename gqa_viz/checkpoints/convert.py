@@ -25,24 +25,24 @@ import math
 import jax
 import numpy as np
 
-from gqa_viz.checkpoints import Checkpoint, CheckpointError, Summary
+from gqa_viz.checkpoints import Architecture, Checkpoint, CheckpointError, Summary
 
 METHODS = ("mean", "first", "random")
 
 
-def kv_choices(ckpt: Checkpoint) -> list[int]:
-    """Every K' the model's kv heads can be grouped into, largest first (K itself included)."""
-    K = ckpt.arch.num_kv_heads
+def kv_choices(arch: Architecture) -> list[int]:
+    """Every K' a model's kv heads can be grouped into, largest first (K itself included)."""
+    K = arch.num_kv_heads
     return [k for k in range(K, 0, -1) if K % k == 0]
 
 
-def _merge(x: np.ndarray, K2: int, axis: int, method: str, heads: np.ndarray | None):
-    """x [L, ..., K, ...] (kv heads on ``axis``) -> [L, ..., K', ...]; ``heads`` [L, K'] kept."""
+def _merge(x: np.ndarray, K2: int, axis: int, method: str, kept: np.ndarray | None):
+    """x with K kv heads on ``axis`` -> K2: runs of K / K2 averaged, or the heads ``kept`` [K2]."""
     if method == "mean":
         r = x.shape[axis] // K2  # consecutive old heads per new one
-        grouped = x.reshape(*x.shape[:axis], K2, r, *x.shape[axis + 1 :])  # [L, ..., K', r, ...]
+        grouped = x.reshape(*x.shape[:axis], K2, r, *x.shape[axis + 1 :])  # [..., K', r, ...]
         return grouped.mean(axis=axis + 1, dtype=np.float32).astype(x.dtype)
-    return np.stack([np.take(x[i], heads[i], axis=axis - 1) for i in range(x.shape[0])])
+    return np.take(x, kept, axis=axis)
 
 
 def group_kv_heads(ckpt: Checkpoint, k: int, method: str = "mean", *, seed: int = 0) -> Checkpoint:
@@ -56,7 +56,7 @@ def group_kv_heads(ckpt: Checkpoint, k: int, method: str = "mean", *, seed: int 
         raise CheckpointError(f"method must be one of {METHODS}, got {method!r}.")
     if not isinstance(k, int) or isinstance(k, bool) or k <= 0 or K % k:
         raise CheckpointError(
-            f"K' = {k!r} must divide the model's {K} kv heads: choose one of {kv_choices(ckpt)}."
+            f"K' = {k!r} must divide the model's {K} kv heads: choose one of {kv_choices(arch)}."
         )
     if k == K:
         return ckpt
@@ -67,14 +67,18 @@ def group_kv_heads(ckpt: Checkpoint, k: int, method: str = "mean", *, seed: int 
         if method == "random":
             picks = np.random.default_rng(seed).integers(r, size=(L, k))  # [L, K']
         heads = np.arange(k) * r + picks  # [L, K'] the old kv head kept for each new one
-    attention = dict(ckpt.weights["layers"]["attention"])
-    for part in ("key", "value"):
-        layer = dict(attention[part])
-        layer["kernel"] = _merge(np.asarray(layer["kernel"]), k, 2, method, heads)  # [L, D, K', H]
-        if "bias" in layer:
-            layer["bias"] = _merge(np.asarray(layer["bias"]), k, 1, method, heads)  # [L, K', H]
-        attention[part] = {name: jax.device_put(v) for name, v in layer.items()}
-    weights = {**ckpt.weights, "layers": {**ckpt.weights["layers"], "attention": attention}}
+    layers = []
+    for i, layer in enumerate(ckpt.weights["layers"]):
+        attention = dict(layer["attention"])
+        kept = None if heads is None else heads[i]  # [K']
+        for part in ("key", "value"):
+            ws = dict(attention[part])
+            ws["kernel"] = _merge(np.asarray(ws["kernel"]), k, 1, method, kept)  # [D, K', H]
+            if "bias" in ws:
+                ws["bias"] = _merge(np.asarray(ws["bias"]), k, 0, method, kept)  # [K', H]
+            attention[part] = {name: jax.device_put(v) for name, v in ws.items()}
+        layers.append({**layer, "attention": attention})
+    weights = {**ckpt.weights, "layers": layers}
     new_arch = dataclasses.replace(arch, num_kv_heads=k)
     summary = Summary(new_arch, ckpt.summary.params, ckpt.summary.stored_bytes, ckpt.summary.dtype)
     return Checkpoint(ckpt.directory, summary, weights, ckpt.tokenizer)
@@ -95,11 +99,13 @@ def next_token_loss(logits: np.ndarray, ids: np.ndarray) -> float:
     return float(np.mean(log_z - target))
 
 
-def head_stats(probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Per head of one layer's probabilities [B, N, T, T] (causal), averaged over B and rows.
+def head_stats(probs: np.ndarray, window: int | None = None) -> dict[str, np.ndarray]:
+    """Per head of one layer's probabilities [B, N, T, T] (causal, narrowed to the layer's
+    ``window`` if it has one), averaged over B and rows.
 
-    * ``entropy`` [N]: of each row, in nats, divided by ln(t + 1) (row t has t + 1 keys), so
-      1 is uniform over what the row may see and 0 one key; the first row (one key) is skipped.
+    * ``entropy`` [N]: of each row, in nats, divided by the log of the keys it may see
+      (t + 1, or w in a window), so 1 is uniform over them and 0 one key; rows that see a
+      single key are skipped.
     * ``distance`` [N]: mean |i - j| weighted by the probabilities: how far back a head looks.
     * ``sink`` [N]: mean probability on key 0, the first token.
     """
@@ -109,9 +115,10 @@ def head_stats(probs: np.ndarray) -> dict[str, np.ndarray]:
     j = np.arange(S)[None, :]  # [1, S]
     logp = np.log(np.where(p > 0, p, 1.0))
     entropy = -(p * logp).sum(-1)  # [B, N, T]
+    seen = np.arange(1, T + 1) if window is None else np.minimum(np.arange(1, T + 1), window)
     rows = slice(1, None) if T > 1 else slice(0, 1)
-    norm = np.log(np.arange(1, T + 1))[rows]  # [T - 1]
-    norm = np.where(norm > 0, norm, 1.0)
+    norm = np.log(seen)[rows]  # [T - 1]
+    norm = np.where(norm > 0, norm, 1.0)  # a row seeing one key (window 1) has entropy 0
     return {
         "entropy": (entropy[..., rows] / norm).mean(axis=(0, 2)),
         "distance": (p * np.abs(i - j)).sum(-1).mean(axis=(0, 2)),

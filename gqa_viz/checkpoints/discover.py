@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gqa_viz import checkpoints
+from gqa_viz.checkpoints.files import default_root
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,9 @@ def from_directories(directories, *, max_params: int, max_layers: int | None = N
     entries = []
     for path in found:
         name = path.name if names.count(path.name) == 1 else f"{path.parent.name}/{path.name}"
-        entries.append(_check(name, path, path, "directory", max_params, max_layers))
+        # A folder that is itself a cache snapshot may link into its models--* folder.
+        root = default_root(path)
+        entries.append(_check(name, path, root, "directory", max_params, max_layers))
     return entries
 
 

@@ -10,14 +10,14 @@ One block, the families' common shape (pre-norm residual)::
                      x = x + [norm] mlp(norm(x))
     logits = norm(x) @ embed.T or lm_head.T  (Gemma 2: soft-capped)
 
-``attention`` is :func:`gqa_viz.core.attention` with the layer's weights in Keras' layout and a
-:class:`~gqa_viz.core.GQASpec` carrying the family's RoPE, QK norm, scale and soft-cap. The
-mask is causal, narrowed to the layer's window where it has one
-(:func:`gqa_viz.masks.causal_window`: key j is seen by query i iff 0 <= i - j < w, Hugging
-Face's sliding window; for these causal layers the same as Keras' ``sliding_window`` with
-``use_causal_mask``). All layers share one compiled body (``jax.lax.scan`` over the stacked
-weights), so a 30-layer model compiles about as fast as a 1-layer one; layers that differ only
-in their window (Gemma 2's local/global alternation) pass it in as data.
+``attention`` is :func:`gqa_viz.core.attention` with the layer's weights in Keras' layout, a
+:class:`~gqa_viz.core.GQASpec` carrying the family's RoPE, QK norm, scale and soft-cap, and
+``use_causal_mask=True`` with the layer's window as Keras' ``sliding_window`` (under the causal
+mask, |i - j| < w is exactly Hugging Face's "key j seen by query i iff 0 <= i - j < w").
+
+The layers are unrolled in one jitted program over per-layer weight arrays. (A ``lax.scan``
+over stacked weights compiles no faster here, 1.2-1.4 s either way, but slices every layer's
+weights out of the stack on each call: 0.6 s of copying per Llama-3.2-1B forward.)
 
 The pass computes in float32 whatever dtype the weights are stored in.
 """
@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gqa_viz import core
-from gqa_viz import masks as M
+from gqa_viz import buckets, core
 from gqa_viz.checkpoints.config import Architecture
 
 F32 = jnp.float32
@@ -40,13 +39,17 @@ F32 = jnp.float32
 BUCKET = 16
 
 
-def attention_spec(arch: Architecture) -> core.GQASpec:
-    """The core's spec for every attention layer of ``arch`` (windows are passed as masks)."""
+def attention_spec(arch: Architecture, layer: int | None = None) -> core.GQASpec:
+    """The core's spec for attention layer ``layer`` of ``arch`` (None: without its window).
+
+    Run it with ``use_causal_mask=True``; ``sliding_window`` is the layer's window.
+    """
     return core.GQASpec(
         num_query_heads=arch.num_query_heads,
         num_key_value_heads=arch.num_kv_heads,
         head_dim=arch.head_dim,
         use_bias=arch.attention_bias or arch.output_bias,
+        sliding_window=None if layer is None else arch.windows[layer],
         rope=arch.rope,
         qk_norm=core.HeadNorm(eps=arch.norm_eps) if arch.qk_norm else None,
         scale=arch.scale,
@@ -89,16 +92,14 @@ def _mlp(arch: Architecture, x, w: dict):
     return _linear(gate * up, w["down"], "btf,df->btd")  # [B, T, D]
 
 
-def _layer(arch: Architecture, spec: core.GQASpec, want_probs: bool, x, w: dict, window):
+def _layer(arch: Architecture, spec: core.GQASpec, want_probs: bool, x, w: dict):
     """One block on x [B, T, D]: (new x, probabilities [B, N, T, T] or None, attention input)."""
-    T = x.shape[1]
     # Materialise the float32 copy of this layer's weights: left to fuse into the matmuls, a
-    # bf16 -> f32 convert makes XLA's CPU backend drop its fast matmul kernels (about 3x slower).
+    # bf16 -> f32 convert makes XLA's CPU backend leave its fast matmul kernels.
     w = jax.lax.optimization_barrier(jax.tree.map(lambda a: a.astype(F32), w))
-    mask = M.materialize(M.causal_window(window), T, T)  # [1, T, T]
     h = _norm(arch, x, w["attn_norm"])
     out = core.attention(
-        w["attention"], h, h, spec=spec, attention_mask=mask, return_scores=want_probs
+        w["attention"], h, h, spec=spec, use_causal_mask=True, return_scores=want_probs
     )
     out, probs = out if want_probs else (out, None)
     if arch.sandwich_norms:
@@ -131,42 +132,24 @@ def _logits(arch: Architecture, weights: dict, x):
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "chosen", "inputs"))
-def _forward(
-    weights: dict, ids, windows, *, arch: Architecture, chosen: tuple[int, ...] | None, inputs: bool
-):
-    """(logits [B, T, V], probs [C, B, N, T, T] of the chosen layers or None, inputs or None).
+def _forward(weights: dict, ids, *, arch: Architecture, chosen: tuple[int, ...], inputs: bool):
+    """(logits [B, T, V], probs [C, B, N, T, T] of the ``chosen`` layers, inputs or None).
 
     ``inputs``: also return what each attention layer received, [L, B, T, D] (normed).
     """
-    spec = attention_spec(arch)
     x = _embed(arch, weights, ids)
-    B, T = ids.shape
-    want = chosen is not None and len(chosen) > 0
-    if not want:
-
-        def body(x, layer):
-            w, window = layer
-            x, _, h = _layer(arch, spec, False, x, w, window)
-            return x, h if inputs else None
-
-        x, hs = jax.lax.scan(body, x, (weights["layers"], windows))
-        return _logits(arch, weights, x), None, hs
-    # Probabilities of chosen layers only: layer l writes into slot[l], unchosen ones into a
-    # spare last slot that is dropped, so memory is C x B x N x T x T, not L x ... .
-    C, N = len(chosen), arch.num_query_heads
-    slots = np.full(arch.num_layers, C, np.int32)
-    slots[list(chosen)] = np.arange(C)
-
-    def body(carry, layer):
-        x, buf = carry
-        w, window, slot = layer
-        x, probs, h = _layer(arch, spec, True, x, w, window)
-        buf = jax.lax.dynamic_update_index_in_dim(buf, probs, slot, 0)
-        return (x, buf), h if inputs else None
-
-    buf = jnp.zeros((C + 1, B, N, T, T), F32)  # [C + 1, B, N, T, T]
-    (x, buf), hs = jax.lax.scan(body, (x, buf), (weights["layers"], windows, jnp.asarray(slots)))
-    return _logits(arch, weights, x), buf[:C], hs
+    probs, hs = [], []
+    for i, w in enumerate(weights["layers"]):
+        x, p, h = _layer(arch, attention_spec(arch, i), i in chosen, x, w)
+        if i in chosen:
+            probs.append(p)
+        if inputs:
+            hs.append(h)
+    return (
+        _logits(arch, weights, x),
+        jnp.stack(probs) if probs else None,
+        jnp.stack(hs) if inputs else None,
+    )
 
 
 def padded_length(arch: Architecture, T: int) -> int:
@@ -189,18 +172,19 @@ def forward(
     weights: dict,
     arch: Architecture,
     ids: np.ndarray,
-    chosen: tuple[int, ...] | None,
+    chosen: tuple[int, ...] = (),
     inputs: bool = False,
 ):
-    """Run ``ids`` [B, T]: (logits [B, T, V], probs [C, B, N, T, T] or None, inputs
-    [L, B, T, D] or None), as NumPy float32."""
+    """Run ``ids`` [B, T]: (logits [B, T, V], probs [C, B, N, T, T] of the ``chosen`` layers or
+    None, inputs [L, B, T, D] or None), as NumPy float32."""
     B, T = ids.shape
     Tp = padded_length(arch, T)
     padded = np.zeros((B, Tp), np.int32)
     padded[:, :T] = ids
-    # A window >= T never narrows the causal mask: "no window" is that, as data.
-    windows = np.array([w if w is not None else Tp + 1 for w in arch.windows], np.int32)  # [L]
-    logits, probs, hs = _forward(weights, padded, windows, arch=arch, chosen=chosen, inputs=inputs)
+    # Each (model, K', chosen layers, length bucket) is a program of its own: counted toward the
+    # cap on programs held in memory, as the attention core's and the decoder's are.
+    buckets.note_program(("checkpoints", arch, tuple(chosen), inputs, B, Tp))
+    logits, probs, hs = _forward(weights, padded, arch=arch, chosen=tuple(chosen), inputs=inputs)
     logits = np.asarray(logits[:, :T])
     if probs is not None:
         probs = np.asarray(probs[:, :, :, :T, :T])

@@ -1,17 +1,17 @@
-"""A checkpoint's tensors -> gqa-viz's weight tree: attention in Keras' layout, stacked by layer.
+"""A checkpoint's tensors -> gqa-viz's weight tree: attention in Keras' layout, one per layer.
 
 Axis letters: L layers, D model dim, N query heads, K kv heads, H head_dim, F the MLP's hidden
 size, V vocabulary, P positions.
 
-Every attention layer's weights become the tree :mod:`gqa_viz.core` reads (Keras'
-``GroupQueryAttention`` layout), with a leading L axis so one compiled layer runs them all::
+``weights["layers"]`` is a list of L trees, one per layer; each layer's attention weights are
+the tree :mod:`gqa_viz.core` reads (Keras' ``GroupQueryAttention`` layout)::
 
-    layers/attention/query/kernel   [L, D, N, H]   from q_proj.weight [N*H, D] (or GPT-2's c_attn)
-    layers/attention/key/kernel     [L, D, K, H]   from k_proj.weight [K*H, D]
-    layers/attention/value/kernel   [L, D, K, H]   from v_proj.weight [K*H, D]
-    layers/attention/attention_output/kernel [L, N, H, D]  from o_proj.weight [D, N*H]
-    .../bias                        [L, N, H], [L, K, H], [L, D]  (when the family has them)
-    layers/attention/query_norm/scale, key_norm/scale [L, H]     (Qwen3's QK norm)
+    attention/query/kernel   [D, N, H]   from q_proj.weight [N*H, D] (or GPT-2's c_attn)
+    attention/key/kernel     [D, K, H]   from k_proj.weight [K*H, D]
+    attention/value/kernel   [D, K, H]   from v_proj.weight [K*H, D]
+    attention/attention_output/kernel [N, H, D]  from o_proj.weight [D, N*H]
+    .../bias                 [N, H], [K, H], [D]  (when the family has them)
+    attention/query_norm/scale, key_norm/scale [H]  (Qwen3's QK norm)
 
 Keras has one ``use_bias`` for all four projections; Qwen 2 has q/k/v biases but none on the
 output, so its output bias is an explicit zero (adding 0 changes nothing). The MLP, norms and
@@ -19,8 +19,8 @@ embeddings keep the layout they are stored in (a transpose would only cost memor
 ``[F, D]``/``[D, F]`` as ``nn.Linear`` stores them, GPT-2's ``Conv1D`` as ``[in, out]``.
 
 Loading checks every name and shape against the :class:`Architecture` before reading a byte,
-then copies one tensor at a time into a stacked host buffer and hands each finished leaf to
-the device, so peak memory stays near the stored size (``bench/checkpoints.py`` measures it).
+then reads one tensor at a time into an aligned host buffer that the device adopts (on a CPU,
+without a copy), so peak memory stays near the stored size (``bench/checkpoints.py``).
 Weights keep their stored dtype; the forward pass computes in float32.
 """
 
@@ -46,10 +46,6 @@ class Source:
     name: str
     stored_shape: tuple[int, ...]
     transform: Transform | None = None
-
-
-def _same(x):
-    return x
 
 
 def _gpt2_prefix(names) -> str:
@@ -180,25 +176,31 @@ def load(arch: Architecture, tensors: dict[str, TensorInfo]) -> dict:
             _check(tensors, source.name.format(i=i), source.stored_shape, arch)
     for source in glob.values():
         _check(tensors, source.name, source.stored_shape, arch)
-    layers: dict = {}
-    cached: tuple[str, np.ndarray] | None = None  # GPT-2's c_attn is read once for q, k and v
-    for path, source in per.items():
-        stacked = None
-        for i in range(L):
+    layers = []
+    for i in range(L):
+        layer: dict = {}
+        cached: tuple[str, np.ndarray] | None = None  # GPT-2's c_attn: read once for q, k, v
+        for path, source in per.items():
             name = source.name.format(i=i)
             if cached is None or cached[0] != name:
                 cached = (name, read(tensors[name]))
-            value = (source.transform or _same)(cached[1])
-            if stacked is None:
-                stacked = aligned_empty((L, *value.shape), value.dtype)  # [L, ...]
-            stacked[i] = value
-        _set(layers, path, _to_device(stacked))
-        del stacked
-    cached = None
-    if arch.attention_bias and not arch.output_bias:
-        zeros = np.zeros((L, arch.model_dim), np.float32)  # [L, D]
-        layers["attention"]["attention_output"]["bias"] = _to_device(zeros)
+            value = cached[1]
+            if source.transform is not None:
+                value = _contiguous(source.transform(value))
+            _set(layer, path, _to_device(value))
+        if arch.attention_bias and not arch.output_bias:
+            zeros = aligned_empty((arch.model_dim,), np.float32)  # [D]
+            zeros[:] = 0
+            layer["attention"]["attention_output"]["bias"] = _to_device(zeros)
+        layers.append(layer)
     weights: dict = {"layers": layers}
     for path, source in glob.items():
         _set(weights, path, _to_device(read(tensors[source.name])))
     return weights
+
+
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    """An aligned C-contiguous copy of a transposed or sliced view (the device adopts it)."""
+    out = aligned_empty(x.shape, x.dtype)
+    out[...] = x
+    return out

@@ -336,6 +336,36 @@ def kv_figure(
     )
 
 
+def before_after_figure(
+    before: np.ndarray,
+    after: np.ndarray,
+    labels: Sequence[str],
+    *,
+    title: str,
+    subtitle: str,
+    y_title: str,
+    color: str | None = None,
+) -> go.Figure:
+    """A step that changes one head's vectors row by row (a real layer's QK-norm or RoPE):
+    [rows, H] before and after it, side by side, each on its own colour scale."""
+    rows, H = before.shape
+    panels = [
+        {
+            "z": z,
+            "name": name,
+            "signed": True,
+            "x_labels": _feature_labels(H),
+            "x_title": "head feature h",
+            "title": f"{name}  [{rows}, {H}]",
+        }
+        for name, z in (("before", before), ("after", after))
+    ]
+    return _panels(
+        panels, y_labels=labels, y_title=y_title, title=title, subtitle=subtitle, color=color,
+        spacing=0.18,
+    )  # fmt: skip
+
+
 def sharing_figure(num_query_heads: int, num_kv_heads: int, head: int) -> go.Figure:
     """Step 3: which KV head each query head reads (n -> n // G), the chosen head highlighted."""
     N, K = num_query_heads, num_kv_heads
@@ -419,14 +449,20 @@ def sharing_figure(num_query_heads: int, num_kv_heads: int, head: int) -> go.Fig
 
 
 def logits_figure(
-    logits: np.ndarray, q_labels: Sequence[str], k_labels: Sequence[str], head: int
+    logits: np.ndarray,
+    q_labels: Sequence[str],
+    k_labels: Sequence[str],
+    head: int,
+    subtitle: str = "q·k / √H before the mask",
 ) -> go.Figure:
-    """Step 4: the scaled dot products of one head [T, S], before masking (signed scale)."""
+    """Step 4: the scaled dot products of one head [T, S], before masking (signed scale).
+
+    ``subtitle``: what they are (a real layer may scale otherwise, or soft-cap them)."""
     T, S = logits.shape
     return _single(
         logits,
         title=f"logits of query head {head}  [T, S] = [{T}, {S}]",
-        subtitle="q·k / √H before the mask; red: positive, blue: negative",
+        subtitle=f"{subtitle}; red: positive, blue: negative",
         x_labels=k_labels,
         y_labels=q_labels,
         x_title="key position s",

@@ -118,6 +118,21 @@ ANSWER_FILL = EMPTY_BLOCK_FILL  # answer positions: the light grey of the Mask L
 # One colour per MHA -> GQA conversion method.
 METHOD_COLORS = {"mean": GROUP_COLORS[0], "first": GROUP_COLORS[1], "random": GROUP_COLORS[3]}
 
+# --- Real models. -------------------------------------------------------------------------------
+# One sequential scale per head statistic of the overview (entropy: dark = focused on few keys;
+# distance and first-token share: dark = more), and one for the drift (JS divergence) a
+# grouping causes.
+HEAD_STAT_COLORSCALES = {"entropy": "Viridis", "distance": "Blues", "sink": "Oranges"}
+DRIFT_COLORSCALE = "Reds"
+# Loss on the prompt and on the shipped passage; the KV-cache bytes behind them, in light grey.
+LOSS_COLORS = {"prompt": GROUP_COLORS[0], "passage": GROUP_COLORS[4]}
+KV_BYTES_COLOR = "#CBD2D9"
+# Token chips: their fill, border, the visible-space dot, and the chosen position's outline.
+CHIP_FILL = "#F3F6FA"
+CHIP_BORDER = "#CBD2D9"
+CHIP_SPACE = "#9AA5B1"
+CHIP_CHOSEN = "#E69F00"
+
 
 def component_color(kind: str) -> str:
     """The badge colour of a Mask Lab component kind (grey for unknown kinds)."""
