@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from gqa_viz import decode, trained
 from gqa_viz.app import decode as dec
 from gqa_viz.app.playground import RESULTS
+from tests.apptest_pages import assert_ok, open_page
 
 PAGE = "app_pages/decode.py"
 TIMEOUT = 120
@@ -28,19 +29,10 @@ STEPS = 12  # one prefill step, then 11 decode steps (the 12th new token is not 
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    for name, value in query.items():
-        at.query_params[name] = value
-    at.run()  # the url_path "decode" differs from the file name: register the pages
-    at.switch_page(PAGE)
-    at.run()
-    _ok(at)
-    return at
+    return open_page(PAGE, TIMEOUT, **query)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_ok = assert_ok
 
 
 def _charts(at: AppTest) -> dict[str, dict]:

@@ -17,6 +17,7 @@ from gqa_viz import kv_cache as kv
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.limits import MAX_CONFIG_BYTES
 from gqa_viz.models import PRESETS
+from tests.apptest_pages import assert_ok, open_page
 
 PAGE = "app_pages/kv_calculator.py"
 TIMEOUT = 60
@@ -33,19 +34,10 @@ FALCON_7B = {
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    for name, value in query.items():
-        at.query_params[name] = value
-    at.run()  # the url_path "kv-calculator" differs from the file name: register the pages
-    at.switch_page(PAGE)
-    at.run()
-    _ok(at)
-    return at
+    return open_page(PAGE, TIMEOUT, **query)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_ok = assert_ok
 
 
 def _text(element) -> str:

@@ -25,25 +25,17 @@ from gqa_viz.app.limits import (
 )
 from gqa_viz.app.settings import compute_key, from_query_params
 from gqa_viz.models import PRESETS
+from tests.apptest_pages import assert_ok, open_page
 
 PAGE = "app_pages/kv_sharing.py"
 TIMEOUT = 60
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    for name, value in query.items():
-        at.query_params[name] = value
-    at.run()  # the url_path "kv-sharing" differs from the file name: register the pages first
-    at.switch_page(PAGE)
-    at.run()
-    _ok(at)
-    return at
+    return open_page(PAGE, TIMEOUT, **query)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_ok = assert_ok
 
 
 def _drift(at: AppTest) -> dict:

@@ -36,6 +36,7 @@ from gqa_viz.app import real_models as rm
 from gqa_viz.checkpoints import convert
 from gqa_viz.figures.theme import CHIP_SPACE
 from gqa_viz.sharing import js_divergence
+from tests.apptest_pages import assert_ok, open_page
 from tests.real_fixtures import GPT2, LLAMA, PICKLED, hub_cache
 
 PAGE = "app_pages/real_models.py"
@@ -61,19 +62,10 @@ def _snapshot(hub, repo: str):
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    for name, value in query.items():
-        at.query_params[name] = value
-    at.run()  # the url_path "real-models" differs from the file name: register the pages
-    at.switch_page(PAGE)
-    at.run()
-    _ok(at)
-    return at
+    return open_page(PAGE, TIMEOUT, **query)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_ok = assert_ok
 
 
 def _view(at: AppTest) -> rm.View:

@@ -15,23 +15,17 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from gqa_viz import tasks, trained  # noqa: E402
 from gqa_viz.app import trained_heads as page  # noqa: E402
 from gqa_viz.figures.trained import experiment_summary  # noqa: E402
+from tests.apptest_pages import assert_ok, open_page  # noqa: E402
 
 PAGE = "app_pages/trained.py"
 TIMEOUT = 120
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    at.run()  # registers the pages
-    at.switch_page(PAGE)
-    at.run()
-    _ok(at)
-    return at
+    return open_page(PAGE, TIMEOUT)
 
 
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+_ok = assert_ok
 
 
 def _specs(at: AppTest) -> list[dict]:

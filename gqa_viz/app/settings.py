@@ -368,6 +368,16 @@ def fixed_by_trained(model: str, layer: int) -> dict[str, Any]:
     }
 
 
+def _ignored(v: dict[str, Any], fixed: dict[str, Any], fields) -> list[str]:
+    """"name=value" for each of ``fields`` asked for in ``v`` that a model's layer overrides; a
+    value left at its default was not asked for, so it gets no message."""
+    return [
+        f"{name}={v[name]}"
+        for name in fields
+        if v[name] != fixed[name] and v[name] != getattr(DEFAULTS, name)
+    ]
+
+
 def _trained(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
     """A trained layer fixes the shape and the input (its task's prompt, drawn with the seed:
     self-attention, one batch item): :func:`fixed_by_trained`."""
@@ -380,11 +390,7 @@ def _trained(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
     if fixed["layer"] != s.layer:
         top = trained.load(fixed["model"]).cfg.num_layers - 1
         msgs.append(f"layer must be between 0 and {top}; got {s.layer}, using {fixed['layer']}.")
-    changed = [  # a value left at its default was not asked for: no message about it
-        f"{name}={v[name]}"
-        for name in TRAINED_SHAPE_FIELDS
-        if v[name] != fixed[name] and v[name] != getattr(DEFAULTS, name)
-    ]
+    changed = _ignored(v, fixed, TRAINED_SHAPE_FIELDS)
     if changed:
         msgs.append(
             f"The trained model {fixed['model']} fixes N = {fixed['n']}, K = {fixed['k']}, "
@@ -481,11 +487,7 @@ def _real(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
             f"layer must be between 0 and {top} for {fixed['model']}; got {s.layer}, "
             f"using {fixed['layer']}."
         )
-    changed = [  # a value left at its default was not asked for: no message about it
-        f"{name}={v[name]}"
-        for name in REAL_FIXED_FIELDS
-        if v[name] != fixed[name] and v[name] != getattr(DEFAULTS, name)
-    ]
+    changed = _ignored(v, fixed, REAL_FIXED_FIELDS)
     if changed:
         msgs.append(
             f"Layer {fixed['layer']} of {fixed['model']} fixes N = {fixed['n']}, "
