@@ -52,23 +52,29 @@ class Summary:
 
 def inspect(path, *, root=None, max_layers: int | None = None) -> Summary:
     """Architecture, parameter count and size of a checkpoint, reading only config and headers."""
-    cdir = CheckpointDir(path, root)
+    return _inspect(CheckpointDir(path, root), max_layers)[0]
+
+
+def _inspect(cdir: CheckpointDir, max_layers: int | None):
+    """(:class:`Summary`, every tensor's place in the files), from config and headers alone."""
     if not cdir.has("config.json"):
-        raise CheckpointError(f"{str(path)!r} has no config.json: not a Hugging Face checkpoint.")
+        raise CheckpointError(
+            f"{str(cdir.directory)!r} has no config.json: not a Hugging Face checkpoint."
+        )
     arch = _config.parse(
         cdir.read_json("config.json", max_bytes=CONFIG_BYTE_LIMIT), max_layers=max_layers
     )
     tensors = _store.index(cdir)
-    params = sum(info.size for info in tensors.values())
     by_dtype: dict[str, int] = {}
     for info in tensors.values():
         by_dtype[str(info.dtype)] = by_dtype.get(str(info.dtype), 0) + info.size
-    return Summary(
+    summary = Summary(
         arch,
-        params,
+        sum(info.size for info in tensors.values()),
         sum(info.nbytes for info in tensors.values()),
         max(by_dtype, key=by_dtype.get) if by_dtype else "float32",
     )
+    return summary, tensors
 
 
 class Checkpoint:
@@ -183,11 +189,11 @@ def load(
     from gqa_viz.checkpoints import tokenizer as _tokenizer
 
     cdir = CheckpointDir(path, root)
-    summary = inspect(path, root=root, max_layers=max_layers)
+    summary, tensors = _inspect(cdir, max_layers)
     if summary.params > max_params:
         raise CheckpointError(
             f"The checkpoint has {summary.params:,} parameters; the limit is {max_params:,}."
         )
-    weights = _weights.load(summary.arch, _store.index(cdir))
+    weights = _weights.load(summary.arch, tensors)
     tok = _tokenizer.load(cdir, max_bytes=TOKENIZER_BYTE_LIMIT)
     return Checkpoint(cdir.directory, summary, weights, tok)

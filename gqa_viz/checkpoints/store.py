@@ -151,10 +151,9 @@ def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
     return raw[start : start + n].view(dtype).reshape(shape)
 
 
-def read(info: TensorInfo, out: np.ndarray | None = None) -> np.ndarray:
-    """One tensor's bytes, copied into ``out`` (or a new aligned array) of its dtype and shape."""
-    if out is None:
-        out = aligned_empty(info.shape, info.dtype)
+def read(info: TensorInfo) -> np.ndarray:
+    """One tensor's bytes, copied into a new aligned array of its stored dtype and shape."""
+    out = aligned_empty(info.shape, info.dtype)
     with open(info.file, "rb") as f:
         f.seek(info.start)
         got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
