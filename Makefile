@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
+# `make run`: Streamlit workers behind haproxy (scripts/serve.py); one per core by default.
+WORKERS ?= $(shell nproc)
+# The address haproxy binds for visitors; empty is every interface (127.0.0.1: this machine).
+ADDRESS ?=
 
 # Each stamp's name carries a hash of the requirements files it installed, so editing one
 # triggers a reinstall while repeated runs are a no-op. `make run` needs requirements.txt
@@ -21,13 +25,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Keras must use the JAX backend (tests compare against keras.layers.GroupQueryAttention).
 export KERAS_BACKEND := jax
 
-.PHONY: help venv dev-venv system-deps run test lint format bench bench-app bench-decode bench-checkpoints clean distclean
+.PHONY: help venv dev-venv system-deps serve-deps run test lint format bench bench-app bench-decode bench-checkpoints clean distclean
 
 help:
 	@echo "make venv         create .venv with requirements.txt (what the app needs)"
 	@echo "make dev-venv     .venv plus requirements-dev.txt (tests, benchmarks, training)"
 	@echo "make system-deps  apt-install chromium + chromium-headless-shell (browser tests)"
-	@echo "make run          start the Streamlit app on port $(PORT)"
+	@echo "make serve-deps   apt-install haproxy (make run, make test)"
+	@echo "make run          WORKERS=$(WORKERS) Streamlit workers behind haproxy on port $(PORT)"
 	@echo "make test         ruff check + ruff format --check + pytest (what CI runs)"
 	@echo "make lint         ruff check + ruff format --check"
 	@echo "make format       ruff format + ruff check --fix"
@@ -36,7 +41,8 @@ help:
 	@echo "make bench-decode python -m bench.decode (KV-cache decoding vs recompute; not in CI)"
 	@echo "make bench-checkpoints python -m bench.checkpoints (real-sized checkpoints vs transformers; not in CI)"
 	@echo "make gpu-check    core tests + bench.core --quick with the machine's own python3/jax (installs nothing)"
-	@echo "make load         python -m bench.load (30 sessions + 3 browsers, 3 min; not in CI)"
+	@echo "make load         python -m bench.load --stack WORKERS: make run's stack under 30 sessions"
+	@echo "                  + 3 browsers, 3 min (not in CI; without --stack: one server)"
 	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained, then"
 	@echo "                  the uptraining experiment, 3 seeds; about 10 min on 2 cores)"
 	@echo "make warm         compile the prewarmed programs into .jax_cache (python -m gqa_viz.app.warm)"
@@ -68,13 +74,27 @@ system-deps:
 	    chromium chromium-headless-shell; \
 	fi
 
-run: venv
-	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run app.py --server.port $(PORT)
+# Debian's haproxy: `make run` puts it in front of the workers (cookie stickiness, health
+# checks), and tests/test_serving.py starts that stack. The package's own service (systemd
+# hosts only) runs Debian's default config, which listens on nothing; scripts/serve.py runs
+# a haproxy of its own in the foreground.
+serve-deps:
+	@if command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then \
+	  echo "serve-deps: haproxy present, skipping apt-get"; \
+	else \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    haproxy; \
+	fi
+
+# WORKERS=1 still runs behind haproxy: one code path, the one the tests check.
+run: venv serve-deps
+	$(PY) -m scripts.serve --workers $(WORKERS) --port $(PORT) --address "$(ADDRESS)"
 
 # GPU is used automatically when present (JAX_PLATFORMS deliberately not set);
 # no preallocation so tests and a running app can share the device.
 test: export XLA_PYTHON_CLIENT_PREALLOCATE := false
-test: dev-venv system-deps
+test: dev-venv system-deps serve-deps
 	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m pytest -q
 
 lint: dev-venv
@@ -96,8 +116,8 @@ bench-checkpoints: dev-venv
 	$(PY) -m bench.checkpoints
 
 .PHONY: load train
-load: dev-venv system-deps
-	$(PY) -m bench.load
+load: dev-venv system-deps serve-deps
+	$(PY) -m bench.load --stack $(WORKERS)
 train: dev-venv
 	$(PY) -m scripts.train_tiny
 

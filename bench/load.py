@@ -2,6 +2,9 @@
 
     python -m bench.load                                  # 30 light + 3 browser sessions, 3 min
     python -m bench.load --sessions 30 --browsers 3 --minutes 3 --think 3 10
+    python -m bench.load --stack 2                        # what `make run` runs, 2 workers
+    python -m bench.load --stack 2 --kill-worker-after 60 # ... and one worker dies at 60 s
+    python -m bench.load --url http://127.0.0.1:8501 --state serve.json   # a running stack
 
 Most sessions are light clients: they speak Streamlit's own websocket protocol (the
 ``BackMsg``/``ForwardMsg`` protobufs on ``/_stcore/stream``) as the browser's frontend does,
@@ -24,29 +27,57 @@ growth over the second half of the run (bounded caches: it should plateau).
 The server is started here (``streamlit run app.py`` on a free loopback port, with its start-up
 prewarming on) and load begins once prewarming is done, as on a server that has been up a
 while. Not part of ``make test``: ``make load`` runs it.
+
+``--stack W`` starts what ``make run`` runs instead: ``scripts/serve.py`` with W workers behind
+haproxy, its public port on loopback; the supervisor opens a first session on each worker and
+load begins once every worker has prewarmed. Sessions behave as a browser does behind the
+proxy: a request for ``/_stcore/health`` first (haproxy's ``SRV`` cookie names the worker),
+then the websocket with every cookie they were given. Reported on top: CPU seconds and
+resident memory of each worker and of haproxy (from ``/proc``, the pids the supervisor writes
+to its state file), and the finished reruns each worker served. ``--url`` drives a server or
+stack that is already running; with ``--state`` (``scripts/serve.py --state FILE``) its workers
+are measured too.
+
+``--kill-worker-after S`` kills the first worker (SIGKILL) S seconds into the load. Its
+sessions see their websocket close, as a browser tab does, and reconnect through the proxy,
+which sends them to a live worker; each then reruns its page with the URL of the last view it
+had finished, and no widget values, so what comes back comes from the URL only. Reported: the
+errors the switch caused (counted apart, not failures), the time from the kill to each
+session's view being back, and every session whose view (the values its widgets show) or URL
+settings differ from before the switch: a lost setting, which fails the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import math
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+import urllib.request
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import parse_qs
 
-from bench.interactive import CHROMIUM, HEATMAP_ROWS_JS, _server, _wait_health
+from bench.interactive import CHROMIUM, HEATMAP_ROWS_JS, _free_port, _server, _wait_health
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_LINK = "n=8&k=2&mode=sentence"  # what the teacher put on the board
 PAGES = ("mask-lab", "kv-sharing", "trained", "walkthrough", "")  # "" is Home
 N_CHOICES = (4, 8, 12, 16, 32)
 RERUN_TIMEOUT_S = 60.0
+RECONNECT_TRIES = 20  # a browser keeps retrying; these are 0.5 s apart
+STACK_START_TIMEOUT_S = 300.0  # a stack's start-up and prewarming, on an empty cache
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -60,11 +91,54 @@ class Tally:
 
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: list[str] = field(default_factory=list)
-    cpu_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)  # server s, light clients s, wall s
+    cpu: dict[str, float] = field(default_factory=dict)  # process name -> CPU s over the load
+    client_cpu_s: float = 0.0  # this process: the light clients
+    wall_s: float = 0.0
+    reruns: Counter = field(default_factory=Counter)  # worker (SRV cookie) -> finished reruns
+    # Failover: the worker killed and when (time.monotonic()); what its sessions went through.
+    failover: bool = False  # a worker is to be killed during this run
+    killed: tuple[str, float] | None = None
+    switch_errors: list[str] = field(default_factory=list)  # what the switch cost, counted
+    back_after_s: list[float] = field(default_factory=list)  # kill -> a session's view back
+    lost: list[str] = field(default_factory=list)  # sessions whose view or URL changed
 
     def add(self, action: str, ms: float) -> None:
         self.latency_ms[action].append(ms)
+
+
+def _shown(proto) -> object:
+    """What a widget's proto makes a browser show on its first run, or whenever the server sets
+    the value (``set_value``): a select box's or radio's option, a slider's or number's value,
+    a checkbox's state, a text; None for elements without a value (buttons, charts)."""
+    fields = proto.DESCRIPTOR.fields_by_name
+    if "set_value" not in fields or "default" not in fields:
+        return None
+    by_option = "raw_value" in fields and not fields["raw_value"].is_repeated  # box, radio
+    by_options = "raw_values" in fields  # multiselect, pills, segmented control
+    if proto.set_value:
+        value = proto.raw_value if by_option else proto.raw_values if by_options else proto.value
+    else:
+        value = proto.default
+        if by_option:
+            value = proto.options[value] if proto.options else ""
+        elif by_options:
+            value = [proto.options[i] for i in value]
+    return value if isinstance(value, str | bool | int | float) else list(value)
+
+
+def _sent(state) -> object:
+    """The value a ``WidgetState`` this client sent gives its widget, as :func:`_shown`."""
+    kind = state.WhichOneof("value")
+    value = getattr(state, kind)
+    return list(value.data) if kind.endswith("_array_value") else value
+
+
+def _settings(query_string: str) -> dict[str, list[str]]:
+    return parse_qs(query_string, keep_blank_values=True)
+
+
+class ConnectionLost(ConnectionError):
+    """The session's websocket closed under it (its worker is gone)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,11 +161,41 @@ class LightSession:
         self.page = "playground"
         self.page_hashes: dict[str, str] = {}  # url path -> page script hash
         self.query_string = ""  # the page's URL parameters, as the app last set them
+        self.cookies: dict[str, str] = {}  # what the server (and a proxy) set, sent back
+        # The last finished run: what its widgets showed, and the URL then.
+        self.view: dict[str, object] = {}
+        self.view_query = ""
         self.ws = None
 
+    @property
+    def worker(self) -> str | None:
+        """The worker haproxy's cookie names, or None without a proxy."""
+        return self.cookies.get("SRV")
+
+    def _keep_cookies(self, headers) -> None:
+        for header in headers:
+            for name, morsel in SimpleCookie(header).items():
+                self.cookies[name] = morsel.value
+
+    def _cookie_header(self) -> dict[str, str]:
+        if not self.cookies:
+            return {}
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
+    def _health(self) -> None:
+        request = urllib.request.Request(
+            f"{self.url}/_stcore/health", headers=self._cookie_header()
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            self._keep_cookies(response.headers.get_all("Set-Cookie") or [])
+
     async def connect(self) -> None:
+        """As the browser's frontend does: ``/_stcore/health`` first, then the websocket,
+        both with the cookies given so far (behind haproxy, the first answer sets ``SRV``)."""
         import websockets
 
+        await asyncio.to_thread(self._health)
         host = self.url.removeprefix("http://")
         self.ws = await websockets.connect(
             f"ws://{host}/_stcore/stream",
@@ -99,11 +203,23 @@ class LightSession:
             origin=self.url,
             max_size=None,
             open_timeout=30,
+            additional_headers=self._cookie_header(),
         )
+        self._keep_cookies(self.ws.response.headers.get_all("Set-Cookie"))
+
+    async def pause(self, seconds: float) -> None:
+        """Think for ``seconds``; raises :class:`ConnectionLost` as soon as the websocket
+        closes meanwhile (a browser notices at once, not at its next action)."""
+        try:
+            await asyncio.wait_for(self.ws.wait_closed(), seconds)
+        except TimeoutError:
+            return
+        raise ConnectionLost("the websocket closed")
 
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
+            self.ws = None
 
     async def rerun(self, action: str, query_string: str = "") -> None:
         """Send one rerun request and read the server's answer up to ``script_finished``."""
@@ -147,6 +263,52 @@ class LightSession:
                         self.tally.errors.append(f"{self.name} {action}: {status}")
                     break
         self.tally.add(action, 1000 * (time.perf_counter() - t0))
+        self.tally.reruns[self.worker] += 1
+        self._update_view()
+
+    def _update_view(self) -> None:
+        """What the page shows now, as a browser's frontend decides it: the value the server
+        set, else the value this student sent, else what the widget showed before."""
+        before, self.view = self.view, {}
+        for key, proto in self.widgets.items():
+            if getattr(proto, "set_value", False) or key not in self.values | before:
+                value = _shown(proto)
+            elif key in self.values:
+                value = _sent(self.values[key])
+            else:
+                value = before[key]
+            if value is not None:
+                self.view[key] = value
+        self.view_query = self.query_string
+
+    async def switch(self, error: Exception) -> None:
+        """After the websocket closed under this session: reconnect, through the proxy, to
+        whichever worker it picks, rerun the page with the URL of the last finished view and
+        no widget values, and check that the same view comes back."""
+        import websockets
+
+        killed_at = self.tally.killed[1]
+        self.tally.switch_errors.append(f"{self.name} on {self.worker}: {type(error).__name__}")
+        before, before_query, old = dict(self.view), self.view_query, self.worker
+        for _ in range(RECONNECT_TRIES):
+            try:
+                await self.close()
+                await self.connect()
+                self.widgets = {}  # the URL only: nothing from the old session's widgets
+                await self.rerun("after the switch", before_query)
+                break
+            except (OSError, TimeoutError, websockets.ConnectionClosed) as again:
+                self.tally.switch_errors.append(f"{self.name} retry: {type(again).__name__}")
+                await asyncio.sleep(0.5)
+        else:
+            raise ConnectionLost(f"no worker took the session back in {RECONNECT_TRIES} tries")
+        self.tally.back_after_s.append(time.monotonic() - killed_at)
+        changed = sorted(k for k in before if self.view.get(k) != before[k])
+        if changed or _settings(self.query_string) != _settings(before_query):
+            self.tally.lost.append(
+                f"{self.name} ({old} -> {self.worker}): widgets {changed}, "
+                f"URL {before_query!r} -> {self.query_string!r}"
+            )
 
     def _read_delta(self, delta, action: str) -> None:
         if delta.WhichOneof("type") != "new_element":
@@ -217,6 +379,8 @@ class LightSession:
 
 
 async def light_session(url: str, name: str, tally: Tally, stop_at: float, seed: int, think):
+    import websockets
+
     rng = random.Random(seed)
     session = LightSession(url, name, tally)
     await asyncio.sleep(rng.uniform(0, 5))  # students do not all press enter in one instant
@@ -224,8 +388,14 @@ async def light_session(url: str, name: str, tally: Tally, stop_at: float, seed:
         await session.connect()
         await session.rerun("open", SHARED_LINK)
         while time.monotonic() < stop_at:
-            await asyncio.sleep(rng.uniform(*think))
-            await session.act(rng)
+            try:
+                await session.pause(rng.uniform(*think))
+                await session.act(rng)
+            except (ConnectionLost, websockets.ConnectionClosed) as error:
+                # Only the killed worker's sessions may lose their connection.
+                if tally.killed is None or session.worker != tally.killed[0]:
+                    raise
+                await session.switch(error)
     except TimeoutError:
         tally.errors.append(f"{name}: no script_finished within {RERUN_TIMEOUT_S:.0f} s")
     except Exception as error:  # a closed socket or refused connection is an error to report
@@ -241,11 +411,36 @@ ERRORS_JS = """() => document.querySelectorAll(
     "[data-testid='stException'], [data-testid='stAlertContentError']").length"""
 
 
+async def _worker_cookie(page) -> str | None:
+    cookies = await page.context.cookies()
+    return next((c["value"] for c in cookies if c["name"] == "SRV"), None)
+
+
+async def _back_after_switch(page, name: str, tally: Tally, t: int, worker: str, t_new=None):
+    """Wait until the page is back on another worker (haproxy gave it a new SRV cookie) with
+    its heatmap painted; check the query length it shows (``t``, or ``t_new`` when the lost
+    action may have reached the old worker) and return (length shown, new worker)."""
+    deadline = time.monotonic() + 60
+    while (now := await _worker_cookie(page)) == worker and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await page.wait_for_function(f"() => ({HEATMAP_ROWS_JS})() > 0", timeout=60_000)
+    rows = await page.evaluate(f"({HEATMAP_ROWS_JS})()")
+    tally.back_after_s.append(time.monotonic() - tally.killed[1])
+    if now == worker:
+        tally.lost.append(f"{name}: still on {worker} a minute after the kill")
+    elif rows not in (t, t_new):
+        tally.lost.append(f"{name}: T was {t}, shows {rows} after the switch")
+    return rows, now
+
+
 async def browser_session(
     browser, url: str, name: str, tally: Tally, stop_at: float, seed: int, think
 ):
     rng = random.Random(seed)
+    # In a failover run a lost action is waited for less long: the switch takes a second.
+    wait_ms = 20_000 if tally.failover else 60_000
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    action = "open"
     try:
         t0 = time.perf_counter()
         await page.goto(f"{url}/playground?mode=random&t=64", timeout=120_000)
@@ -253,41 +448,68 @@ async def browser_session(
             f"() => ({HEATMAP_ROWS_JS})() === 64", timeout=120_000, polling="raf"
         )
         tally.add("browser: open", 1000 * (time.perf_counter() - t0))
-        t, action = 64, "open"
+        t, worker, switched = 64, await _worker_cookie(page), False
+        # The page's first action on its new worker is not applied: the frontend reconnects
+        # without a rerun, and a session's first run takes its settings from the URL, not
+        # from the widget values sent with it (the app's rule on arriving at a page).
+        first_after_switch = False
         while time.monotonic() < stop_at:
             await asyncio.sleep(rng.uniform(*think))
-            if rng.random() < 0.75:
-                action = "slider"
-                thumb = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
-                thumb = thumb.filter(has_text="Query length T").locator("input[type=range]")
-                key = "ArrowLeft" if t > 40 and rng.random() < 0.5 or t >= 90 else "ArrowRight"
-                t += -1 if key == "ArrowLeft" else 1
-                t0 = time.perf_counter()
-                await thumb.first.press(key)
-                await page.wait_for_function(
-                    f"() => ({HEATMAP_ROWS_JS})() === {t}", timeout=60_000, polling="raf"
-                )
-                tally.add("browser: slider", 1000 * (time.perf_counter() - t0))
-            else:
-                action = "to Mask Lab and back"
-                t0 = time.perf_counter()
-                nav = page.locator("[data-testid='stSidebarNav'] a")
-                await nav.filter(has_text="Mask Lab").click()
-                await page.wait_for_function(
-                    "() => !document.querySelector(\"[data-testid='stStatusWidget']\") && "
-                    "document.querySelectorAll('.js-plotly-plot').length > 0 && "
-                    "location.pathname.endsWith('/mask-lab')",
-                    timeout=60_000,
-                    polling="raf",
-                )
-                await nav.filter(has_text="Playground").click()
-                await page.wait_for_function(
-                    f"() => location.pathname.endsWith('/playground') && "
-                    f"({HEATMAP_ROWS_JS})() === {t}",
-                    timeout=60_000,
-                    polling="raf",
-                )
-                tally.add("browser: to Mask Lab and back", 1000 * (time.perf_counter() - t0))
+            if tally.killed is not None and worker == tally.killed[0] and not switched:
+                t, worker = await _back_after_switch(page, name, tally, t, worker)
+                switched = first_after_switch = True
+            shown = t
+            timeout = 5_000 if first_after_switch else wait_ms
+            try:
+                if rng.random() < 0.75:
+                    action = "slider"
+                    thumb = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
+                    thumb = thumb.filter(has_text="Query length T").locator("input[type=range]")
+                    left = t > 40 and rng.random() < 0.5 or t >= 90
+                    t += -1 if left else 1
+                    t0 = time.perf_counter()
+                    await thumb.first.press("ArrowLeft" if left else "ArrowRight")
+                    await page.wait_for_function(
+                        f"() => ({HEATMAP_ROWS_JS})() === {t}", timeout=timeout, polling="raf"
+                    )
+                    tally.add("browser: slider", 1000 * (time.perf_counter() - t0))
+                else:
+                    action = "to Mask Lab and back"
+                    t0 = time.perf_counter()
+                    nav = page.locator("[data-testid='stSidebarNav'] a")
+                    await nav.filter(has_text="Mask Lab").click()
+                    await page.wait_for_function(
+                        "() => !document.querySelector(\"[data-testid='stStatusWidget']\") && "
+                        "document.querySelectorAll('.js-plotly-plot').length > 0 && "
+                        "location.pathname.endsWith('/mask-lab')",
+                        timeout=timeout,
+                        polling="raf",
+                    )
+                    await nav.filter(has_text="Playground").click()
+                    await page.wait_for_function(
+                        f"() => location.pathname.endsWith('/playground') && "
+                        f"({HEATMAP_ROWS_JS})() === {t}",
+                        timeout=timeout,
+                        polling="raf",
+                    )
+                    tally.add("browser: to Mask Lab and back", 1000 * (time.perf_counter() - t0))
+                first_after_switch = False
+            except Exception:
+                if tally.killed is not None and worker == tally.killed[0] and not switched:
+                    # Under way when the page's worker died: lost; the page must come back.
+                    tally.switch_errors.append(f"{name} on {worker} {action}: lost")
+                    t, worker = await _back_after_switch(page, name, tally, shown, worker, t)
+                    switched = first_after_switch = True
+                elif first_after_switch:
+                    tally.switch_errors.append(
+                        f"{name} {action}: first after the switch, not applied"
+                    )
+                    first_after_switch = False
+                    t = await page.evaluate(f"({HEATMAP_ROWS_JS})()")
+                    if t != shown:
+                        tally.lost.append(f"{name}: T was {shown}, shows {t} after the switch")
+                else:
+                    raise
             if await page.evaluate(ERRORS_JS):
                 tally.errors.append(f"{name} {action}: an exception or error box on the page")
                 break
@@ -327,12 +549,50 @@ def _renice_browsers() -> None:
             continue  # gone, or not ours
 
 
-async def _sample_memory(pid: int, samples: list[tuple[float, float]], stop: asyncio.Event):
+@dataclass
+class Target:
+    """What the load runs against: its URL, the processes measured (name -> pid; "server", or
+    "w1".. and "haproxy" for a stack) and, for a stack, the supervisor's state file."""
+
+    url: str
+    pids: dict[str, int]
+    state: Path | None = None
+
+
+def _stack_state(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _stack_pids(state: dict) -> dict[str, int]:
+    pids = {w["name"]: w["pid"] for w in state["workers"] if w["alive"]}
+    if state.get("haproxy"):
+        pids["haproxy"] = state["haproxy"]["pid"]
+    return pids
+
+
+async def _sample(pids: dict[str, int], samples, cpu: dict[str, float], stop: asyncio.Event):
+    """Each second: every process's resident memory into ``samples`` and its CPU seconds so
+    far into ``cpu`` (so a process that dies keeps its last reading)."""
     t0 = time.monotonic()
     while not stop.is_set():
-        samples.append((time.monotonic() - t0, _rss_mib(pid)))
+        for name, pid in pids.items():
+            try:
+                rss = _rss_mib(pid)  # NaN for a zombie: killed, not yet reaped
+                if not math.isnan(rss):
+                    samples[name].append((time.monotonic() - t0, rss))
+                cpu[name] = _cpu_s(pid)
+            except OSError:
+                continue  # gone: a killed worker
         _renice_browsers()  # new renderer processes appear as pages load
         await asyncio.sleep(1.0)
+
+
+async def _kill_worker_later(target: Target, tally: Tally, after_s: float) -> None:
+    await asyncio.sleep(after_s)
+    victim = next(w for w in _stack_state(target.state)["workers"] if w["alive"])
+    tally.killed = (victim["name"], time.monotonic())  # before the kill: sessions check it
+    os.kill(victim["pid"], signal.SIGKILL)
+    print(f"killed worker {victim['name']} (pid {victim['pid']}) {after_s:g} s into the load")
 
 
 async def _first_visit(url: str) -> None:
@@ -345,14 +605,21 @@ async def _first_visit(url: str) -> None:
         raise RuntimeError(f"the first visit failed: {tally.errors}")
 
 
-async def run_load(url: str, pid: int, args) -> tuple[Tally, list[tuple[float, float]]]:
+async def run_load(target: Target, args) -> tuple[Tally, dict[str, list[tuple[float, float]]]]:
     tally = Tally()
-    tally.cpu_start = (_cpu_s(pid), time.process_time(), time.monotonic())
-    samples: list[tuple[float, float]] = []
+    cpu0 = {name: _cpu_s(pid) for name, pid in target.pids.items()}
+    cpu = dict(cpu0)
+    client0, wall0 = time.process_time(), time.monotonic()
+    samples: dict[str, list[tuple[float, float]]] = defaultdict(list)
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_memory(pid, samples, stop))
+    sampler = asyncio.create_task(_sample(target.pids, samples, cpu, stop))
+    killer = None
+    if args.kill_worker_after is not None:
+        tally.failover = True
+        killer = asyncio.create_task(_kill_worker_later(target, tally, args.kill_worker_after))
     stop_at = time.monotonic() + 60 * args.minutes
     think = tuple(args.think)
+    url = target.url
     tasks = [
         light_session(url, f"light-{i:02d}", tally, stop_at, seed=i, think=think)
         for i in range(args.sessions)
@@ -373,15 +640,47 @@ async def run_load(url: str, pid: int, args) -> tuple[Tally, list[tuple[float, f
         await asyncio.gather(*tasks)
     stop.set()
     await sampler
-    server0, client0, wall0 = tally.cpu_start
-    tally.cpu = (_cpu_s(pid) - server0, time.process_time() - client0, time.monotonic() - wall0)
+    if killer is not None and not killer.done():
+        killer.cancel()
+        print(f"no worker killed: the load ended before {args.kill_worker_after:g} s")
+    for name, pid in target.pids.items():
+        with contextlib.suppress(OSError):  # gone: its last reading stands
+            cpu[name] = _cpu_s(pid)
+    tally.cpu = {name: cpu[name] - cpu0[name] for name in cpu0}
+    tally.client_cpu_s = time.process_time() - client0
+    tally.wall_s = time.monotonic() - wall0
     return tally, samples
 
 
+def _memory_report(name: str, samples: list[tuple[float, float]]) -> None:
+    end = samples[-1][0]
+    half = [(t, m) for t, m in samples if t >= end / 2]
+    per_min = 60 * (half[-1][1] - half[0][1]) / max(half[-1][0] - half[0][0], 1e-9)
+    print(f"\n{name} memory (resident), MiB")
+    for t, m in samples[:: max(1, len(samples) // 12)] + [samples[-1]]:
+        print(f"  t = {t:5.0f} s  {m:7.0f}")
+    print(
+        f"  start {samples[0][1]:.0f}, peak {max(m for _, m in samples):.0f}, "
+        f"end {samples[-1][1]:.0f}; second half: {half[0][1]:.0f} -> {half[-1][1]:.0f} "
+        f"({per_min:+.1f} MiB/min)"
+    )
+    # Bounded caches fill, then evict (and the compiled programs are emptied now and then:
+    # a sawtooth), so the plateau shows in each minute's peak, not in the last sample.
+    peaks = [
+        max(m for t, m in samples if 60 * i <= t < 60 * (i + 1))
+        for i in range(int(end // 60) + 1)
+        if any(60 * i <= t < 60 * (i + 1) for t, _ in samples)
+    ]
+    print("  peak of each minute: " + ", ".join(f"{p:.0f}" for p in peaks))
+
+
 def report(tally: Tally, samples, args) -> None:
+    where = f"a {args.stack}-worker stack (scripts/serve.py)" if args.stack else "one server"
+    if args.url:
+        where = args.url
     print(
         f"# gqa-viz load test: {args.sessions} light + {args.browsers} browser sessions, "
-        f"{args.minutes:g} min, think time {args.think[0]:g}-{args.think[1]:g} s\n"
+        f"{args.minutes:g} min, think time {args.think[0]:g}-{args.think[1]:g} s, {where}\n"
     )
     print(f"errors: {len(tally.errors)}")
     for error in tally.errors[:20]:
@@ -398,32 +697,69 @@ def report(tally: Tally, samples, args) -> None:
             f"  {action:30s} {len(values):5d} {statistics.median(values):7.0f} "
             f"{_percentile(values, 0.95):7.0f} {max(values):7.0f}"
         )
-    server, client, wall = tally.cpu
-    if wall:
+    wall = tally.wall_s
+    if wall and tally.cpu:
+        print(f"\nCPU over {wall:.0f} s, s (cores)")
+        for name, seconds in tally.cpu.items():
+            print(f"  {name:10s} {seconds:7.1f} ({seconds / wall:.2f})")
         print(
-            f"\nCPU over {wall:.0f} s: server {server:.0f} s ({server / wall:.2f} cores), "
-            f"light clients {client:.0f} s ({client / wall:.2f} cores); the browsers use the rest"
+            f"  {'clients':10s} {tally.client_cpu_s:7.1f} ({tally.client_cpu_s / wall:.2f})"
+            "   the light clients; the browsers use the rest"
         )
-    if samples:
-        end = samples[-1][0]
-        half = [(t, m) for t, m in samples if t >= end / 2]
-        per_min = 60 * (half[-1][1] - half[0][1]) / max(half[-1][0] - half[0][0], 1e-9)
-        print("\nserver memory (resident), MiB")
-        for t, m in samples[:: max(1, len(samples) // 12)] + [samples[-1]]:
-            print(f"  t = {t:5.0f} s  {m:7.0f}")
+    if any(tally.reruns):
+        served = ", ".join(f"{w} {n}" for w, n in sorted(tally.reruns.items()) if w)
+        print(f"\nlight reruns finished per worker: {served}")
+    for name, values in samples.items():
+        if values and name != "haproxy":
+            killed = tally.killed is not None and tally.killed[0] == name
+            _memory_report(f"{name} (until killed)" if killed else name, values)
+    if "haproxy" in samples and samples["haproxy"]:
+        peak = max(m for _, m in samples["haproxy"])
+        print(f"\nhaproxy memory (resident): peak {peak:.0f} MiB")
+    if args.kill_worker_after is not None and tally.killed:
+        back = tally.back_after_s
+        print(f"\nfailover: {tally.killed[0]} killed at {args.kill_worker_after:g} s")
         print(
-            f"  start {samples[0][1]:.0f}, peak {max(m for _, m in samples):.0f}, "
-            f"end {samples[-1][1]:.0f}; second half: {half[0][1]:.0f} -> {half[-1][1]:.0f} "
-            f"({per_min:+.1f} MiB/min)"
+            f"  sessions moved: {len(back)}; errors during the switch: {len(tally.switch_errors)}"
         )
-        # Bounded caches fill, then evict (and the compiled programs are emptied now and then:
-        # a sawtooth), so the plateau shows in each minute's peak, not in the last sample.
-        peaks = [
-            max(m for t, m in samples if 60 * i <= t < 60 * (i + 1))
-            for i in range(int(end // 60) + 1)
-            if any(60 * i <= t < 60 * (i + 1) for t, _ in samples)
-        ]
-        print("  peak of each minute: " + ", ".join(f"{p:.0f}" for p in peaks))
+        for error in tally.switch_errors[:10]:
+            print(f"    {error}")
+        if back:
+            print(
+                f"  kill -> view back, s: p50 {statistics.median(back):.1f}, "
+                f"max {max(back):.1f} (including the time a session was thinking)"
+            )
+        print(f"  sessions that lost a setting: {len(tally.lost)}")
+        for lost in tally.lost[:10]:
+            print(f"    {lost}")
+
+
+def _start_stack(workers: int, work: Path) -> tuple[subprocess.Popen, Target, Path]:
+    """``scripts/serve.py`` with ``workers`` workers on a free loopback port, once every
+    worker has prewarmed; (supervisor, target, its output)."""
+    state, log = work / "serve.json", work / "serve.log"
+    env = {**os.environ, "GQA_VIZ_JAX_CACHE_DIR": str(ROOT / ".jax_cache")}
+    env["GQA_VIZ_PREWARM"] = "1"
+    cmd = [
+        sys.executable, "-m", "scripts.serve", "--workers", str(workers),
+        "--port", str(_free_port()), "--address", "127.0.0.1", "--state", str(state),
+    ]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + STACK_START_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        ready = state.exists() and _stack_state(state)["ready"]
+        if ready and log.read_text().count("gqa-viz: prewarm done") >= workers:
+            break
+        time.sleep(0.5)
+    else:
+        proc.terminate()
+        proc.wait(60)
+        raise RuntimeError(f"the stack did not get ready and prewarmed; see {log}")
+    for line in log.read_text().splitlines():
+        if "prewarm done" in line or line.startswith("serve: ready"):
+            print(line)
+    return proc, Target(_stack_state(state)["url"], _stack_pids(_stack_state(state)), state), log
 
 
 def main(argv: list[str]) -> int:
@@ -439,29 +775,68 @@ def main(argv: list[str]) -> int:
         metavar=("MIN", "MAX"),
         help="seconds between a student's actions, drawn uniformly (default 3-10)",
     )
+    parser.add_argument(
+        "--stack", type=int, metavar="W", help="start `make run`'s stack with W workers (1-8)"
+    )
+    parser.add_argument("--url", help="drive a server or stack that is already running")
+    parser.add_argument(
+        "--state", type=Path, help="with --url: that stack's `scripts/serve.py --state` file"
+    )
+    parser.add_argument(
+        "--kill-worker-after",
+        type=float,
+        metavar="S",
+        help="SIGKILL the first worker S seconds into the load (--stack, or --url with --state)",
+    )
     args = parser.parse_args(argv)
     # Bounded, so a typo cannot turn a benchmark into a denial of service of this machine.
     if not (1 <= args.sessions <= 100 and 0 <= args.browsers <= 5 and 0.1 <= args.minutes <= 15):
         parser.error("sessions must be 1-100, browsers 0-5, minutes 0.1-15")
+    if args.stack is not None and not 1 <= args.stack <= 8:
+        parser.error("--stack must be 1-8 workers")
+    if args.stack and args.url:
+        parser.error("--stack starts a stack; --url drives a running one: not both")
+    if args.state and not args.url:
+        parser.error("--state goes with --url")
+    if args.kill_worker_after is not None and not (args.stack or args.state):
+        parser.error("--kill-worker-after needs a stack: --stack, or --url with --state")
 
     work = Path(tempfile.mkdtemp(prefix="gqa-load-"))
-    log = work / "server.log"
-    proc, url = _server(str(ROOT / ".jax_cache"), str(log))
+    proc, log = None, None
+    if args.url:
+        state = _stack_state(args.state) if args.state else None
+        target = Target(args.url, _stack_pids(state) if state else {}, args.state)
+    elif args.stack:
+        proc, target, log = _start_stack(args.stack, work)
+    else:
+        log = work / "server.log"
+        proc, url = _server(str(ROOT / ".jax_cache"), str(log))
+        target = Target(url, {"server": proc.pid})
+    code = None
     try:
-        _wait_health(url, proc)
-        asyncio.run(_first_visit(url))  # start-up (and its prewarming) runs on the first visit
-        deadline = time.monotonic() + 300
-        while "prewarm done" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        print("server: " + next((x for x in log.read_text().splitlines() if "prewarm" in x), "?"))
-        tally, samples = asyncio.run(run_load(url, proc.pid, args))
+        if proc is not None and not args.stack:
+            _wait_health(target.url, proc)
+            asyncio.run(_first_visit(target.url))  # start-up and prewarming run on it
+            deadline = time.monotonic() + 300
+            while "prewarm done" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            lines = log.read_text().splitlines()
+            print("server: " + next((x for x in lines if "prewarm done" in x), "?"))
+        tally, samples = asyncio.run(run_load(target, args))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            code = proc.wait(timeout=60)
     report(tally, samples, args)
-    tracebacks = log.read_text().count("Traceback")
-    print(f"\nserver log: {tracebacks} tracebacks ({log})")
-    return 1 if tally.errors or tracebacks else 0
+    failed = bool(tally.errors or tally.lost)
+    if log is not None:
+        tracebacks = log.read_text().count("Traceback")
+        print(f"\nserver log: {tracebacks} tracebacks ({log})")
+        failed |= tracebacks > 0
+    if args.stack:
+        print(f"supervisor exit code after SIGTERM: {code}")
+        failed |= code != 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -369,7 +369,7 @@ def fixed_by_trained(model: str, layer: int) -> dict[str, Any]:
 
 
 def _ignored(v: dict[str, Any], fixed: dict[str, Any], fields) -> list[str]:
-    """"name=value" for each of ``fields`` asked for in ``v`` that a model's layer overrides; a
+    """ "name=value" for each of ``fields`` asked for in ``v`` that a model's layer overrides; a
     value left at its default was not asked for, so it gets no message."""
     return [
         f"{name}={v[name]}"
