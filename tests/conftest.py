@@ -3,13 +3,15 @@
 Fixtures:
   chromium_path     -- Debian chromium binary (``make system-deps`` installs it);
                        skips when missing, fails instead when $CI is set.
-  streamlit_server  -- base URL of ``streamlit run app.py`` on a free loopback port.
+  streamlit_server  -- base URL of ``streamlit run app.py`` on a free loopback port
+                       (``running_streamlit`` starts one with an environment of its own).
   browser / page    -- Playwright Chromium driving that binary (``playwright install``
                        is not used: browser downloads do not work here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -74,11 +76,12 @@ def _log_tail(path: Path, n: int = 60) -> str:
         return f"<could not read {path}: {exc}>"
 
 
-@pytest.fixture(scope="session")
-def streamlit_server(tmp_path_factory: pytest.TempPathFactory):
+@contextlib.contextmanager
+def running_streamlit(log_path: Path, env: dict[str, str] | None = None):
+    """``streamlit run app.py`` on a free loopback port, with ``env`` added to this process's
+    environment; yields its base URL once healthy, and stops it afterwards."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     cmd = [
         sys.executable,
         "-m",
@@ -92,7 +95,12 @@ def streamlit_server(tmp_path_factory: pytest.TempPathFactory):
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            cmd,
+            cwd=REPO_ROOT,
+            env=None if env is None else {**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -122,6 +130,12 @@ def streamlit_server(tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def streamlit_server(tmp_path_factory: pytest.TempPathFactory):
+    with running_streamlit(tmp_path_factory.mktemp("streamlit") / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -9,63 +9,31 @@ loss and KV-cache curve over K'.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pytest
 
+from tests.conftest import running_streamlit
 from tests.real_fixtures import LLAMA, hub_cache
 
 pytestmark = pytest.mark.browser
 
 LOAD_MS = 120_000
-START_S = 60.0
 RERUN_DONE_JS = "() => !document.querySelector(\"[data-testid='stStatusWidget']\")"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def server_with_models(tmp_path_factory):
     hub = hub_cache(tmp_path_factory.mktemp("browser_hub"))[0]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, HF_HUB_CACHE=str(hub), GQA_VIZ_PREWARM="0", HF_HUB_OFFLINE="1")
-    env.pop("GQA_VIZ_MODEL_DIRS", None)
+    env = {
+        "HF_HUB_CACHE": str(hub),
+        "GQA_VIZ_PREWARM": "0",
+        "HF_HUB_OFFLINE": "1",
+        "GQA_VIZ_MODEL_DIRS": "",
+    }
     log = tmp_path_factory.mktemp("real_models_server") / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
-           "--server.address=127.0.0.1", f"--server.port={port}",
-           "--browser.gatherUsageStats=false"]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_S
-        while True:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.25)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with running_streamlit(log, env) as url:
+        yield url
 
 
 def _plots(page) -> int:
