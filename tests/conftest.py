@@ -76,10 +76,10 @@ def _log_tail(path: Path, n: int = 60) -> str:
         return f"<could not read {path}: {exc}>"
 
 
-@contextlib.contextmanager
-def running_streamlit(log_path: Path, env: dict[str, str] | None = None):
-    """``streamlit run app.py`` on a free loopback port, with ``env`` added to this process's
-    environment; yields its base URL once healthy, and stops it afterwards."""
+def start_streamlit(log_path: Path, env: dict[str, str] | None = None):
+    """Start ``streamlit run app.py`` on a free loopback port, with ``env`` added to this
+    process's environment, and wait until it is healthy: (process, base URL). The caller
+    stops it (:func:`running_streamlit` does)."""
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
     cmd = [
@@ -102,26 +102,32 @@ def running_streamlit(log_path: Path, env: dict[str, str] | None = None):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"streamlit exited early (rc={proc.returncode}); log tail:\n" + _log_tail(log_path)
+            )
+        try:
+            with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as resp:
+                if resp.read().decode().strip() == "ok":
+                    return proc, base_url
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(
+                f"streamlit not healthy on {base_url} after {SERVER_START_TIMEOUT_S:.0f}s;"
+                f" log tail:\n" + _log_tail(log_path)
+            )
+        time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def running_streamlit(log_path: Path, env: dict[str, str] | None = None):
+    """:func:`start_streamlit` as a context: yields the base URL, stops the server after."""
+    proc, base_url = start_streamlit(log_path, env)
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"streamlit exited early (rc={proc.returncode}); log tail:\n"
-                    + _log_tail(log_path)
-                )
-            try:
-                with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as resp:
-                    if resp.read().decode().strip() == "ok":
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"streamlit not healthy on {base_url} after {SERVER_START_TIMEOUT_S:.0f}s;"
-                    f" log tail:\n" + _log_tail(log_path)
-                )
-            time.sleep(0.25)
         yield base_url
     finally:
         proc.terminate()

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import start_streamlit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What an aborted or crashed interpreter prints; none may appear.
@@ -98,26 +97,6 @@ def test_a_process_that_started_the_app_exits_cleanly_while_prewarming(
 # `streamlit run app.py` and SIGTERM.
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"streamlit exited early:\n{log.read_text()[-4000:]}"
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.read().decode().strip() == "ok":
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"streamlit not healthy after {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
-
-
 def _first_visit(url: str, timeout_s: float = 60) -> None:
     """Open the app as a browser tab would (Streamlit's websocket protocol) and wait for its
     first run to finish: the app starts prewarming on its first run, not at server start."""
@@ -147,30 +126,8 @@ def test_streamlit_run_exits_cleanly_on_sigterm_while_prewarming(tmp_path: Path,
     cache = tmp_path / "jax_cache"
     cache.mkdir()
     log_path = tmp_path / "streamlit.log"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless=true",
-        "--server.address=127.0.0.1",
-        f"--server.port={port}",
-        "--browser.gatherUsageStats=false",
-    ]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO_ROOT,
-            env=_env(cache),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    proc, url = start_streamlit(log_path, _env(cache))
     try:
-        _wait_healthy(url, proc, log_path)
         _first_visit(url)
         assert "gqa-viz: prewarm started" in log_path.read_text()
         time.sleep(delay_s)
