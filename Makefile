@@ -40,9 +40,12 @@ help:
 	@echo "make bench-app    python -m bench.interactive (reruns, payload, browser)"
 	@echo "make bench-decode python -m bench.decode (KV-cache decoding vs recompute; not in CI)"
 	@echo "make bench-checkpoints python -m bench.checkpoints (real-sized checkpoints vs transformers; not in CI)"
+	@echo "make bench-reruns python -m bench.reruns (server CPU per rerun per action; first visits)"
+	@echo "make bench-coldstart python -m bench.coldstart (make run's stack vs a one-heatmap page, chromium)"
 	@echo "make gpu-check    core tests + bench.core --quick with the machine's own python3/jax (installs nothing)"
 	@echo "make load         python -m bench.load --stack WORKERS: make run's stack under 30 sessions"
 	@echo "                  + 3 browsers, 3 min (not in CI; without --stack: one server)"
+	@echo "make load-capacity python -m bench.load --capacity ...: rerun rate, 1 worker vs 2"
 	@echo "make train        python -m scripts.train_tiny (the tiny models in assets/trained, then"
 	@echo "                  the uptraining experiment, 3 seeds; about 10 min on 2 cores)"
 	@echo "make warm         compile the prewarmed programs into .jax_cache (python -m gqa_viz.app.warm)"
@@ -115,9 +118,18 @@ bench-decode: dev-venv
 bench-checkpoints: dev-venv
 	$(PY) -m bench.checkpoints
 
-.PHONY: load train
+.PHONY: bench-reruns bench-coldstart
+bench-reruns: dev-venv
+	$(PY) -m bench.reruns
+
+bench-coldstart: dev-venv system-deps serve-deps
+	$(PY) -m bench.coldstart --workers 2
+
+.PHONY: load load-capacity train
 load: dev-venv system-deps serve-deps
 	$(PY) -m bench.load --stack $(WORKERS)
+load-capacity: dev-venv serve-deps
+	$(PY) -m bench.load --capacity 20,40,60,80,100,120,140,160,200,240 --minutes 1
 train: dev-venv
 	$(PY) -m scripts.train_tiny
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages._controls import note_page
-from gqa_viz.app import playground, runtime
+from gqa_viz.app import prewarm, runtime
 
 ROOT = Path(__file__).resolve().parent
 # JAX's persistent compilation cache; GQA_VIZ_JAX_CACHE_DIR moves it (a container's volume,
@@ -40,12 +40,13 @@ PAGES = (
 def _start_up() -> str:
     """Once per server process: the compilation cache, prewarming, the backend label.
 
-    Prewarming compiles the programs of the default view and of every head count the
-    controls offer in a background thread that gives way to requests (about 30 s of
-    compiling on a 2-core CPU the first time, a few seconds from the persistent cache after
-    a restart). ``GQA_VIZ_PREWARM=0`` turns it off.
+    Prewarming (:mod:`gqa_viz.app.prewarm`) compiles the programs of the default view and
+    of every head count the controls offer, then computes the default first visit of the
+    pages that need more, in a background thread that gives way to requests (about 30 s on a
+    2-core CPU the first time, a few seconds from the persistent cache after a restart).
+    ``GQA_VIZ_PREWARM=0`` turns it off.
     """
-    return runtime.start_up(JAX_CACHE_DIR, playground.prewarm)
+    return runtime.start_up(JAX_CACHE_DIR, prewarm.prewarm)
 
 
 st.set_page_config(

@@ -166,7 +166,8 @@ def _scores(result: L.MaskLabResult) -> None:
     q, k = result.q_labels, result.k_labels
     title = f"Attention {'probabilities' if kind == 'probs' else 'logits'} with the final mask"
     style = {"kind": kind, "title": title, "saturate": 99.0 if view.scale == "p99" else None}
-    fig = heads_figure(values, result.final, q, k, s.k, **style, pool=view.pool, **CELLS)
+    style |= {"pool": view.pool, "frozen": True}  # frozen: assembled without graph objects
+    fig = heads_figure(values, result.final, q, k, s.k, **style, **CELLS)
     _plot(fig, "scores_chart", "scores")
 
 

@@ -30,6 +30,7 @@ from gqa_viz.figures.heads import (
     pool_factor,
     zoom_figure,
 )
+from gqa_viz.figures.shipping import freeze
 
 
 def _compute(key: Settings) -> Result:
@@ -54,19 +55,21 @@ def _heads_fig(key: Settings, view: str, scale: str, pool: str):
         saturate=99.0 if scale == "p99" else None,
         pool=pool,
         max_cells=limits.MAX_DRAWN_CELLS,
+        frozen=True,  # sent on every rerun of every session that shows it
     )
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _kv_fig(key: Settings):
     result = cached_run(key)
-    return kv_heads_figure(
+    fig = kv_heads_figure(
         result.item("key"),
         result.item("value"),
         result.k_labels,
         key.n,
         max_cells=limits.MAX_DRAWN_CELLS,
     )
+    return freeze(fig)
 
 
 def _downloads(result: Result, values: np.ndarray, kind: str, stem: str) -> None:

@@ -121,7 +121,7 @@ def _heads(view: rm.View, probs, K: int, title: str, key: str) -> None:
     """One layer's query heads [N, T, T], in rows by the K K/V heads they read."""
     tokens = list(view.tokens)
     fig = heads_figure(probs, rm.layer_mask(view), tokens, tokens, K, title=title, saturate=99.0,
-                       max_cells=MAX_DRAWN_CELLS)  # fmt: skip
+                       max_cells=MAX_DRAWN_CELLS, frozen=True)  # fmt: skip
     _plot(fig, key)
 
 

@@ -30,44 +30,10 @@ from gqa_viz.figures.trained import (
     layer_sentence,
     prediction_figure,
     right_key_figure,
-    trained_heads_figure,
 )
 
 _CONFIG = {"displaylogo": False}
 TEXT = th.text()
-
-
-# --- Cached computations, keyed on plain values.
-@st.cache_data(max_entries=256, show_spinner=False)
-def _trace_model(name: str, tokens: tuple[int, ...]) -> dict:
-    return th.run_model(name, tokens)
-
-
-@st.cache_data(max_entries=64, show_spinner="Evaluating on the held-out batch…")
-def _live_accuracy(task: str, method: str, K: int) -> tuple[float, float]:
-    return th.converted_accuracy(task, method, K)
-
-
-@st.cache_data(max_entries=128, show_spinner=False)
-def _trace_converted(task: str, method: str, K: int, tokens: tuple[int, ...]) -> dict:
-    return th.run(*th.converted(task, method, K), tokens)
-
-
-def _probs(source: tuple, tokens: tuple[int, ...]) -> list[np.ndarray]:
-    """Per layer [N, L, L]: ``source`` is ("model", name) or ("converted", task, method, K)."""
-    if source[0] == "model":
-        return _trace_model(source[1], tokens)["probs"]
-    return _trace_converted(*source[1:], tokens)["probs"]
-
-
-@st.cache_resource(max_entries=32, show_spinner=False)
-def _heads_fig(source: tuple, layer: int, task: str, tokens: tuple[int, ...], K: int, title: str):
-    names = tasks.token_names(task)
-    keys = tasks.answer_keys(task, np.asarray(tokens))
-    probs = _probs(source, tokens)[layer]
-    return trained_heads_figure(
-        probs, [names[t] for t in tokens], keys, K, title, max_cells=MAX_DRAWN_CELLS
-    )
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -76,11 +42,13 @@ def _upload_probs(digest: str, index: int, length: int, causal: bool, seed: int,
     return th.upload_probs(_layer, length, causal, seed)
 
 
-def _layer_figures(source: tuple, task: str, tokens, K: int, layer: int, title: str) -> None:
-    """A layer's heads (left) and its right-key bars with a sentence (right)."""
+def _layer_figures(source: tuple, task: str, tokens, K: int, layer: int) -> None:
+    """A layer's heads (left) and its right-key bars with a sentence (right); ``source`` is
+    ("model", name) or ("converted", task, method, K)."""
     keys = tasks.answer_keys(task, np.asarray(tokens))
-    probs = _probs(source, tokens)[layer]
-    fig = _heads_fig(source, layer, task, tokens, K, title)
+    layers = th.layer_probs(source, tokens)
+    probs = layers[layer]
+    fig = th.layer_heads_figure(source, layer, task, tokens, K)
     key = "-".join(str(part) for part in source)
     left, right = st.columns([3, 1.1], gap="small")
     with left:
@@ -89,7 +57,7 @@ def _layer_figures(source: tuple, task: str, tokens, K: int, layer: int, title: 
         bars_title = f"Layer {layer}:<br>attention on the right key"
         bars = right_key_figure(probs, keys, K, bars_title, height=350)
         st.plotly_chart(bars, theme=None, key=f"tr_bars_{key}_{layer}", config=_CONFIG)
-        last = layer == len(_probs(source, tokens)) - 1
+        last = layer == len(layers) - 1
         st.markdown(layer_sentence(probs, keys, layer, last))
 
 
@@ -100,7 +68,7 @@ def _choose() -> tuple[str, str, tuple[int, ...]]:
     c1, c2 = st.columns([1, 1.25], gap="large")
     with c1:
         task = st.segmented_control(
-            "Task", tasks.TASKS, default="recall", required=True, key="tr_task"
+            "Task", tasks.TASKS, default=th.DEFAULT_TASK, required=True, key="tr_task"
         )
     ks = th.model_ks(task)
     N = trained.load(f"{task}-k{ks[0]}").cfg.num_query_heads
@@ -164,8 +132,7 @@ def _layers(task: str, name: str, tokens: tuple[int, ...], run: dict) -> None:
     st.header("Every layer and head")
     st.markdown(th.layers_text(name))
     for layer in range(len(run["probs"])):
-        title = f"Layer {layer} of {trained.label(name)}: every query head on this prompt"
-        _layer_figures(("model", name), task, tokens, cfg.num_key_value_heads, layer, title)
+        _layer_figures(("model", name), task, tokens, cfg.num_key_value_heads, layer)
 
 
 # --- Section 4: the GQA paper in miniature.
@@ -194,11 +161,13 @@ def _live_conversion(task: str, tokens: tuple[int, ...]) -> None:
     K = c2.segmented_control(
         "K after conversion", ks, default=ks[-1], required=True, key="tr_live_k"
     )
-    metrics, caption = th.conversion_report(task, method, K, *_live_accuracy(task, method, K))
+    with st.spinner("Evaluating on the held-out batch…"):
+        accuracy = th.converted_accuracy(task, method, K)
+    metrics, caption = th.conversion_report(task, method, K, *accuracy)
     for col, (label, value, sequences) in zip(st.columns(3), metrics, strict=True):
         col.metric(label, value, sequences, delta_color="off", delta_arrow="off")
     st.caption(caption)
-    run = _trace_converted(task, method, K, tokens)
+    run = th.run_converted(task, method, K, tokens)
     layer = st.radio(
         "Layer shown",
         range(len(run["probs"])),
@@ -207,8 +176,7 @@ def _live_conversion(task: str, tokens: tuple[int, ...]) -> None:
         key="tr_live_layer",
         format_func=lambda i: f"layer {i}",
     )
-    title = f"Layer {layer}, converted to K = {K} by {METHOD_NAMES[method]}, not uptrained"
-    _layer_figures(("converted", task, method, K), task, tokens, K, layer, title)
+    _layer_figures(("converted", task, method, K), task, tokens, K, layer)
 
 
 # --- Section 5: your own Keras layer.
@@ -267,7 +235,15 @@ def _upload_section() -> None:
     title = f"{upload['name']}: {layer.name} on random vectors"
     K = layer.spec.num_key_value_heads
     fig = heads_figure(
-        probs, mask, labels, labels, K, title=title, saturate=99.0, max_cells=MAX_DRAWN_CELLS
+        probs,
+        mask,
+        labels,
+        labels,
+        K,
+        title=title,
+        saturate=99.0,
+        max_cells=MAX_DRAWN_CELLS,
+        frozen=True,
     )
     st.plotly_chart(fig, theme=None, key="tr_upload_heads", config=_CONFIG)
     st.caption(TEXT["upload_caption"].format(length=length, seed=seed))
@@ -279,7 +255,7 @@ def main() -> None:
     cfg = trained.load(trained.names()[0]).cfg
     st.markdown(TEXT["intro"].format(layers=cfg.num_layers, heads=cfg.num_query_heads))
     task, name, tokens = _choose()
-    run = _trace_model(name, tokens)
+    run = th.run_model(name, tokens)
     _predictions(task, name, tokens, run)
     _layers(task, name, tokens, run)
     _paper(task, tokens)

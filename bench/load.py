@@ -5,6 +5,7 @@
     python -m bench.load --stack 2                        # what `make run` runs, 2 workers
     python -m bench.load --stack 2 --kill-worker-after 60 # ... and one worker dies at 60 s
     python -m bench.load --url http://127.0.0.1:8501 --state serve.json   # a running stack
+    python -m bench.load --capacity 10,20,40,60,80 --minutes 1   # 1 worker, then 2: capacity
 
 Most sessions are light clients: they speak Streamlit's own websocket protocol (the
 ``BackMsg``/``ForwardMsg`` protobufs on ``/_stcore/stream``) as the browser's frontend does,
@@ -762,6 +763,49 @@ def _start_stack(workers: int, work: Path) -> tuple[subprocess.Popen, Target, Pa
     return proc, Target(_stack_state(state)["url"], _stack_pids(_stack_state(state)), state), log
 
 
+def capacity(args) -> int:
+    """``--capacity``: for 1 worker, then for ``--stack`` W (default 2), each in its own
+    stack, load steps of more and more light sessions (``--minutes`` each) until the p95 of
+    all reruns passes 1 s or an error occurs. A stack's capacity is the rerun rate of its
+    last step under 1 s; printed with the ratio of W workers' to 1 worker's."""
+    steps = [int(n) for n in args.capacity.split(",")]
+    found: dict[int, float] = {}
+    for workers in (1, args.stack or 2):
+        print(
+            f"\n{workers} worker{'s' if workers > 1 else ''}: sessions, reruns/s, p50, p95, errors"
+        )
+        proc, target, _ = _start_stack(workers, Path(tempfile.mkdtemp(prefix="gqa-capacity-")))
+        found[workers] = 0.0
+        try:
+            for n in steps:
+                step = argparse.Namespace(**{**vars(args), "sessions": n, "browsers": 0})
+                tally, _ = asyncio.run(run_load(target, step))
+                light = [ms for values in tally.latency_ms.values() for ms in values]
+                if not light:
+                    print(f"  {n:4d} no rerun finished: {tally.errors[:3]}")
+                    break
+                rate, p95 = len(light) / tally.wall_s, _percentile(light, 0.95)
+                p50 = statistics.median(light)
+                print(
+                    f"  {n:4d} {rate:8.2f} {p50:7.0f} ms {p95:7.0f} ms {len(tally.errors):4d}",
+                    flush=True,
+                )
+                if p95 > 1000 or tally.errors:
+                    break
+                found[workers] = rate
+        finally:
+            proc.terminate()
+            proc.wait(timeout=90)
+    many = args.stack or 2
+    rate_w = found[many]
+    ratio = rate_w / found[1] if found[1] else float("nan")
+    print(
+        f"\ncapacity (reruns/s with p95 <= 1 s): 1 worker {found[1]:.2f}, {many} workers "
+        f"{rate_w:.2f}: {ratio:.2f}x"
+    )
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=30, help="light sessions (1-100)")
@@ -788,12 +832,23 @@ def main(argv: list[str]) -> int:
         metavar="S",
         help="SIGKILL the first worker S seconds into the load (--stack, or --url with --state)",
     )
+    parser.add_argument(
+        "--capacity",
+        metavar="N,N,...",
+        help="capacity steps: light sessions per step, for 1 worker and --stack W (default 2)",
+    )
     args = parser.parse_args(argv)
     # Bounded, so a typo cannot turn a benchmark into a denial of service of this machine.
     if not (1 <= args.sessions <= 100 and 0 <= args.browsers <= 5 and 0.1 <= args.minutes <= 15):
         parser.error("sessions must be 1-100, browsers 0-5, minutes 0.1-15")
     if args.stack is not None and not 1 <= args.stack <= 8:
         parser.error("--stack must be 1-8 workers")
+    if args.capacity:
+        if args.url or args.kill_worker_after is not None or args.stack == 1:
+            parser.error("--capacity starts its own stacks (1 and --stack W >= 2 workers)")
+        if not all(p.isdigit() and 1 <= int(p) <= 300 for p in args.capacity.split(",")):
+            parser.error("--capacity takes session counts of 1-300, e.g. 10,20,40")
+        return capacity(args)
     if args.stack and args.url:
         parser.error("--stack starts a stack; --url drives a running one: not both")
     if args.state and not args.url:

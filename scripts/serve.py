@@ -18,6 +18,9 @@ opens a first session on the first worker as soon as haproxy runs, which starts 
 prewarming, and on the others once that has ended, so they load what it compiled (see
 :meth:`Supervisor.warm`; ``--no-warm`` leaves start-up to each worker's first visitor).
 
+Memory: every worker keeps its own results cache. Each is told how many workers there are
+(``GQA_VIZ_WORKERS``), and with several ``gqa_viz.app.limits`` gives each a smaller one.
+
 The supervisor restarts nothing. A worker that exits is reported on stderr and haproxy's
 health check takes it out of the rotation; its visitors reconnect to another worker and get
 their view back from the URL. When every worker is gone, or haproxy is, it stops the rest and
@@ -308,6 +311,7 @@ class Supervisor:
         env["GQA_VIZ_JAX_CACHE_DIR"] = str(self.args.cache_dir)
         env.setdefault("MALLOC_ARENA_MAX", "2")  # per-thread heaps kept freed memory
         env.setdefault("PYTHONUNBUFFERED", "1")  # worker lines reach the relay as written
+        env["GQA_VIZ_WORKERS"] = str(self.args.workers)  # limits.py sizes caches by it
         # One cookie-signing secret for all workers, as Streamlit asks of replicas; from the
         # environment rather than argv, where every local user could read it.
         env.setdefault("STREAMLIT_SERVER_COOKIE_SECRET", secrets.token_hex(32))

@@ -25,8 +25,16 @@ def test_it_keeps_the_most_recently_used_results_within_its_byte_budget():
     calls = []
     cache.get("b", lambda: calls.append("b") or _mib(1))
     assert calls == ["b"]  # b was evicted
-    assert cache.get("big", lambda: _mib(5)).nbytes == 5 * 2**20  # returned, not kept
-    assert "big" not in cache._items and cache.size_bytes <= 3 * 2**20
+    # Over the budget: kept apart, so its own reruns do not compute it again, and nothing
+    # else is dropped for it...
+    assert cache.get("big", lambda: _mib(5)).nbytes == 5 * 2**20
+    cache.get("big", lambda: pytest.fail("'big' is cached"))
+    assert len(cache) == 4 and cache.size_bytes == 8 * 2**20 and "b" in cache
+    # ...until the next result over the budget takes its place.
+    cache.get("bigger", lambda: _mib(6))
+    assert "big" not in cache and "bigger" in cache and cache.size_bytes == 9 * 2**20
+    cache.clear()
+    assert len(cache) == 0 and cache.size_bytes == 0
 
 
 def test_equal_inputs_from_many_sessions_are_computed_once():
@@ -133,3 +141,27 @@ def test_background_work_waits_for_requests():
 def test_nbytes_counts_each_array_once():
     a = _mib(1)
     assert nbytes({"x": a, "y": [a, (a,)], "z": "text"}) == 2**20
+
+
+def test_wait_idle_returns_once_no_computation_is_pending():
+    cache = ResultCache(max_bytes=2**30)
+    cache.wait_idle()  # nothing pending: at once
+    started, release, waited = threading.Event(), threading.Event(), []
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return _mib(1)
+
+    worker = threading.Thread(target=cache.get, args=("slow", slow))
+    worker.start()
+    started.wait(5)
+    waiter = threading.Thread(target=lambda: waited.append(cache.wait_idle() or time.monotonic()))
+    waiter.start()
+    time.sleep(0.2)
+    assert not waited  # still computing
+    released_at = time.monotonic()
+    release.set()
+    worker.join(5)
+    waiter.join(5)
+    assert waited and waited[0] >= released_at

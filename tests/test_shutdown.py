@@ -56,11 +56,11 @@ def _assert_clean(rc: int, log: str) -> None:
 _PLAIN = """
 import atexit, sys, threading, time
 from pathlib import Path
-from gqa_viz.app import playground, runtime
+from gqa_viz.app import prewarm, runtime
 
 atexit.register(lambda: print(f"exit waited {time.monotonic() - ended:.2f} s", flush=True))
 cache = Path(sys.argv[1])
-runtime.start_up(cache, playground.prewarm)
+runtime.start_up(cache, prewarm.prewarm)
 deadline = time.monotonic() + 60
 while not any(cache.glob("*-cache")) and time.monotonic() < deadline:
     time.sleep(0.02)

@@ -39,13 +39,17 @@ def nbytes(obj: Any, _seen: set[int] | None = None) -> int:
 class ResultCache:
     """Least-recently-used results, at most ``max_bytes`` of arrays in all.
 
-    A result larger than the whole budget is returned but not kept. ``compute`` runs outside
-    the cache's lock and inside the heavy-work semaphore.
+    A result larger than the whole budget is kept apart, in a slot of its own that the next
+    such result takes over, so its own reruns do not compute it again and nobody else's
+    results are dropped for it. Memory stays within ``max_bytes`` plus the largest single
+    result (which the request limits bound). ``compute`` runs outside the cache's lock and
+    inside the heavy-work semaphore.
     """
 
     def __init__(self, max_bytes: int, max_concurrent: int = 1):
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._oversize: tuple[Hashable, Any, int] | None = None  # the last result over budget
         self._pending: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
         self._heavy = threading.BoundedSemaphore(max_concurrent)
@@ -54,15 +58,21 @@ class ResultCache:
     @property
     def size_bytes(self) -> int:
         with self._lock:
-            return sum(size for _, size in self._items.values())
+            apart = self._oversize[2] if self._oversize else 0
+            return apart + sum(size for _, size in self._items.values())
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._items)
+            return len(self._items) + (self._oversize is not None)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._items or (self._oversize is not None and self._oversize[0] == key)
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._oversize = None
 
     def get(self, key: Hashable, compute: Callable[[], Any], *, heavy: bool = True) -> Any:
         """The cached value for ``key``, computing it with ``compute()`` if missing.
@@ -77,6 +87,9 @@ class ResultCache:
                     self._items.move_to_end(key)
                     self.hits += 1
                     return self._items[key][0]
+                if self._oversize is not None and self._oversize[0] == key:
+                    self.hits += 1
+                    return self._oversize[1]
                 waiting = self._pending.get(key)
                 if waiting is None:
                     self._pending[key] = threading.Event()
@@ -98,6 +111,16 @@ class ResultCache:
         Not reentrant: never take it inside a heavy :meth:`get`.
         """
         return self._heavy
+
+    def wait_idle(self, stop: threading.Event | None = None, poll_s: float = 0.02) -> None:
+        """Return once no computation is pending, or ``stop`` is set (nothing is held: work
+        started after this may still meet a request, so use it for work that takes its own
+        slots)."""
+        while stop is None or not stop.is_set():
+            with self._lock:
+                if not self._pending:
+                    return
+            time.sleep(poll_s)
 
     @contextlib.contextmanager
     def background(self, poll_s: float = 0.02):
@@ -125,6 +148,7 @@ class ResultCache:
         size = nbytes(value)
         with self._lock:
             if size > self.max_bytes:
+                self._oversize = (key, value, size)
                 return
             self._items[key] = (value, size)
             self._items.move_to_end(key)

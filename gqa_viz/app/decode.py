@@ -538,3 +538,8 @@ def cache_text(v: StepView, policy: decode.CachePolicy) -> str:
         f"{policy.describe()}  \nAfter step {v.index} ({v.length} tokens seen): kept "
         f"{_ranges(v.kept)}; dropped {_ranges(v.dropped)}."
     )
+
+
+def first_visit() -> None:
+    """Compute the run the page's first visit shows with the default settings (prewarming)."""
+    run(plan(DEFAULTS)[0])

@@ -231,3 +231,9 @@ def describe(s: Settings, setting: str, eps: float, method: str) -> str:
         f"N = {s.n}, K = {s.k} (G = {s.n // s.k}), H = {s.h}, D = {s.d}, seed {s.seed}, "
         f"{'causal' if s.causal else 'no mask'}."
     )
+
+
+def first_visit() -> None:
+    """Compute what the page's first visit shows with the default settings (prewarming):
+    random weights, the first grouping method, every K for the default N."""
+    drift(cfg.compute_key(cfg.DEFAULTS), "random", 0.0, next(iter(METHOD_NAMES)))

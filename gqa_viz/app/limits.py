@@ -98,10 +98,17 @@ MAX_CONFIG_LAYERS = 1024
 MAX_CONFIG_INT = 2**53
 
 # --- Server memory ------------------------------------------------------------------------
-# The results cache shared by every session and page: all results together stay within
-# 1.5 GiB, which holds one run at the size limit (logits and probabilities, 512 MiB each)
-# beside many small ones.
-MAX_RESULT_BYTES = int(1.5 * 2**30)
+# The results cache shared by every session and page of one server process: all results
+# together stay within 1.5 GiB, which holds one run at the size limit (logits and
+# probabilities, 512 MiB each) beside many small ones. The last result over the budget is
+# kept apart, beside it (gqa_viz/app/cache.py), so its own reruns do not compute it again.
+# One of several workers (`make run`, scripts/serve.py, sets GQA_VIZ_WORKERS) gets 256 MiB, so
+# that each stays under 1.5 GiB in all while a class explores views of the usual sizes (one
+# large view adds itself on top). GQA_VIZ_RESULT_MEMORY_BYTES, when the operator sets it, wins.
+WORKERS = _env_int("GQA_VIZ_WORKERS", 1)
+MAX_RESULT_BYTES = _env_int(
+    "GQA_VIZ_RESULT_MEMORY_BYTES", int(1.5 * 2**30) if WORKERS == 1 else 256 * 2**20
+)
 # Compiled programs held in memory (the bucketed attention programs and the Decode page's
 # step programs, gqa_viz.buckets.note_program), about 6 MB each on a CPU. Many visitors
 # exploring many head counts and lengths would otherwise keep adding programs for as long as

@@ -40,7 +40,7 @@ import numpy as np
 from gqa_viz import buckets, core, mask_tools
 from gqa_viz import masks as M
 from gqa_viz.app import limits, playground, prose
-from gqa_viz.app.settings import Settings
+from gqa_viz.app.settings import DEFAULTS, Settings, compute_key
 
 COMBINE = ("and", "or")
 
@@ -1112,3 +1112,13 @@ def download_files(result: MaskLabResult) -> list[dict]:
             "help": "One row per query, one 0/1 column per key; uploads back as keep_bool.",
         },
     ]
+
+
+def first_visit() -> None:
+    """Compute what the page's first visit shows with the default settings and its default
+    components (prewarming)."""
+    values = WIDGET_DEFAULTS
+    components = tuple(
+        make_component(kind, values, values[f"ml_neg_{kind}"]) for kind in values["ml_components"]
+    )
+    cached_compose(compute_key(DEFAULTS), components, values["ml_combine"])

@@ -45,7 +45,7 @@ from gqa_viz.app.limits import (
     MAX_NPY_BYTES,
     MAX_TOKENS,
 )
-from gqa_viz.app.settings import DEFAULTS, HEAD_CHOICES, Settings, check_size
+from gqa_viz.app.settings import DEFAULTS, HEAD_CHOICES, Settings, check_size, compute_key
 from gqa_viz.core import divisors
 from gqa_viz.figures.diagram import KIND_NAMES, attention_kind
 from gqa_viz.figures.heads import mask_csv, npy_bytes, scores_csv
@@ -287,6 +287,11 @@ def cached_run(s: Settings) -> Result:
     return RESULTS.get(s, lambda: run(s), heavy=is_heavy(s))
 
 
+def first_visit() -> None:
+    """Compute what the page's first visit shows with the default settings (prewarming)."""
+    cached_run(compute_key(DEFAULTS))
+
+
 def prewarm_programs(s: Settings = DEFAULTS) -> list[buckets.Program]:
     """The compiled programs a visitor is likeliest to need, likeliest first.
 
@@ -306,11 +311,6 @@ def prewarm_programs(s: Settings = DEFAULTS) -> list[buckets.Program]:
 
 def bucket_len(length: int) -> int:
     return buckets.bucket(max(1, min(length, MAX_LEN)))
-
-
-def prewarm(stop=None) -> int:
-    """Compile :func:`prewarm_programs` in turn, yielding to requests (see app.py)."""
-    return buckets.prewarm(prewarm_programs(), stop, RESULTS.background)
 
 
 def _positions(rows: np.ndarray, labels: list[str]) -> str:

@@ -3,9 +3,12 @@
 Axis letters as in :mod:`gqa_viz.tiny`: L sequence length (T = S = L), N query heads, K kv
 heads, V vocab. The models and the experiment come from :mod:`gqa_viz.trained`, the forward
 pass and the conversion from :mod:`gqa_viz.tiny`, uploaded layers from
-:mod:`gqa_viz.keras_weights` (read within :data:`UPLOAD_LIMITS`). The page
-(``app_pages/trained.py``) caches their results and draws them; its prose is in
-``assets/text/trained.md`` (:func:`text`). Functions that take ``state`` read and write the
+:mod:`gqa_viz.keras_weights` (read within :data:`UPLOAD_LIMITS`). Forward passes and held-out
+accuracies go through the server's shared results cache, and each layer's heads figure is
+kept here too (:func:`layer_heads_figure`), so every session reads one copy and start-up
+prewarming (:func:`first_visit`) can compute the page's defaults. The page
+(``app_pages/trained.py``) draws them; its prose is in ``assets/text/trained.md``
+(:func:`text`). Functions that take ``state`` read and write the
 page's session_state (any mutable mapping will do).
 """
 
@@ -21,9 +24,14 @@ import numpy as np
 
 from gqa_viz import core, keras_weights, tasks, tiny, trained
 from gqa_viz.app import limits, prose
+from gqa_viz.app.cache import RESULTS
+from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.buckets import bucketed_trace
+from gqa_viz.figures.shipping import freeze
+from gqa_viz.figures.trained import METHOD_NAMES, trained_heads_figure
 from gqa_viz.keras_weights import UploadedLayer, UploadLimits, WeightsUploadError
 
+DEFAULT_TASK = "recall"  # the task the page opens on
 PROMPTS = "tr_prompts"  # session_state: {task: {"tokens", "seed"}}, seed None when typed
 PROMPT_ERRORS = "tr_prompt_errors"  # session_state: {task: {"text", "message"}} of a bad prompt
 SEED = "tr_seed"  # session_state: the prompt seed box
@@ -165,9 +173,20 @@ def run(params: dict, cfg: tiny.Config, tokens: tuple[int, ...]) -> dict:
 
 
 def run_model(name: str, tokens: tuple[int, ...]) -> dict:
-    """:func:`run` with the shipped model ``name``."""
-    model = trained.load(name)
-    return run(model.params, model.cfg, tokens)
+    """:func:`run` with the shipped model ``name``, through the server's shared results cache
+    (treat the result as read-only)."""
+
+    def compute():
+        model = trained.load(name)
+        return run(model.params, model.cfg, tokens)
+
+    return RESULTS.get(("trained-run", name, tokens), compute, heavy=False)
+
+
+def run_converted(task: str, method: str, K: int, tokens: tuple[int, ...]) -> dict:
+    """:func:`run` with :func:`converted`, through the shared results cache (read-only)."""
+    key = ("trained-converted-run", task, method, K, tokens)
+    return RESULTS.get(key, lambda: run(*converted(task, method, K), tokens), heavy=False)
 
 
 def predictions(task: str, tokens: tuple[int, ...], result: dict) -> dict:
@@ -225,10 +244,43 @@ def prediction_metrics(name: str, p: dict) -> list[tuple[str, str, str | None]]:
     return metrics
 
 
+def layer_title(source: tuple, layer: int) -> str:
+    """The title of a layer's heads figure; ``source`` as in :func:`layer_heads_figure`."""
+    if source[0] == "model":
+        return f"Layer {layer} of {trained.label(source[1])}: every query head on this prompt"
+    _, _, method, K = source
+    return f"Layer {layer}, converted to K = {K} by {METHOD_NAMES[method]}, not uptrained"
+
+
+def layer_probs(source: tuple, tokens: tuple[int, ...]) -> list[np.ndarray]:
+    """Per layer [N, L, L] on ``tokens``; ``source`` as in :func:`layer_heads_figure`."""
+    if source[0] == "model":
+        return run_model(source[1], tokens)["probs"]
+    return run_converted(*source[1:], tokens)["probs"]
+
+
+@functools.lru_cache(maxsize=32)
+def layer_heads_figure(source: tuple, layer: int, task: str, tokens: tuple[int, ...], K: int):
+    """One layer's heads with the right keys outlined (frozen: shared by every session and
+    sent on every rerun; do not change it). ``source``: ("model", name) or ("converted",
+    task, method, K)."""
+    names = tasks.token_names(task)
+    keys = tasks.answer_keys(task, np.asarray(tokens))
+    probs = layer_probs(source, tokens)[layer]
+    labels = [names[t] for t in tokens]
+    title = layer_title(source, layer)
+    return freeze(trained_heads_figure(probs, labels, keys, K, title, max_cells=MAX_DRAWN_CELLS))
+
+
 def converted_accuracy(task: str, method: str, K: int) -> tuple[float, float]:
-    """Token and sequence accuracy of :func:`converted` on the experiment's held-out batch."""
-    acc = evaluate(*converted(task, method, K))
-    return acc.token, acc.sequence
+    """Token and sequence accuracy of :func:`converted` on the experiment's held-out batch,
+    through the shared results cache (computed once, however many sessions ask at once)."""
+
+    def compute():
+        acc = evaluate(*converted(task, method, K))
+        return acc.token, acc.sequence
+
+    return RESULTS.get(("trained-accuracy", task, method, K), compute, heavy=False)
 
 
 def convert(task: str, method: str, K: int) -> tuple[dict, tiny.Config]:
@@ -425,3 +477,18 @@ def kind_sentence(spec: core.GQASpec) -> str:
     if K == 1:
         return f"multi-query attention, all {N} query heads share one K/V head."
     return f"grouped-query attention, each K/V head shared by {N // K} query heads."
+
+
+def first_visit() -> None:
+    """Compute what the page's first visit shows with its defaults (prewarming): the default
+    task's first model on the prompt of seed 0, and the live conversion's defaults (the first
+    method, the smallest K) with its held-out accuracy."""
+    task = DEFAULT_TASK
+    tokens = tuple(trained.prompt(task, 0).tolist())
+    name = f"{task}-k{model_ks(task)[0]}"
+    cfg = trained.load(name).cfg
+    for layer in range(cfg.num_layers):
+        layer_heads_figure(("model", name), layer, task, tokens, cfg.num_key_value_heads)
+    method, K = next(iter(METHOD_CHOICES)), experiment_ks(task)[-1]
+    converted_accuracy(task, method, K)
+    layer_heads_figure(("converted", task, method, K), cfg.num_layers - 1, task, tokens, K)

@@ -1,6 +1,6 @@
 """Fill JAX's persistent compilation cache ahead of time: ``python -m gqa_viz.app.warm [DIR]``.
 
-Compiles what the app prewarms at start-up (:func:`gqa_viz.app.playground.prewarm`) into DIR, or
+Compiles what the app prewarms at start-up (:func:`gqa_viz.app.prewarm.prewarm`) into DIR, or
 into ``$GQA_VIZ_JAX_CACHE_DIR``, or into ``.jax_cache/`` beside ``app.py`` (the app's own
 default), so a server started later on that directory loads the programs instead of
 compiling them. The Dockerfile runs it at build time. No Streamlit here.
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from gqa_viz.app import playground, runtime
+from gqa_viz.app import prewarm, runtime
 
 CACHE_DIR_ENV = "GQA_VIZ_JAX_CACHE_DIR"
 # The same default as app.py, so `make warm` fills the directory `make run` reads.
@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = runtime.enable_compilation_cache(args.cache_dir)
     before = cache_entries(cache_dir)
     t0 = time.perf_counter()
-    programs = playground.prewarm()
+    done = prewarm.prewarm()
     took = time.perf_counter() - t0
     after = cache_entries(cache_dir)
     print(
-        f"gqa-viz: prewarmed {programs} app programs in {took:.1f} s; {cache_dir} holds {after} "
+        f"gqa-viz: prewarmed {done} in {took:.1f} s; {cache_dir} holds {after} "
         f"XLA executables ({after - before} new)",
         flush=True,
     )

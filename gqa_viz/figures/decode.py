@@ -83,6 +83,7 @@ def rows_figure(
         title=title,
         q_start=offset,
         max_cells=max_cells,
+        frozen=True,  # drawn once per step, never changed: no graph objects to build
     )
 
 

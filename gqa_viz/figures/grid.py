@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
-from gqa_viz.figures.theme import AXIS_LINE_COLOR, TEXT_MUTED, base_layout, text_color
+from gqa_viz.figures.theme import AXIS_LINE_COLOR, TEXT_MUTED, base_layout_dict, text_color
 
 TOKEN_TICKS = 40  # tokens as tick labels up to this length, positions beyond
 TICK_FONT = 10
@@ -131,8 +131,16 @@ class Geometry:
 
 def figure_base(fig: go.Figure, title: str, subtitle: str, height: float, margin: dict) -> None:
     """:func:`~gqa_viz.figures.theme.base_layout` with a larger title and no legend."""
-    base_layout(fig, title, subtitle, int(round(height)), margin)
-    fig.update_layout(title=dict(pad=dict(t=14), font=dict(size=17)), showlegend=False)
+    fig.update_layout(figure_base_dict(title, subtitle, height, margin))
+
+
+def figure_base_dict(title: str, subtitle: str, height: float, margin: dict) -> dict:
+    """:func:`figure_base` as a layout dict, for figures assembled from plain dicts."""
+    layout = base_layout_dict(title, subtitle, int(round(height)), margin)
+    layout["title"]["pad"]["t"] = 14
+    layout["title"]["font"]["size"] = 17
+    layout["showlegend"] = False
+    return layout
 
 
 def axis(domain, anchor: str, ticks: Ticks, cats: list[str], show: bool, reverse: bool) -> dict:

@@ -150,7 +150,12 @@ def text_color(hex_color: str) -> str:
 def base_layout(fig, title: str, subtitle: str, height: int, margin: dict | None = None) -> None:
     """The layout every figure of the app shares: title and subtitle at the top left, the
     app's font and background, left-aligned hover labels, no drag-to-zoom."""
-    fig.update_layout(
+    fig.update_layout(base_layout_dict(title, subtitle, height, margin))
+
+
+def base_layout_dict(title: str, subtitle: str, height: int, margin: dict | None = None) -> dict:
+    """:func:`base_layout` as a layout dict, for figures assembled from plain dicts."""
+    layout = dict(
         template="none",
         title=dict(
             text=title,
@@ -172,7 +177,8 @@ def base_layout(fig, title: str, subtitle: str, height: int, margin: dict | None
         dragmode=False,
     )
     if margin is not None:
-        fig.update_layout(margin=margin)
+        layout["margin"] = margin
+    return layout
 
 
 # The app's own colours, which .streamlit/config.toml's [theme] repeats (a TOML file cannot

@@ -1,0 +1,201 @@
+"""Cold start and slider repaint in a real browser: `make run`'s stack beside a peer page.
+
+    python -m bench.coldstart                 # 2 workers, 3 rounds (about 4 minutes on 2 cores)
+    python -m bench.coldstart --workers 1 --rounds 2
+
+In each round, one after the other, on loopback, Debian chromium through Playwright:
+
+* the peer: ``streamlit run bench/peer_page.py`` (one slider, one heatmap; the smallest figure
+  page Streamlit serves);
+* the app as ``make run`` serves it: ``python -m scripts.serve --workers W`` (haproxy in front
+  of W workers). Its JAX compilation cache is a fresh directory in round 1 (a first start on a
+  new machine) and the same directory afterwards (a restart).
+
+Measured: **cold start**, from launching the server process to the first figure painted in the
+browser (the peer's heatmap; Home's diagram for the app), the browser opening the URL as soon
+as its health check answers; **slider repaint**, from an arrow key on the query-length slider
+to the heatmap redrawn with one row fewer (the peer's; the Playground's on random vectors,
+N = 8, once the workers have prewarmed), 20 presses per round. Targets: cold start <= max(8 s,
+1.5x the peer's), slider <= 1.5x the peer's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.interactive import CHROMIUM, _free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESSES = 20
+
+# The first figure of the page is drawn: Plotly has data and its SVG.
+PAINTED_JS = """() => {
+    const plot = document.querySelector('.js-plotly-plot');
+    return !!(plot && plot.data && plot.data.length && plot.querySelector('.main-svg'));
+}"""
+
+
+def rows_js(min_images: int) -> str:
+    """The rows of the last heatmap once the run has finished and at least ``min_images``
+    heatmap images are drawn; -1 before."""
+    return f"""() => {{
+    if (document.querySelector("[data-testid='stStatusWidget']")) return -1;
+    const plot = document.querySelector('.js-plotly-plot');
+    if (!plot || !plot.data || !plot.data.length) return -1;
+    if (plot.querySelectorAll('.hm image').length < {min_images}) return -1;
+    return plot.data[plot.data.length - 1].y.length;
+}}"""
+
+
+def _health(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("the server did not answer its health check")
+
+
+def _first_paint(browser, url: str, path: str, proc, t0: float):
+    _health(url, proc)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}{path}", timeout=180_000)
+    page.wait_for_function(PAINTED_JS, timeout=180_000, polling="raf")
+    return time.perf_counter() - t0, page
+
+
+def _slider(page, slider, min_images: int) -> list[float]:
+    thumb = slider.locator("input[type=range]").first
+    thumb.focus()
+    times = []
+    for t in range(63, 63 - PRESSES, -1):  # one step down each time, from T = 64
+        t0 = time.perf_counter()
+        thumb.press("ArrowLeft")
+        page.wait_for_function(
+            f"() => ({rows_js(min_images)})() === {t}", timeout=60_000, polling="raf"
+        )
+        times.append(1000 * (time.perf_counter() - t0))
+    return times
+
+
+def peer_round(browser, work: Path) -> tuple[float, list[float]]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "bench" / "peer_page.py"),
+        "--server.headless=true", "--server.address=127.0.0.1", f"--server.port={port}",
+        "--browser.gatherUsageStats=false",
+    ]  # fmt: skip
+    with open(work / "peer.log", "ab") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        cold, page = _first_paint(browser, url, "/", proc, t0)
+        page.wait_for_function(f"() => ({rows_js(1)})() === 64", timeout=60_000, polling="raf")
+        slider = page.locator("[data-testid='stSlider']").filter(has_text="Query length T")
+        times = _slider(page, slider, 1)
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return cold, times
+
+
+def app_round(browser, work: Path, workers: int, cache: Path) -> tuple[float, list[float]]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = work / f"serve-{time.monotonic_ns()}.log"
+    env = {**os.environ, "GQA_VIZ_PREWARM": "1"}
+    cmd = [
+        sys.executable, "-m", "scripts.serve", "--workers", str(workers), "--port", str(port),
+        "--address", "127.0.0.1", "--cache-dir", str(cache),
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        cold, page = _first_paint(browser, url, "/", proc, t0)
+        deadline = time.monotonic() + 300  # the slider is timed on a settled stack
+        while log_path.read_text().count("gqa-viz: prewarm done") < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the workers did not prewarm; see {log_path}")
+            time.sleep(0.5)
+        page.goto(f"{url}/playground?mode=random&t=64&n=8&k=2", timeout=120_000)
+        page.wait_for_function(f"() => ({rows_js(8)})() === 64", timeout=120_000, polling="raf")
+        slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']").filter(
+            has_text="Query length T"
+        )
+        times = _slider(page, slider, 8)
+        page.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    tracebacks = log_path.read_text().count("Traceback")
+    if tracebacks:
+        raise RuntimeError(f"{tracebacks} tracebacks in {log_path}")
+    return cold, times
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="the stack's workers (1-8)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (2-10)")
+    args = parser.parse_args(argv)
+    if not (1 <= args.workers <= 8 and 2 <= args.rounds <= 10):
+        parser.error("--workers must be 1-8 and --rounds 2-10")
+    from playwright.sync_api import sync_playwright
+
+    chromium = next(p for p in CHROMIUM if os.access(p, os.X_OK))
+    work = Path(tempfile.mkdtemp(prefix="gqa-coldstart-"))
+    cache = work / "jax_cache"  # empty in round 1, kept for the restarts
+    peer_cold, peer_slider, app_cold, app_slider = [], [], [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
+        for r in range(args.rounds):
+            cold, times = peer_round(browser, work)
+            peer_cold.append(cold)
+            peer_slider += times
+            cold, times = app_round(browser, work, args.workers, cache)
+            app_cold.append(cold)
+            app_slider += times
+            print(
+                f"round {r + 1}: peer {peer_cold[-1]:.1f} s, app {app_cold[-1]:.1f} s", flush=True
+            )
+        browser.close()
+    peer = statistics.median(peer_cold)
+    restarts = statistics.median(app_cold[1:])
+    target = max(8.0, 1.5 * peer)
+    print(
+        f"\nCold start to the first figure painted ({args.workers} workers, {args.rounds} rounds)"
+    )
+    print(f"  peer page (median)                   {peer:6.1f} s")
+    print(
+        f"  app, empty compilation cache         {app_cold[0]:6.1f} s   {app_cold[0] / peer:5.2f}x"
+    )
+    print(f"  app, restart (median)                {restarts:6.1f} s   {restarts / peer:5.2f}x")
+    print(f"  target: <= max(8 s, 1.5x peer) = {target:.1f} s")
+    ps, aps = statistics.median(peer_slider), statistics.median(app_slider)
+    p95 = sorted(app_slider)[round(0.95 * (len(app_slider) - 1))]
+    print(f"\nSlider to repainted heatmap ({len(app_slider)} presses each)")
+    print(f"  peer page   median {ps:6.0f} ms")
+    print(f"  Playground  median {aps:6.0f} ms   p95 {p95:6.0f} ms   {aps / ps:5.2f}x peer")
+    print("  target: <= 1.5x peer")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,159 @@
+"""Figures that are built once and sent many times: :class:`FrozenFigure`. No Streamlit.
+
+Two costs dominate a classroom's reruns, and neither is attention math:
+
+* ``st.plotly_chart(fig)`` calls ``fig.to_dict()`` on every rerun, which deep-copies every
+  trace and base64-encodes every array again. For a cached 32-head map at T = S = 64
+  (64 heatmaps, 1.9 MB) that was a quarter of a no-change rerun's server CPU.
+* Building a figure out of graph objects validates every property and every list item: for
+  that map, 90 ms of Plotly's Python for a figure the browser draws in a few.
+
+A frozen figure answers both. ``to_dict()`` returns the dict it was made with, every time.
+Made by :func:`frozen_figure` from plain trace and layout dicts (what a builder writes), it
+does not build graph objects at all until something other than ``to_dict()`` reads it
+(``.data``, ``.layout``, ``show()``...); then it becomes ``go.Figure(data=..., layout=...)``,
+validated as usual, so a test that reads a figure checks it as Plotly would. :func:`freeze`
+makes one from a finished ``go.Figure``.
+
+A frozen figure must not be changed: it would keep sending the dict it was made with. That is
+what a cached figure shared by every session needs anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import threading
+
+import numpy as np
+import plotly.graph_objects as go
+
+# NumPy dtypes plotly.js reads as typed arrays (its "dtype" names), as plotly's to_dict().
+_TYPED = {
+    "float64": "f8",
+    "float32": "f4",
+    "int32": "i4",
+    "uint32": "u4",
+    "int16": "i2",
+    "uint16": "u2",
+    "int8": "i1",
+    "uint8": "u1",
+}
+
+
+def typed_array(a: np.ndarray):
+    """``a`` as plotly.js's typed-array spec (what ``go.Figure.to_dict()`` makes of it).
+
+    Other dtypes (int64 among them, which Plotly would narrow first) go as lists: the
+    builders that freeze their figures pass float32 only.
+    """
+    code = _TYPED.get(str(a.dtype))
+    if code is None or a.size == 0:
+        return a.tolist()
+    spec = {"dtype": code, "bdata": base64.b64encode(np.ascontiguousarray(a)).decode("ascii")}
+    if a.ndim > 1:
+        spec["shape"] = str(a.shape)[1:-1]
+    return spec
+
+
+def _shipped(value):
+    """A copy of ``value`` (dicts, lists, arrays) in the form ``to_dict()`` gives."""
+    if isinstance(value, dict):
+        return {
+            k: _colorscale(v) if k == "colorscale" and isinstance(v, str) else _shipped(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_shipped(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return typed_array(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@functools.cache
+def _colorscale(name: str) -> list:
+    """A named colour scale ("Blues") as the [[position, colour], ...] list Plotly sends."""
+    return go.layout.Coloraxis(colorscale=name).to_plotly_json()["colorscale"]
+
+
+@functools.cache
+def _template(name: str) -> dict:
+    return go.Figure(layout=dict(template=name)).to_dict()["layout"]["template"]
+
+
+class FrozenFigure(go.Figure):
+    """A ``go.Figure`` whose ``to_dict()`` is computed once (see the module docstring)."""
+
+    _frozen: dict
+
+    def to_dict(self) -> dict:
+        return self._frozen
+
+    def __reduce__(self):
+        # copy, deepcopy, pickle: a new frozen figure from a copy of the dict. Plotly's own
+        # __reduce__ would write grid keys into the dict every session sends.
+        return _from_dict, (copy.deepcopy(self._frozen),)
+
+
+def _from_dict(shipped: dict) -> FrozenFigure:
+    return freeze(go.Figure(shipped))
+
+
+# What a lazy figure answers without building its graph objects.
+_LAZY_OWN = frozenset({"to_dict", "_frozen", "_spec", "__class__", "__dict__"})
+
+
+_BUILDING = threading.Lock()
+
+
+class _LazyFrozenFigure(FrozenFigure):
+    """A :class:`FrozenFigure` whose graph objects are built on first use of anything but
+    ``to_dict()``; it then becomes a plain :class:`FrozenFigure`.
+
+    Cached figures are shared by sessions' threads: the graph objects are built apart, under
+    a lock, and the class changes last, so no thread sees a half-built figure.
+    """
+
+    def __getattribute__(self, name: str):
+        if name not in _LAZY_OWN:
+            with _BUILDING:
+                if type(self) is _LazyFrozenFigure:  # not built by a thread that held the lock
+                    own = object.__getattribute__(self, "__dict__")
+                    data, layout = own["_spec"]
+                    # Copies: Plotly takes "type" out of each trace dict it is given.
+                    built = go.Figure(data=[dict(t) for t in data], layout=dict(layout))
+                    own.update(built.__dict__)
+                    del own["_spec"]
+                    object.__setattr__(self, "__class__", FrozenFigure)
+        return object.__getattribute__(self, name)
+
+
+def frozen_figure(data: list[dict], layout: dict) -> FrozenFigure:
+    """A frozen figure of ``data`` (trace dicts, each with its ``type``) and ``layout``.
+
+    Arrays may be NumPy (as data arrays: a NumPy ``range`` or ``layers`` would be encoded
+    where Plotly would not); a ``template`` or ``colorscale`` given by name is resolved as
+    Plotly does. The dicts are kept for the graph objects built on first use; do not change
+    them.
+    """
+    shipped = {"data": _shipped(data), "layout": _shipped(layout)}
+    if isinstance(layout.get("template"), str):
+        shipped["layout"]["template"] = _template(layout["template"])
+    fig = _LazyFrozenFigure.__new__(_LazyFrozenFigure)
+    object.__setattr__(fig, "_spec", (data, layout))
+    object.__setattr__(fig, "_frozen", shipped)
+    return fig
+
+
+def freeze(fig: go.Figure) -> FrozenFigure:
+    """A frozen view of a finished ``fig`` (returned as is when already frozen). It shares
+    ``fig``'s traces and layout, so ``fig`` should not change either."""
+    if isinstance(fig, FrozenFigure):
+        return fig
+    out = FrozenFigure.__new__(FrozenFigure)
+    out.__dict__.update(fig.__dict__)  # the same traces and layout objects: nothing is copied
+    out._frozen = fig.to_dict()
+    return out
