@@ -29,10 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from bench.interactive import CHROMIUM, _free_port
+from bench.interactive import CHROMIUM, _free_port, _wait_health, rows_js
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESSES = 20
@@ -44,34 +43,8 @@ PAINTED_JS = """() => {
 }"""
 
 
-def rows_js(min_images: int) -> str:
-    """The rows of the last heatmap once the run has finished and at least ``min_images``
-    heatmap images are drawn; -1 before."""
-    return f"""() => {{
-    if (document.querySelector("[data-testid='stStatusWidget']")) return -1;
-    const plot = document.querySelector('.js-plotly-plot');
-    if (!plot || !plot.data || !plot.data.length) return -1;
-    if (plot.querySelectorAll('.hm image').length < {min_images}) return -1;
-    return plot.data[plot.data.length - 1].y.length;
-}}"""
-
-
-def _health(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the server did not answer its health check")
-
-
 def _first_paint(browser, url: str, path: str, proc, t0: float):
-    _health(url, proc)
+    _wait_health(url, proc, timeout_s=180)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}{path}", timeout=180_000)
     page.wait_for_function(PAINTED_JS, timeout=180_000, polling="raf")

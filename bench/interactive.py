@@ -161,13 +161,21 @@ def bench_payload() -> list[tuple[int, int, int, float]]:
 # 3. Browser.
 
 CHROMIUM = ("/usr/lib/chromium/chromium-headless-shell", "/usr/lib/chromium/chromium")
-HEATMAP_ROWS_JS = """() => {
+
+
+def rows_js(min_images: int) -> str:
+    """JavaScript: the rows of the page's last heatmap once its run has finished and at least
+    ``min_images`` heatmap images are drawn; -1 before."""
+    return f"""() => {{
     if (document.querySelector("[data-testid='stStatusWidget']")) return -1;
     const plot = document.querySelector('.js-plotly-plot');
     if (!plot || !plot.data || !plot.data.length) return -1;
-    if (plot.querySelectorAll('.hm image').length < 8) return -1;
+    if (plot.querySelectorAll('.hm image').length < {min_images}) return -1;
     return plot.data[plot.data.length - 1].y.length;
-}"""
+}}"""
+
+
+HEATMAP_ROWS_JS = rows_js(8)  # the Playground's default view: 8 query heads
 
 
 def _free_port() -> int:
@@ -190,11 +198,11 @@ def _server(cache_dir: str, log_path: str):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def _wait_health(url: str, proc) -> None:
-    deadline = time.monotonic() + 60
+def _wait_health(url: str, proc, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("streamlit exited")
+            raise RuntimeError(f"the server exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
                 if r.read().strip() == b"ok":

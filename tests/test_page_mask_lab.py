@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app.limits import MAX_UPLOAD_BYTES
+from tests.apptest_pages import open_page
 
 PAGE = "app_pages/mask_lab.py"
 TIMEOUT = 90
@@ -23,12 +24,7 @@ T = 11  # tokens of the default sentence
 
 
 def _app(**query) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    for name, value in query.items():
-        at.query_params[name] = value
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
+    at = open_page(PAGE, TIMEOUT, **query)
     _ok(at)
     return at
 
