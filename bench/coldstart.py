@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.interactive import CHROMIUM, _free_port, _wait_health, rows_js
+from bench.interactive import CHROMIUM, _free_port, _wait_health, rows_js, wait_prewarmed
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESSES = 20
@@ -102,11 +102,7 @@ def app_round(browser, work: Path, workers: int, cache: Path) -> tuple[float, li
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         cold, page = _first_paint(browser, url, "/", proc, t0)
-        deadline = time.monotonic() + 300  # the slider is timed on a settled stack
-        while log_path.read_text().count("gqa-viz: prewarm done") < workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the workers did not prewarm; see {log_path}")
-            time.sleep(0.5)
+        wait_prewarmed(log_path, workers)  # the slider is timed on a settled stack
         page.goto(f"{url}/playground?mode=random&t=64&n=8&k=2", timeout=120_000)
         page.wait_for_function(f"() => ({rows_js(8)})() === 64", timeout=120_000, polling="raf")
         slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']").filter(

@@ -212,6 +212,20 @@ def _wait_health(url: str, proc, timeout_s: float = 60) -> None:
     raise RuntimeError("streamlit did not start")
 
 
+def wait_prewarmed(log: Path, count: int = 1, timeout_s: float = 300) -> list[str]:
+    """Wait until ``log`` (a server's or stack's output) says ``count`` prewarmings are done;
+    their lines. RuntimeError when one stopped early or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = log.read_text().splitlines()
+        done = [x for x in lines if "gqa-viz: prewarm done" in x]
+        if len(done) >= count:
+            return done
+        if time.monotonic() > deadline or any("gqa-viz: prewarm stopped" in x for x in lines):
+            raise RuntimeError(f"prewarming did not finish; see {log}")
+        time.sleep(0.5)
+
+
 def _first_heatmap(browser, cache_dir: str, log_path: str):
     """(seconds from launch to the first heatmap, server process, url, page)."""
     t0 = time.perf_counter()

@@ -596,11 +596,13 @@ async def _kill_worker_later(target: Target, tally: Tally, after_s: float) -> No
     print(f"killed worker {victim['name']} (pid {victim['pid']}) {after_s:g} s into the load")
 
 
-async def _first_visit(url: str) -> None:
+async def _first_visit(url: str, page: str = "playground", query: str = SHARED_LINK) -> None:
+    """One new session's first run of ``page`` ("" is Home) with ``query`` in its URL."""
     tally = Tally()
     session = LightSession(url, "first visit", tally)
     await session.connect()
-    await session.rerun("open", SHARED_LINK)
+    session.page = page
+    await session.rerun("open", query)
     await session.close()
     if tally.errors:
         raise RuntimeError(f"the first visit failed: {tally.errors}")

@@ -38,8 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.interactive import _server, _wait_health
-from bench.load import LightSession, Tally, _cpu_s
+from bench.interactive import _server, _wait_health, wait_prewarmed
+from bench.load import LightSession, Tally, _cpu_s, _first_visit
 
 VIEWS = {8: 2, 32: 8}  # N -> K of the link
 OTHER_K = {8: 4, 32: 4}  # the other K a heads change moves to
@@ -159,18 +159,6 @@ async def bench_first_visits(url: str, pid: int) -> list[dict]:
     return rows
 
 
-async def _start(url: str) -> None:
-    """Open Home once: the app starts up and begins prewarming."""
-    tally = Tally()
-    s = Metered(url, "home", tally)
-    await s.connect()
-    s.page = ""
-    await s.rerun("open home")
-    await s.close()
-    if tally.errors:
-        raise RuntimeError(f"the first visit failed: {tally.errors}")
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reruns", type=int, default=20, help="reruns per action (4-200)")
@@ -182,14 +170,8 @@ def main(argv: list[str]) -> int:
     proc, url = _server(str(work / "jax_cache"), str(log))
     try:
         _wait_health(url, proc)
-        asyncio.run(_start(url))
-        deadline = time.monotonic() + 300
-        while "gqa-viz: prewarm done" not in log.read_text():
-            if time.monotonic() > deadline or "prewarm stopped" in log.read_text():
-                raise RuntimeError(f"the server did not finish prewarming; see {log}")
-            time.sleep(0.5)
-        done = next(x for x in log.read_text().splitlines() if "prewarm done" in x)
-        print(f"server: {done}")
+        asyncio.run(_first_visit(url, page="", query=""))  # Home: the app starts, prewarms
+        print(f"server: {wait_prewarmed(log)[0]}")
         visits = asyncio.run(bench_first_visits(url, proc.pid))
         table = {n: asyncio.run(bench_view(url, proc.pid, n, args.reruns)) for n in VIEWS}
     finally:
