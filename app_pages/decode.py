@@ -14,12 +14,14 @@ redraws only them; ▶ Play reruns that fragment on a timer until the last step.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import streamlit as st
 
 from app_pages import _url_settings as url_settings
 from gqa_viz import trained
 from gqa_viz.app import decode as dec
+from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
     MAX_DECODE_CAPACITY,
@@ -40,7 +42,11 @@ _CONFIG = {"displaylogo": False}
 ss = st.session_state
 
 
-def _plot(fig, key: str) -> None:
+def _plot(fig, key: str, *depends) -> None:
+    """``fig``; or, given all it ``depends`` on, the figure ``fig()`` draws once for every
+    session showing it (gqa_viz.app.figure_cache)."""
+    if depends:
+        fig = shared(("decode", key, *depends), fig)
     st.plotly_chart(fig, theme=None, key=key, config=_CONFIG)
 
 
@@ -147,7 +153,8 @@ def _bytes(p: dec.Plan, run: dec.DecodeRun, v: dec.StepView, bw: float) -> None:
     weights = row["configured"]["weights"]
     cache_max = max(r["configured"]["cache"] for r in table)
     title = f"Bytes each step reads: {dec.VARIANTS['configured']} against MHA and MQA"
-    _plot(F.bytes_figure(table, v.index, title=title, subtitle=row["note"]), "dec_bytes_chart")
+    fig = partial(F.bytes_figure, table, v.index, title=title, subtitle=row["note"])
+    _plot(fig, "dec_bytes_chart", p.key, bw, v.index)
     st.caption(TEXT["tiny"].format(weights=f"{weights:,} B", cache_max=f"{cache_max:,} B"))
     st.caption(TEXT["bytes"])
 
@@ -180,32 +187,32 @@ def _step_section(s: dec.DecodeSettings, p: dec.Plan, run: dec.DecodeRun) -> Non
     st.markdown(dec.step_text(view))
     cfg = trained.load(p.model).cfg
     title = f"Step {view.index}: the new query row{'s' if view.chunk > 1 else ''}, layer {layer}"
-    _plot(F.rows_figure(view.probs, view.mask, view.q_tokens, view.k_tokens,
-                        cfg.num_key_value_heads, offset=view.offset, title=title,
-                        max_cells=MAX_DRAWN_CELLS), "dec_rows_chart")  # fmt: skip
+    _plot(partial(F.rows_figure, view.probs, view.mask, view.q_tokens, view.k_tokens,
+                  cfg.num_key_value_heads, offset=view.offset, title=title,
+                  max_cells=MAX_DRAWN_CELLS), "dec_rows_chart", p.key, view.index, layer)  # fmt: skip
 
     st.subheader("The mask: aligned bottom-right", divider="gray")
     left, right = st.columns([3, 2], gap="large")
     with left:
         first, end = view.offset, view.offset + view.chunk - 1
         rows = f"row: position {first}" if first == end else f"rows: positions {first}–{end}"
-        fig = F.mask_figure(dec.mask_history(run), run.names(run.tokens), (first, end),
-                            title="Every query row of the run, by key position",
-                            subtitle=f"This step's {rows} (offset {view.offset}).")  # fmt: skip
-        _plot(fig, "dec_mask_chart")
+        fig = partial(F.mask_figure, dec.mask_history(run), run.names(run.tokens), (first, end),
+                      title="Every query row of the run, by key position",
+                      subtitle=f"This step's {rows} (offset {view.offset}).")  # fmt: skip
+        _plot(fig, "dec_mask_chart", p.key, view.index)
     right.markdown(TEXT["alignment"].format(offset=view.offset))
 
     st.subheader("The cache, slot by slot", divider="gray")
     policy = run.generation.policy
     st.markdown(dec.cache_text(view, policy))
     hist = dec.cache_history(run, layer, cfg.num_key_value_heads)
-    fig = F.cache_figure(
-        hist.positions, hist.attention, hist.evicted, run.names(run.tokens),
+    fig = partial(
+        F.cache_figure, hist.positions, hist.attention, hist.evicted, run.names(run.tokens),
         view.index, sinks=hist.sinks, title=f"{policy.capacity} slots per K/V head, after each step",
         subtitle=f"Each of the K = {cfg.num_key_value_heads} K/V heads of every layer keeps its "
         f"own keys and values of these positions; shade: layer {layer}.",
     )  # fmt: skip
-    _plot(fig, "dec_cache_chart")
+    _plot(fig, "dec_cache_chart", p.key, view.index, layer)
     st.markdown(TEXT["policies"])
     if policy.bounded:
         formula = f"s + w = {policy.sinks} + {policy.window}" if policy.sinks else "w"

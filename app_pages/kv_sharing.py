@@ -26,11 +26,8 @@ from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_GPU_GB,
     KV_CALCULATOR_MAX_PARAMS_BILLION,
     KV_CALCULATOR_MAX_TOKENS,
-    MAX_DRAWN_CELLS,
 )
 from gqa_viz.app.settings import Settings
-from gqa_viz.figures.heads import heads_figure
-from gqa_viz.figures.sharing import diff_figure, drift_figure
 
 SETTING_NAMES, METHOD_NAMES = kv.SETTING_NAMES, kv.METHOD_NAMES
 CUSTOM = "custom"
@@ -90,15 +87,16 @@ def _effect_section(s: Settings) -> None:
         "Grouping method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, key="kv_method"
     )
     eps = float(eps) if setting == "controlled" else 0.0
+    key = compute_key(s)
     with st.spinner("Grouping the heads for every K…", show_time=True):
-        drift = kv.drift(compute_key(s), setting, eps, method, target)
+        drift = kv.drift(key, setting, eps, method, target)
+        figs = kv.figures(key, setting, eps, method, target)
     for note in drift.notes:
         st.info(note, icon="ℹ️")
     st.markdown(kv.describe(s, setting, eps, method))
     if is_real and s.k == 1:
         st.info("This layer has one K/V head (multi-query): there is nothing left to merge.")
-    before = f"As trained: K = {s.k}" if is_real else f"MHA: {s.n}"
-    after, K = (f"K' = {target}", target) if is_real else (f"K = {s.k}", s.k)
+    before, after, _ = kv.group_labels(s, target)
 
     # Side by side while both fit at half width; tabs for more heads.
     if s.n <= 8:
@@ -106,44 +104,13 @@ def _effect_section(s: Settings) -> None:
     else:
         left, right = st.tabs([f"{before} K/V heads", f"Grouped ({after})"])
     with left:
-        fig = heads_figure(
-            drift.probs_mha,
-            drift.mask,
-            drift.q_labels,
-            drift.k_labels,
-            s.k if is_real else s.n,
-            title=f"{before} K/V heads",
-            saturate=99.0,
-            max_cells=MAX_DRAWN_CELLS,
-            frozen=True,  # built from plain dicts: a few ms instead of Plotly's validation
-        )
-        st.plotly_chart(fig, theme=None, key="kv_mha_chart", config=_CONFIG)
+        st.plotly_chart(figs.before, theme=None, key="kv_mha_chart", config=_CONFIG)
     with right:
-        fig = heads_figure(
-            drift.probs_gqa,
-            drift.mask,
-            drift.q_labels,
-            drift.k_labels,
-            K,
-            title=f"Grouped: {after} K/V head{'s' if K > 1 else ''}",
-            saturate=99.0,
-            max_cells=MAX_DRAWN_CELLS,
-            frozen=True,  # built from plain dicts: a few ms instead of Plotly's validation
-        )
-        st.plotly_chart(fig, theme=None, key="kv_gqa_chart", config=_CONFIG)
-
-    what = f"grouped ({after}) − as trained (K = {s.k})" if is_real else None
-    title = f"Difference in attention: {what}, per query head" if what else None
-    st.plotly_chart(
-        diff_figure(drift.diff, drift.mask, K, title), theme=None, key="kv_diff_chart",
-        config=_CONFIG,
-    )  # fmt: skip
+        st.plotly_chart(figs.after, theme=None, key="kv_gqa_chart", config=_CONFIG)
+    st.plotly_chart(figs.diff, theme=None, key="kv_diff_chart", config=_CONFIG)
     left, right = st.columns([3, 1.2], gap="medium")
     with left:
-        fig = drift_figure(
-            drift.curve, K, f"Drift from layer {s.layer} as trained, by K'" if is_real else None
-        )
-        st.plotly_chart(fig, theme=None, key="kv_drift_chart", config=_CONFIG)
+        st.plotly_chart(figs.drift, theme=None, key="kv_drift_chart", config=_CONFIG)
     with right:
         row = drift.row
         st.metric(f"mean JS divergence at {after}", f"{row['js']:.3g} nats", help="At most ln 2.")

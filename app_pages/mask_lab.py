@@ -8,6 +8,8 @@ input, heads, causal, window, padding); the numbers, the widgets' state and the 
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from app_pages._controls import compute_key, settings_controls, view_controls
@@ -15,7 +17,7 @@ from gqa_viz.app import limits
 from gqa_viz.app import mask_lab as L
 from gqa_viz.app.settings import Settings
 from gqa_viz.figures import masks as F
-from gqa_viz.figures.heads import heads_figure, pool_factor
+from gqa_viz.figures.heads import pool_factor
 
 TEXT = L.text()
 CELLS = {"max_cells": limits.MAX_DRAWN_CELLS}
@@ -37,7 +39,9 @@ def _k(key: str) -> dict:
     return {"key": key, "on_change": L.remember, "args": (st.session_state, key)}
 
 
-def _plot(fig, key: str, name: str) -> None:
+def _plot(fig, key: str, name: str, result: L.MaskLabResult | None = None, *view) -> None:
+    if result is not None:  # fig draws it, once for every session showing result and view
+        fig = L.figure(result, name, fig, *view)
     image = {"format": "png", "filename": f"mask_lab_{name}", "scale": 2}
     config = {"displaylogo": False, "toImageButtonOptions": image}
     st.plotly_chart(fig, theme=None, key=key, config=config)
@@ -158,17 +162,9 @@ def _outcome(result: L.MaskLabResult) -> None:
 
 @st.fragment
 def _scores(result: L.MaskLabResult) -> None:
-    s = result.settings
     st.subheader("The attention the final mask produces")
-    view = view_controls(pool_factor(s.n, result.T, result.S, **CELLS) > 1)
-    kind = view.view
-    values = result.probs if kind == "probs" else result.logits
-    q, k = result.q_labels, result.k_labels
-    title = f"Attention {'probabilities' if kind == 'probs' else 'logits'} with the final mask"
-    style = {"kind": kind, "title": title, "saturate": 99.0 if view.scale == "p99" else None}
-    style |= {"pool": view.pool, "frozen": True}  # frozen: assembled without graph objects
-    fig = heads_figure(values, result.final, q, k, s.k, **style, **CELLS)
-    _plot(fig, "scores_chart", "scores")
+    view = view_controls(pool_factor(result.settings.n, result.T, result.S, **CELLS) > 1)
+    _plot(L.scores_figure(result, view.view, view.scale, view.pool), "scores_chart", "scores")
 
 
 def _block_section(result: L.MaskLabResult) -> None:
@@ -185,16 +181,16 @@ def _block_section(result: L.MaskLabResult) -> None:
         st.caption(caption)
     with right:
         q, k, tiles = result.q_labels, result.k_labels, limits.MAX_BLOCK_TILES
-        fig = F.block_figure(result.final, block, block, q, k, max_tiles=tiles, **CELLS)
-        _plot(fig, "block_chart", "blocks")
+        fig = partial(F.block_figure, result.final, block, block, q, k, max_tiles=tiles, **CELLS)
+        _plot(fig, "block_chart", "blocks", result, block)
 
 
 def _alignment_section(result: L.MaskLabResult) -> None:
     st.subheader("Causal alignment when T ≠ S")
     markdown, ex, q, k = L.alignment_view(result)
     st.markdown(markdown)
-    fig = F.alignment_figure(ex["top_left"], ex["bottom_right"], q, k, **CELLS)
-    _plot(fig, "align_chart", "alignment")
+    fig = partial(F.alignment_figure, ex["top_left"], ex["bottom_right"], q, k, **CELLS)
+    _plot(fig, "align_chart", "alignment", result)
 
 
 def _window_section(result: L.MaskLabResult) -> None:
@@ -206,8 +202,8 @@ def _window_section(result: L.MaskLabResult) -> None:
     rules, sem, counts = L.window_view(w, result.T, result.S)
     with right:
         st.markdown(rules)
-    fig = F.window_figure(sem, counts, int(w), result.q_labels, result.k_labels, **CELLS)
-    _plot(fig, "window_chart", "windows")
+    fig = partial(F.window_figure, sem, counts, int(w), result.q_labels, result.k_labels, **CELLS)
+    _plot(fig, "window_chart", "windows", result, int(w))
 
 
 def _keras_section(result: L.MaskLabResult) -> None:
@@ -217,8 +213,8 @@ def _keras_section(result: L.MaskLabResult) -> None:
     else:
         st.markdown(L.keras_table(result))
         q, k = result.q_labels, result.k_labels
-        fig = F.keras_merge_figure(result.keras_parts, result.final, q, k, **CELLS)
-        _plot(fig, "merge_chart", "keras_merge")
+        fig = partial(F.keras_merge_figure, result.keras_parts, result.final, q, k, **CELLS)
+        _plot(fig, "merge_chart", "keras_merge", result)
     st.markdown("The same masks in a Keras call:")
     st.code(L.keras_code(result), language="python")
 
@@ -236,8 +232,8 @@ def _embedding_section(result: L.MaskLabResult) -> None:
             st.info(TEXT["embedding_no_padding"], icon=INFO)
             return
         q, k = result.q_labels, result.k_labels
-        fig = F.embedding_figure(e.query_mask, e.value_mask, q, k, **CELLS)
-        _plot(fig, "embedding_chart", "embedding_masks")
+        fig = partial(F.embedding_figure, e.query_mask, e.value_mask, q, k, **CELLS)
+        _plot(fig, "embedding_chart", "embedding_masks", result)
     padding = L.embedding_text(result, e)
     if padding is not None:
         st.markdown(padding)
@@ -284,8 +280,8 @@ with main:
         col.metric(label, value)
     q, k = result.q_labels, result.k_labels
     marks = L.components_marks(result)
-    fig = F.components_figure(result.components, result.final, q, k, **marks, **CELLS)
-    _plot(fig, "components_chart", "components")
+    fig = partial(F.components_figure, result.components, result.final, q, k, **marks, **CELLS)
+    _plot(fig, "components_chart", "components", result)
     _outcome(result)
     _scores(result)
     _downloads(result)

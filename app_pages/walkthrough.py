@@ -37,6 +37,10 @@ def _plot(fig, key: str) -> None:
     st.plotly_chart(fig, key=key, theme=None, config={"displaylogo": False})
 
 
+def _step_figure(name: str) -> None:  # drawn once for every session showing this view
+    _plot(wt.figure(walk, name, head), f"wt_{name}")
+
+
 def _shapes(lines: list[tuple[str, str]], d: dict[str, int]) -> None:
     """A short list ``name: [letters] = [values]`` for the step's tensors."""
     st.markdown("\n".join(f"- `{name}` : `{F.shape_text(letters, d)}`" for name, letters in lines))
@@ -140,7 +144,7 @@ with text:
         wrap_lines=True,
     )
 with fig:
-    _plot(F.inputs_figure(walk.query_in, q_labels, walk.value_in, k_labels), "wt_inputs")
+    _step_figure("inputs")
 
 # 2. Projections --------------------------------------------------------------------------------
 text, fig = next_step("Q, K, V projections")
@@ -157,8 +161,8 @@ with text:
         wrap_lines=True,
     )
 with fig:
-    _plot(F.query_head_figure(one.projected_query, q_labels, head, kv), "wt_q")
-    _plot(F.kv_figure(one.projected_key, one.value, k_labels, kv, one.group), "wt_kv")
+    _step_figure("q")
+    _step_figure("kv")
 for extra in wt.layer_steps(walk, one):  # a real layer's QK-norm and RoPE
     layer_step(extra)
 
@@ -174,10 +178,10 @@ with text:
     _shapes([("Q viewed", "BTKGH"), ("K, V", "BSKH")], d)
     st.latex(rf"\mathrm{{kv}}(n) = \left\lfloor n / G \right\rfloor,\qquad G = {N} / {K} = {G}")
 with fig:
-    _plot(F.sharing_figure(N, K, head), "wt_sharing")
+    _step_figure("sharing")
 
 # 4. Logits -------------------------------------------------------------------------------------
-scaled, latex, subtitle, by = wt.logits_text(walk.result.spec)
+scaled, latex, _, by = wt.logits_text(walk.result.spec)
 text, fig = next_step("Logits: Q·Kᵀ / √H" if not scaled else "Logits: Q·Kᵀ × s")
 with text:
     st.markdown(TEXT["logits"] + (" " + scaled if scaled else ""))
@@ -190,7 +194,7 @@ with text:
         wrap_lines=True,
     )
 with fig:
-    _plot(F.logits_figure(one.raw_logits, q_labels, k_labels, head, subtitle), "wt_logits")
+    _step_figure("logits")
 if (softcap := wt.softcap_step(walk, one)) is not None:
     layer_step(softcap)
 
@@ -212,7 +216,7 @@ with text:
         rows = wt.rows_text(empty_rows, q_labels)
         st.info(TEXT["mask_empty_rows"].format(count=empty_rows.size, rows=rows))
 with fig:
-    _plot(F.mask_figure(walk.mask, q_labels, k_labels), "wt_mask")
+    _step_figure("mask")
 
 # 6. Softmax ------------------------------------------------------------------------------------
 text, fig = next_step("Softmax")
@@ -236,7 +240,7 @@ with text:
             f"No dropout step here ({why}): the probabilities go straight to the weighted sum."
         )
 with fig:
-    _plot(F.probs_figure(one.probs, walk.mask, q_labels, k_labels, head), "wt_probs")
+    _step_figure("probs")
 
 # 7. Dropout ------------------------------------------------------------------------------------
 if walk.dropout_active:
@@ -250,10 +254,7 @@ if walk.dropout_active:
         )
         st.caption("gqa_viz draws ξ from JAX's PRNG (seeded); Keras' own draws differ.")
     with fig:
-        figure = F.dropout_figure(
-            one.dropped_probs, one.probs, walk.mask, q_labels, k_labels, head, s.dropout
-        )
-        _plot(figure, "wt_dropout")
+        _step_figure("dropout")
 
 # 8. Weighted sum -------------------------------------------------------------------------------
 p_name = r"\tilde P" if walk.dropout_active else "P"
@@ -267,8 +268,7 @@ with text:
             r"C \leftarrow C \odot \sigma(\mathrm{query}\, W_g" + (" + b_g)" if s.bias else ")")
         )
 with fig:
-    figure = F.context_figure(one.context, q_labels, head, kv, one.gate, one.ungated)
-    _plot(figure, "wt_context")
+    _step_figure("context")
 
 # 9. Output -------------------------------------------------------------------------------------
 text, fig = next_step("Output projection")
@@ -286,7 +286,7 @@ with text:
             + ("the output bias b_O." if s.bias else "0 (use_bias=False).")
         )
 with fig:
-    _plot(F.output_figure(walk.result.item("output"), q_labels), "wt_output")
+    _step_figure("output")
 
 # The same call in code -------------------------------------------------------------------------
 st.header("The same call in code", divider="gray")

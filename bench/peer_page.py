@@ -2,13 +2,54 @@
 
 What the smallest Streamlit page with a Plotly heatmap costs on this machine, measured the same
 way and in the same run as the app: the floor a figure page cannot go below.
+
+Two variants, by query parameter, tell where the app's slider time goes (``bench.coldstart``
+runs them in the same run):
+
+* ``?sidebar=1``: the same heatmap, its slider at the end of the app's own sidebar controls
+  (:func:`app_pages._controls.settings_controls`: some twenty widgets; add the Playground's
+  query, e.g. ``mode=random``, for its view), every slider move rerunning the whole page, as
+  in the Playground. The floor of any page with that sidebar.
+* ``?sidebar=1&fragment=1``: the same, with the slider and heatmap in one ``st.fragment`` (the
+  slider drawn into the sidebar from inside it), so a move reruns only the fragment and the
+  browser redraws only its two elements.
+
+Run with the repository root on ``PYTHONPATH`` for the variants (``app_pages`` is imported).
 """
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-t = st.slider("Query length T", 1, 128, 64)
-z = np.random.default_rng(0).random((t, t)).astype(np.float32)
-axis = list(range(t))
-st.plotly_chart(go.Figure(go.Heatmap(z=z, x=axis, y=axis)), theme=None)
+LABEL = "Query length T"
+SIDEBAR_LABEL = "Peer length T"  # the app's sidebar has a "Query length T" of its own
+
+
+def heatmap(t: int) -> None:
+    z = np.random.default_rng(0).random((t, t)).astype(np.float32)
+    axis = list(range(t))
+    st.plotly_chart(go.Figure(go.Heatmap(z=z, x=axis, y=axis)), theme=None)
+
+
+# Read once: the app's controls rewrite the URL from their settings, dropping these two.
+variant = st.session_state.setdefault(
+    "peer_variant", (st.query_params.get("sidebar") == "1", st.query_params.get("fragment") == "1")
+)
+if variant[0]:
+    from app_pages._controls import settings_controls
+
+    settings_controls()
+    if variant[1]:
+        slot = st.sidebar.container()
+
+        @st.fragment
+        def _slider_and_heatmap() -> None:
+            with slot:
+                t = st.slider(SIDEBAR_LABEL, 1, 128, 64, key="peer_t")
+            heatmap(t)
+
+        _slider_and_heatmap()
+    else:
+        heatmap(st.sidebar.slider(SIDEBAR_LABEL, 1, 128, 64, key="peer_t"))
+else:
+    heatmap(st.slider(LABEL, 1, 128, 64))

@@ -69,6 +69,23 @@ def test_defaults_render():
     assert any(m.value.endswith(" GB") and m.delta.endswith(" GiB") for m in at.metric)
 
 
+def test_reruns_send_the_shared_figures_and_a_change_draws_new_ones():
+    at = _app(n="4", k="2")
+    built = kv.figures.cache_info().misses
+    specs = [c.proto.spec for c in at.get("plotly_chart")[:4]]
+    at.run()  # a rerun with nothing changed, or a calculator widget: no figure is built
+    at.selectbox(key="kv_preset").set_value(next(iter(PRESETS))).run()
+    _ok(at)
+    assert kv.figures.cache_info().misses == built
+    assert [c.proto.spec for c in at.get("plotly_chart")[:4]] == specs
+    at.selectbox(key="kv_method").set_value("first").run()  # another grouping: new figures
+    _ok(at)
+    assert kv.figures.cache_info().misses == built + 1
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert titles[:2] == ["MHA: 4 K/V heads", "Grouped: K = 2 K/V heads"]
+    assert _js(at)["2"] > 0
+
+
 def test_every_preset_and_mla_warning():
     at = _app()
     for name in PRESETS:

@@ -137,6 +137,22 @@ def test_defaults_render():
     assert any("No padding on this input" in i.value for i in at.info)
 
 
+def test_a_second_visitor_gets_the_figures_drawn_for_the_first():
+    from gqa_viz.app.figure_cache import FIGURES
+
+    first = _app()
+    built = FIGURES.misses
+    second = _app()
+    assert FIGURES.misses == built  # the same view: every figure comes from the shared cache
+    specs = [c.proto.spec for c in second.get("plotly_chart")]
+    assert specs == [c.proto.spec for c in first.get("plotly_chart")]
+    tiles = second.selectbox(key="ml_block")
+    tiles.set_value(next(o for o in tiles.options if o != tiles.value)).run()
+    _ok(second)
+    assert FIGURES.misses == built + 1  # only the block figure depends on the tile size
+    assert _chart(second, "block-sparse") != _chart(first, "block-sparse")
+
+
 @pytest.mark.parametrize(
     ("kind", "params", "badge"),
     [

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gqa_viz.app import prewarm, trained_heads
+from gqa_viz.app import kv_sharing, prewarm, trained_heads
 from gqa_viz.app.cache import RESULTS
+from gqa_viz.app.figure_cache import FIGURES
 from tests.apptest_pages import open_page
 
 
@@ -36,18 +37,29 @@ def cold():
     """Nothing computed yet, as on a server just started (the caches are process-wide)."""
     RESULTS.clear()
     trained_heads.layer_heads_figure.cache_clear()
+    kv_sharing.figures.cache_clear()
+    FIGURES.clear()
     yield
     RESULTS.clear()
 
 
-@pytest.mark.parametrize("page", ["playground", "mask-lab", "kv-sharing", "decode", "trained"])
+# The pages whose first visit draws no figure either (the others draw some, once per server).
+DRAWN = {"playground", "kv-sharing", "walkthrough"}
+
+
+@pytest.mark.parametrize(
+    "page", ["playground", "mask-lab", "kv-sharing", "decode", "trained", "walkthrough"]
+)
 def test_a_first_visit_after_prewarming_computes_nothing(page, cold):
     dict(prewarm.FIRST_VISITS)[page]()
-    misses = RESULTS.misses
-    figures = trained_heads.layer_heads_figure.cache_info().misses
+    misses, drawn = RESULTS.misses, FIGURES.misses
+    figure_caches = (trained_heads.layer_heads_figure, kv_sharing.figures)
+    figures = [cache.cache_info().misses for cache in figure_caches]
     open_page(FILES[page], timeout=300)
     assert RESULTS.misses == misses, "the page computed what prewarming should have"
-    assert trained_heads.layer_heads_figure.cache_info().misses == figures
+    assert [cache.cache_info().misses for cache in figure_caches] == figures, "figures built"
+    if page in DRAWN:
+        assert FIGURES.misses == drawn, "the page drew what prewarming should have"
 
 
 def test_without_prewarming_the_first_visit_does_compute(cold):

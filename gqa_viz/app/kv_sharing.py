@@ -7,6 +7,9 @@ G = N // K, H head_dim, D model dim.
 * :func:`drift`: :func:`gqa_viz.sharing.drift_curve` for the sidebar's input, through the
   server's shared results cache (:data:`gqa_viz.app.cache.RESULTS`); it calls
   :func:`check_size` first, with this page's own, stricter limit on the scores.
+* :func:`figures`: the page's four figures for one :func:`drift`, built once per input and
+  shared by every session (frozen: a rerun sends them without building them again; building
+  them cost about 90 ms of a rerun at the default view).
 
 A real model's layer (the sidebar's weights "real") is already grouped: K of its own K/V
 heads. The page then starts from that layer as it is, written as the multi-head layer it
@@ -26,6 +29,7 @@ the KV calculator page: one copy of those numbers and their wording for both pag
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -33,20 +37,31 @@ import numpy as np
 from gqa_viz import core, sharing, trained
 from gqa_viz.app import settings as cfg
 from gqa_viz.app.cache import RESULTS
-from gqa_viz.app.limits import HEAVY_SCORE_CELLS, KV_SHARING_MAX_SCORE_CELLS, MAX_SCORE_CELLS
+from gqa_viz.app.limits import (
+    HEAVY_SCORE_CELLS,
+    KV_SHARING_MAX_SCORE_CELLS,
+    MAX_DRAWN_CELLS,
+    MAX_SCORE_CELLS,
+)
 from gqa_viz.app.playground import build_inputs, input_shape, make_params, trace_function
 from gqa_viz.app.settings import Settings
 from gqa_viz.buckets import bucketed_trace
 from gqa_viz.core import divisors
+from gqa_viz.figures.heads import heads_figure
+from gqa_viz.figures.sharing import diff_figure, drift_figure
+from gqa_viz.figures.shipping import FrozenFigure, freeze
 from gqa_viz.sharing import controlled_mha, drift_curve, explain
 
 __all__ = [
     "METHOD_NAMES",
     "SETTING_NAMES",
     "Drift",
+    "SharingFigures",
     "check_size",
     "describe",
     "drift",
+    "figures",
+    "group_labels",
     "real_ks",
     "real_targets",
 ]
@@ -211,6 +226,56 @@ def drift(s: Settings, setting: str, eps: float, method: str, target: int | None
     )
 
 
+def group_labels(s: Settings, target: int | None = None) -> tuple[str, str, int]:
+    """(the starting layer, the grouped one, its K): "MHA: N" and "K = k" for the sidebar's
+    layer, "As trained: K = k" and "K' = target" for a real layer grouped further."""
+    if s.weights == "real":
+        target = s.k if target is None else target
+        return f"As trained: K = {s.k}", f"K' = {target}", target
+    return f"MHA: {s.n}", f"K = {s.k}", s.k
+
+
+@dataclass(frozen=True)
+class SharingFigures:
+    """The figures of the page's first section (frozen: shared, never to be changed)."""
+
+    before: FrozenFigure  # the starting layer's heads: multi-head, or a real layer as trained
+    after: FrozenFigure  # the same heads, grouped
+    diff: FrozenFigure  # grouped minus starting, per query head
+    drift: FrozenFigure  # JS divergence and output error against K
+
+
+@functools.lru_cache(maxsize=8)  # at most ~4 MB each (MAX_DRAWN_CELLS per heads map)
+def figures(s: Settings, setting: str, eps: float, method: str, target: int) -> SharingFigures:
+    """The figures of :func:`drift` with the same arguments, for the 8 most recent inputs.
+
+    ``target`` is required (``s.k`` but for a real layer) so that one input has one cache key.
+
+    Built once per input and sent by every session that shows it: reruns of the page (a
+    class on the default view, a metric's tooltip, another section's widget) cost no figure
+    building. ValueError as :func:`drift`.
+    """
+    d = drift(s, setting, eps, method, target)
+    is_real = s.weights == "real"
+    before, after, K = group_labels(s, target)
+    maps = dict(saturate=99.0, max_cells=MAX_DRAWN_CELLS, frozen=True)
+    what = f"grouped ({after}) − as trained (K = {s.k})" if is_real else None
+    diff_title = f"Difference in attention: {what}, per query head" if what else None
+    drift_title = f"Drift from layer {s.layer} as trained, by K'" if is_real else None
+    return SharingFigures(
+        before=heads_figure(
+            d.probs_mha, d.mask, d.q_labels, d.k_labels, s.k if is_real else s.n,
+            title=f"{before} K/V heads", **maps,
+        ),
+        after=heads_figure(
+            d.probs_gqa, d.mask, d.q_labels, d.k_labels, K,
+            title=f"Grouped: {after} K/V head{'s' if K > 1 else ''}", **maps,
+        ),
+        diff=freeze(diff_figure(d.diff, d.mask, K, diff_title)),
+        drift=freeze(drift_figure(d.curve, K, drift_title)),
+    )  # fmt: skip
+
+
 def describe(s: Settings, setting: str, eps: float, method: str) -> str:
     """One markdown sentence: which weights, grouping and shape the figures show."""
     if setting == "real":
@@ -235,5 +300,6 @@ def describe(s: Settings, setting: str, eps: float, method: str) -> str:
 
 def first_visit() -> None:
     """Compute what the page's first visit shows with the default settings (prewarming):
-    random weights, the first grouping method, every K for the default N."""
-    drift(cfg.compute_key(cfg.DEFAULTS), "random", 0.0, next(iter(METHOD_NAMES)))
+    random weights, the first grouping method, every K for the default N, and its figures."""
+    s = cfg.compute_key(cfg.DEFAULTS)
+    figures(s, "random", 0.0, next(iter(METHOD_NAMES)), s.k)

@@ -109,6 +109,10 @@ WORKERS = _env_int("GQA_VIZ_WORKERS", 1)
 MAX_RESULT_BYTES = _env_int(
     "GQA_VIZ_RESULT_MEMORY_BYTES", int(1.5 * 2**30) if WORKERS == 1 else 256 * 2**20
 )
+# Frozen figures shared by every session (gqa_viz/app/figure_cache.py): their arrays and
+# strings together, least recently used dropped first. 64 MiB holds the Walkthrough's figures
+# for a few hundred views of the usual sizes; a worker of several gets half.
+MAX_FIGURE_BYTES = _env_int("GQA_VIZ_FIGURE_MEMORY_BYTES", (64 if WORKERS == 1 else 32) * 2**20)
 # Compiled programs held in memory (the bucketed attention programs and the Decode page's
 # step programs, gqa_viz.buckets.note_program), about 6 MB each on a CPU. Many visitors
 # exploring many head counts and lengths would otherwise keep adding programs for as long as

@@ -40,7 +40,11 @@ import numpy as np
 from gqa_viz import buckets, core, mask_tools
 from gqa_viz import masks as M
 from gqa_viz.app import limits, playground, prose
+from gqa_viz.app.figure_cache import shared
+from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.app.settings import DEFAULTS, Settings, compute_key
+from gqa_viz.figures.heads import heads_figure
+from gqa_viz.figures.shipping import FrozenFigure
 
 COMBINE = ("and", "or")
 
@@ -337,6 +341,7 @@ class MaskLabResult:
     query_mask: np.ndarray  # [B, T] from the padding
     value_mask: np.ndarray  # [B, S]
     notes: list[str] = field(default_factory=list)
+    key: tuple = ()  # (settings, components, combine) it was composed for: names its figures
 
     @property
     def T(self) -> int:
@@ -547,6 +552,7 @@ def compose(
         query_mask=np.asarray(q_valid),
         value_mask=np.asarray(k_valid),
         notes=notes,
+        key=(settings, components, combine),
     )
 
 
@@ -781,6 +787,30 @@ def cached_compose(
         lambda: compose(settings, components, combine),
         heavy=playground.is_heavy(settings),
     )
+
+
+def figure(result: MaskLabResult, name: str, draw: Callable[[], object], *view) -> FrozenFigure:
+    """Figure ``name`` of ``result``, drawn by ``draw`` once for every session showing that
+    result and ``view`` (what else it depends on: a tile size, a window; see
+    :mod:`gqa_viz.app.figure_cache`)."""
+    return shared(("mask-lab", name, result.key, *view), draw)
+
+
+def scores_figure(result: MaskLabResult, view: str, scale: str, pool: str) -> FrozenFigure:
+    """The heads figure of ``result`` under its final mask: ``view`` "probs" or "logits",
+    ``scale`` "p99" (saturating) or "max", ``pool`` for maps too big to draw cell by cell."""
+
+    def draw():
+        values = result.probs if view == "probs" else result.logits
+        what = "probabilities" if view == "probs" else "logits"
+        return heads_figure(
+            values, result.final, result.q_labels, result.k_labels, result.settings.k,
+            kind=view, title=f"Attention {what} with the final mask",
+            saturate=99.0 if scale == "p99" else None, pool=pool, max_cells=MAX_DRAWN_CELLS,
+            frozen=True,  # assembled without graph objects
+        )  # fmt: skip
+
+    return figure(result, "scores", draw, view, scale, pool)
 
 
 def component_options(uploaded: bool) -> list[str]:

@@ -8,17 +8,20 @@ fast as a later one. No Streamlit; ``app.py`` starts :func:`prewarm` once per pr
    visitor's request never waits behind more than one.
 2. The first visit of every page whose default view computes something those programs do not
    cover, as the page would: the Playground (its default sentence), Mask Lab (the default
-   mask's parts and the layer under it), KV sharing (the layer for every K of the default N),
-   Trained heads (the tiny models' forward passes, their heads figures, a conversion and its
-   held-out accuracy) and Decode (the default run's prefill and decode steps). Their results
-   land in the shared results cache (the Trained page's figures in its own back end's
-   cache), so the first visitor reads them. Each waits until no visitor's computation is
+   mask's parts and the layer under it), KV sharing (the layer for every K of the default N,
+   and its four figures), Trained heads (the tiny models' forward passes, their heads figures,
+   a conversion and its held-out accuracy), Decode (the default run's prefill and decode
+   steps) and the Walkthrough (its step figures for query head 0). Their results land in the
+   shared results cache and their figures in the shared figure cache
+   (:mod:`gqa_viz.app.figure_cache`) or their back end's, so the first visitor reads them.
+   The Mask Lab's, Decode's and Trained heads' other figures are drawn by the first visit,
+   once per server (the page decides their arguments). Each waits until no visitor's computation is
    pending, and takes the heavy slot itself where its size asks. A page is the unit: a stop
    asked for meanwhile ends prewarming after it (a few seconds at most), and a page that
    fails is reported on stderr and skipped.
 
-The other pages need nothing more: Home and the Walkthrough run the programs of step 1, the
-KV calculator's arithmetic is NumPy, and Real models loads a checkpoint only when a visitor
+The other pages need nothing more: Home runs the programs of step 1, the KV calculator's
+arithmetic is NumPy, and Real models loads a checkpoint only when a visitor
 picks one.
 """
 
@@ -28,7 +31,7 @@ import sys
 import threading
 
 from gqa_viz import buckets
-from gqa_viz.app import decode, kv_sharing, mask_lab, playground, trained_heads
+from gqa_viz.app import decode, kv_sharing, mask_lab, playground, trained_heads, walkthrough
 from gqa_viz.app.cache import RESULTS
 
 # (page, what its default first visit computes), in the order they are prewarmed.
@@ -38,12 +41,13 @@ FIRST_VISITS = (
     ("kv-sharing", kv_sharing.first_visit),
     ("trained", trained_heads.first_visit),
     ("decode", decode.first_visit),
+    ("walkthrough", walkthrough.first_visit),
 )
 
 
 def prewarm(stop: threading.Event | None = None) -> str:
     """Steps 1 and 2 of the module docstring, stopping early once ``stop`` is set; returns
-    what was done, e.g. ``"116 programs, 5 pages"``."""
+    what was done, e.g. ``"116 programs, 6 pages"``."""
     programs = buckets.prewarm(playground.prewarm_programs(), stop, RESULTS.background)
     pages = 0
     for name, visit in FIRST_VISITS:
