@@ -1,8 +1,9 @@
 """Decode: a tiny trained model generating its task's answer step by step with a KV cache.
 
-Thin on purpose: the run and its words come from :mod:`gqa_viz.app.decode` (over
-:mod:`gqa_viz.decode`, through the server's shared results cache), the figures from
-:mod:`gqa_viz.figures.decode`, the longer prose from ``assets/text/decode.md``.
+Thin on purpose: the run, its words and its figures come from :mod:`gqa_viz.app.decode` (over
+:mod:`gqa_viz.decode`, through the server's shared results cache; the figures drawn by
+:mod:`gqa_viz.figures.decode`, once for every session), the longer prose from
+``assets/text/decode.md``.
 
 State: every setting is a field of :class:`~gqa_viz.app.decode.DecodeSettings`, kept in
 ``st.session_state`` (it survives page switches) and in the URL (on the session's first visit
@@ -14,24 +15,20 @@ redraws only them; ▶ Play reruns that fragment on a timer until the last step.
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 
 import streamlit as st
 
 from app_pages import _url_settings as url_settings
 from gqa_viz import trained
 from gqa_viz.app import decode as dec
-from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
     MAX_DECODE_CAPACITY,
     MAX_DECODE_NEW_TOKENS,
     MAX_DECODE_PROMPT_TOKENS,
-    MAX_DRAWN_CELLS,
     MAX_SEED,
 )
 from gqa_viz.app.prose import sections
-from gqa_viz.figures import decode as F
 
 TEXT = sections("decode")
 SETTINGS, MESSAGES = "dec_settings", "dec_messages"
@@ -42,11 +39,7 @@ _CONFIG = {"displaylogo": False}
 ss = st.session_state
 
 
-def _plot(fig, key: str, *depends) -> None:
-    """``fig``; or, given all it ``depends`` on, the figure ``fig()`` draws once for every
-    session showing it (gqa_viz.app.figure_cache)."""
-    if depends:
-        fig = shared(("decode", key, *depends), fig)
+def _plot(fig, key: str) -> None:
     st.plotly_chart(fig, theme=None, key=key, config=_CONFIG)
 
 
@@ -152,9 +145,7 @@ def _bytes(p: dec.Plan, run: dec.DecodeRun, v: dec.StepView, bw: float) -> None:
                 wrap_lines=True)  # fmt: skip
     weights = row["configured"]["weights"]
     cache_max = max(r["configured"]["cache"] for r in table)
-    title = f"Bytes each step reads: {dec.VARIANTS['configured']} against MHA and MQA"
-    fig = partial(F.bytes_figure, table, v.index, title=title, subtitle=row["note"])
-    _plot(fig, "dec_bytes_chart", p.key, bw, v.index)
+    _plot(dec.bytes_chart(p, run, v, bw), "dec_bytes_chart")
     st.caption(TEXT["tiny"].format(weights=f"{weights:,} B", cache_max=f"{cache_max:,} B"))
     st.caption(TEXT["bytes"])
 
@@ -185,34 +176,18 @@ def _step_section(s: dec.DecodeSettings, p: dec.Plan, run: dec.DecodeRun) -> Non
     st.query_params.from_dict(dec.to_query_params(ss[SETTINGS]))
 
     st.markdown(dec.step_text(view))
-    cfg = trained.load(p.model).cfg
-    title = f"Step {view.index}: the new query row{'s' if view.chunk > 1 else ''}, layer {layer}"
-    _plot(partial(F.rows_figure, view.probs, view.mask, view.q_tokens, view.k_tokens,
-                  cfg.num_key_value_heads, offset=view.offset, title=title,
-                  max_cells=MAX_DRAWN_CELLS), "dec_rows_chart", p.key, view.index, layer)  # fmt: skip
+    _plot(dec.rows_chart(p, run, view, layer), "dec_rows_chart")
 
     st.subheader("The mask: aligned bottom-right", divider="gray")
     left, right = st.columns([3, 2], gap="large")
     with left:
-        first, end = view.offset, view.offset + view.chunk - 1
-        rows = f"row: position {first}" if first == end else f"rows: positions {first}–{end}"
-        fig = partial(F.mask_figure, dec.mask_history(run), run.names(run.tokens), (first, end),
-                      title="Every query row of the run, by key position",
-                      subtitle=f"This step's {rows} (offset {view.offset}).")  # fmt: skip
-        _plot(fig, "dec_mask_chart", p.key, view.index)
+        _plot(dec.mask_chart(p, run, view), "dec_mask_chart")
     right.markdown(TEXT["alignment"].format(offset=view.offset))
 
     st.subheader("The cache, slot by slot", divider="gray")
     policy = run.generation.policy
     st.markdown(dec.cache_text(view, policy))
-    hist = dec.cache_history(run, layer, cfg.num_key_value_heads)
-    fig = partial(
-        F.cache_figure, hist.positions, hist.attention, hist.evicted, run.names(run.tokens),
-        view.index, sinks=hist.sinks, title=f"{policy.capacity} slots per K/V head, after each step",
-        subtitle=f"Each of the K = {cfg.num_key_value_heads} K/V heads of every layer keeps its "
-        f"own keys and values of these positions; shade: layer {layer}.",
-    )  # fmt: skip
-    _plot(fig, "dec_cache_chart", p.key, view.index, layer)
+    _plot(dec.cache_chart(p, run, view, layer), "dec_cache_chart")
     st.markdown(TEXT["policies"])
     if policy.bounded:
         formula = f"s + w = {policy.sinks} + {policy.window}" if policy.sinks else "w"

@@ -8,8 +8,6 @@ input, heads, causal, window, padding); the numbers, the widgets' state and the 
 
 from __future__ import annotations
 
-from functools import partial
-
 import streamlit as st
 
 from app_pages._controls import compute_key, settings_controls, view_controls
@@ -39,9 +37,7 @@ def _k(key: str) -> dict:
     return {"key": key, "on_change": L.remember, "args": (st.session_state, key)}
 
 
-def _plot(fig, key: str, name: str, result: L.MaskLabResult | None = None, *view) -> None:
-    if result is not None:  # fig draws it, once for every session showing result and view
-        fig = L.figure(result, name, fig, *view)
+def _plot(fig, key: str, name: str) -> None:
     image = {"format": "png", "filename": f"mask_lab_{name}", "scale": 2}
     config = {"displaylogo": False, "toImageButtonOptions": image}
     st.plotly_chart(fig, theme=None, key=key, config=config)
@@ -180,17 +176,14 @@ def _block_section(result: L.MaskLabResult) -> None:
             st.metric(label, value, help=tip)
         st.caption(caption)
     with right:
-        q, k, tiles = result.q_labels, result.k_labels, limits.MAX_BLOCK_TILES
-        fig = partial(F.block_figure, result.final, block, block, q, k, max_tiles=tiles, **CELLS)
-        _plot(fig, "block_chart", "blocks", result, block)
+        _plot(L.block_figure(result, block), "block_chart", "blocks")
 
 
 def _alignment_section(result: L.MaskLabResult) -> None:
     st.subheader("Causal alignment when T ≠ S")
-    markdown, ex, q, k = L.alignment_view(result)
+    markdown, *_ = L.alignment_view(result)
     st.markdown(markdown)
-    fig = partial(F.alignment_figure, ex["top_left"], ex["bottom_right"], q, k, **CELLS)
-    _plot(fig, "align_chart", "alignment", result)
+    _plot(L.alignment_figure(result), "align_chart", "alignment")
 
 
 def _window_section(result: L.MaskLabResult) -> None:
@@ -199,11 +192,10 @@ def _window_section(result: L.MaskLabResult) -> None:
     with left:
         L.seed_window(st.session_state, result.settings.window)
         w = st.number_input("window w", 1, limits.MAX_LEN, **_k("ml_window"))
-    rules, sem, counts = L.window_view(w, result.T, result.S)
+    rules, *_ = L.window_view(w, result.T, result.S)
     with right:
         st.markdown(rules)
-    fig = partial(F.window_figure, sem, counts, int(w), result.q_labels, result.k_labels, **CELLS)
-    _plot(fig, "window_chart", "windows", result, int(w))
+    _plot(L.window_figure(result, int(w)), "window_chart", "windows")
 
 
 def _keras_section(result: L.MaskLabResult) -> None:
@@ -212,9 +204,7 @@ def _keras_section(result: L.MaskLabResult) -> None:
         st.markdown("Nothing masks this call: Keras passes no mask to the softmax.")
     else:
         st.markdown(L.keras_table(result))
-        q, k = result.q_labels, result.k_labels
-        fig = partial(F.keras_merge_figure, result.keras_parts, result.final, q, k, **CELLS)
-        _plot(fig, "merge_chart", "keras_merge", result)
+        _plot(L.keras_merge_figure(result), "merge_chart", "keras_merge")
     st.markdown("The same masks in a Keras call:")
     st.code(L.keras_code(result), language="python")
 
@@ -231,9 +221,7 @@ def _embedding_section(result: L.MaskLabResult) -> None:
         if not e.fully_masked_rows.size and e.value_mask.all():
             st.info(TEXT["embedding_no_padding"], icon=INFO)
             return
-        q, k = result.q_labels, result.k_labels
-        fig = partial(F.embedding_figure, e.query_mask, e.value_mask, q, k, **CELLS)
-        _plot(fig, "embedding_chart", "embedding_masks", result)
+        _plot(L.embedding_figure(result), "embedding_chart", "embedding_masks")
     padding = L.embedding_text(result, e)
     if padding is not None:
         st.markdown(padding)
@@ -278,10 +266,7 @@ with main:
         st.info(note, icon=INFO)
     for col, (label, value) in zip(st.columns(4), L.metrics(result)):
         col.metric(label, value)
-    q, k = result.q_labels, result.k_labels
-    marks = L.components_marks(result)
-    fig = partial(F.components_figure, result.components, result.final, q, k, **marks, **CELLS)
-    _plot(fig, "components_chart", "components", result)
+    _plot(L.components_figure(result), "components_chart", "components")
     _outcome(result)
     _scores(result)
     _downloads(result)

@@ -9,14 +9,11 @@ are fragments: their widgets rerun only their own section.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import streamlit as st
 
 from gqa_viz import tasks, trained
 from gqa_viz.app import trained_heads as th
-from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import (
     MAX_DRAWN_CELLS,
     MAX_PROMPT_CHARS,
@@ -31,8 +28,6 @@ from gqa_viz.figures.trained import (
     experiment_figure,
     experiment_summary,
     layer_sentence,
-    prediction_figure,
-    right_key_figure,
 )
 
 _CONFIG = {"displaylogo": False}
@@ -57,9 +52,7 @@ def _layer_figures(source: tuple, task: str, tokens, K: int, layer: int) -> None
     with left:
         st.plotly_chart(fig, theme=None, key=f"tr_heads_{key}_{layer}", config=_CONFIG)
     with right:
-        title = f"Layer {layer}:<br>attention on the right key"
-        draw = partial(right_key_figure, probs, keys, K, title, height=350)
-        bars = shared(("trained", "bars", source, layer, task, tokens, K), draw)
+        bars = th.bars_figure(source, layer, task, tokens, K)
         st.plotly_chart(bars, theme=None, key=f"tr_bars_{key}_{layer}", config=_CONFIG)
         last = layer == len(layers) - 1
         st.markdown(layer_sentence(probs, keys, layer, last))
@@ -126,8 +119,7 @@ def _predictions(task: str, name: str, tokens: tuple[int, ...], run: dict) -> No
     p = th.predictions(task, tokens, run)
     for col, (label, value, tip) in zip(st.columns(3), th.prediction_metrics(name, p)):
         col.metric(label, value, help=tip)
-    draw = partial(prediction_figure, p["labels"], p["keys"], p["predicted"], run["confidence"])
-    fig = shared(("trained", "predictions", name, tokens), draw)  # once for every session
+    fig = th.predictions_figure(task, name, tokens)
     st.plotly_chart(fig, theme=None, key="tr_predictions", config=_CONFIG)
 
 

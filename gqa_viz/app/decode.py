@@ -30,16 +30,20 @@ import numpy as np
 
 from gqa_viz import decode, tasks, trained
 from gqa_viz.app import url_state
+from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.kv_calculator import GPUS
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
     MAX_DECODE_CAPACITY,
     MAX_DECODE_NEW_TOKENS,
     MAX_DECODE_PROMPT_TOKENS,
+    MAX_DRAWN_CELLS,
     MAX_SEED,
 )
 from gqa_viz.app.playground import RESULTS
+from gqa_viz.figures import decode as figures
 from gqa_viz.figures.decode import CODE_NAMES
+from gqa_viz.figures.shipping import FrozenFigure
 
 __all__ = [
     "CODES",
@@ -540,6 +544,76 @@ def cache_text(v: StepView, policy: decode.CachePolicy) -> str:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# The step's figures, each drawn once for every session showing it (gqa_viz.app.figure_cache):
+# keyed by the run (the plan's key), the step and what else the figure follows.
+
+
+def rows_chart(p: Plan, r: DecodeRun, v: StepView, layer: int) -> FrozenFigure:
+    """The step's new query rows in ``layer``: their attention, one row of panels per head."""
+
+    def draw():
+        title = f"Step {v.index}: the new query row{'s' if v.chunk > 1 else ''}, layer {layer}"
+        kv_heads = trained.load(p.model).cfg.num_key_value_heads
+        return figures.rows_figure(
+            v.probs, v.mask, v.q_tokens, v.k_tokens, kv_heads, offset=v.offset, title=title,
+            max_cells=MAX_DRAWN_CELLS,
+        )  # fmt: skip
+
+    return shared(("decode", "rows", p.key, v.index, layer), draw)
+
+
+def mask_chart(p: Plan, r: DecodeRun, v: StepView) -> FrozenFigure:
+    """Every query row of the run by key position, the step's rows marked."""
+
+    def draw():
+        first, end = v.offset, v.offset + v.chunk - 1
+        rows = f"row: position {first}" if first == end else f"rows: positions {first}–{end}"
+        return figures.mask_figure(
+            mask_history(r), r.names(r.tokens), (first, end),
+            title="Every query row of the run, by key position",
+            subtitle=f"This step's {rows} (offset {v.offset}).",
+        )  # fmt: skip
+
+    return shared(("decode", "mask", p.key, v.index), draw)
+
+
+def cache_chart(p: Plan, r: DecodeRun, v: StepView, layer: int) -> FrozenFigure:
+    """The cache's slots after each step, shaded by ``layer``'s attention."""
+
+    def draw():
+        kv_heads = trained.load(p.model).cfg.num_key_value_heads
+        hist, policy = cache_history(r, layer, kv_heads), r.generation.policy
+        return figures.cache_figure(
+            hist.positions, hist.attention, hist.evicted, r.names(r.tokens), v.index,
+            sinks=hist.sinks, title=f"{policy.capacity} slots per K/V head, after each step",
+            subtitle=f"Each of the K = {kv_heads} K/V heads of every layer keeps its own keys "
+            f"and values of these positions; shade: layer {layer}.",
+        )  # fmt: skip
+
+    return shared(("decode", "cache", p.key, v.index, layer), draw)
+
+
+def bytes_chart(p: Plan, r: DecodeRun, v: StepView, bandwidth_gb_s: float) -> FrozenFigure:
+    """The bytes each step reads, the configured model against MHA and MQA."""
+
+    def draw():
+        table = bytes_table(r, bandwidth_gb_s)
+        title = f"Bytes each step reads: {VARIANTS['configured']} against MHA and MQA"
+        return figures.bytes_figure(
+            table, v.index, title=title, subtitle=table[v.index - 1]["note"]
+        )
+
+    return shared(("decode", "bytes", p.key, v.index, bandwidth_gb_s), draw)
+
+
 def first_visit() -> None:
-    """Compute the run the page's first visit shows with the default settings (prewarming)."""
-    run(plan(DEFAULTS)[0])
+    """Compute the run the page's first visit shows with the default settings, and draw the
+    figures of its first step (prewarming)."""
+    p = plan(DEFAULTS)[0]
+    r = run(p)
+    v = step_view(r, p.step, p.layer)
+    rows_chart(p, r, v, p.layer)
+    mask_chart(p, r, v)
+    cache_chart(p, r, v, p.layer)
+    bytes_chart(p, r, v, DEFAULTS.bw)

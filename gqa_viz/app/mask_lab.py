@@ -43,6 +43,7 @@ from gqa_viz.app import limits, playground, prose
 from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.app.settings import DEFAULTS, Settings, compute_key
+from gqa_viz.figures import masks as F
 from gqa_viz.figures.heads import heads_figure
 from gqa_viz.figures.shipping import FrozenFigure
 
@@ -789,11 +790,60 @@ def cached_compose(
     )
 
 
-def figure(result: MaskLabResult, name: str, draw: Callable[[], object], *view) -> FrozenFigure:
-    """Figure ``name`` of ``result``, drawn by ``draw`` once for every session showing that
-    result and ``view`` (what else it depends on: a tile size, a window; see
-    :mod:`gqa_viz.app.figure_cache`)."""
+# The page's figures, each drawn once for every session showing that result and view
+# (gqa_viz.app.figure_cache): keyed by the result's key and what else the figure follows.
+_CELLS = {"max_cells": MAX_DRAWN_CELLS}
+
+
+def _shared(result: MaskLabResult, name: str, draw: Callable[[], object], *view) -> FrozenFigure:
     return shared(("mask-lab", name, result.key, *view), draw)
+
+
+def components_figure(result: MaskLabResult) -> FrozenFigure:
+    """The components, the sidebar's masks and the final mask, side by side."""
+    q, k = result.q_labels, result.k_labels
+    marks = components_marks(result)
+    draw = functools.partial(F.components_figure, result.components, result.final, q, k, **marks)
+    return _shared(result, "components", functools.partial(draw, **_CELLS))
+
+
+def block_figure(result: MaskLabResult, block: int) -> FrozenFigure:
+    """The final mask in tiles of ``block`` x ``block``: which a block-sparse kernel skips."""
+    q, k, tiles = result.q_labels, result.k_labels, limits.MAX_BLOCK_TILES
+    draw = functools.partial(
+        F.block_figure, result.final, block, block, q, k, max_tiles=tiles, **_CELLS
+    )
+    return _shared(result, "blocks", draw, block)
+
+
+def alignment_figure(result: MaskLabResult) -> FrozenFigure:
+    """Top-left against bottom-right causal alignment (:func:`alignment_view`'s example)."""
+    _, ex, q, k = alignment_view(result)
+    draw = functools.partial(F.alignment_figure, ex["top_left"], ex["bottom_right"], q, k, **_CELLS)
+    return _shared(result, "alignment", draw)
+
+
+def window_figure(result: MaskLabResult, window: int) -> FrozenFigure:
+    """Each library's band for one ``window`` (:func:`window_view`)."""
+    _, sem, counts = window_view(window, result.T, result.S)
+    q, k = result.q_labels, result.k_labels
+    draw = functools.partial(F.window_figure, sem, counts, int(window), q, k, **_CELLS)
+    return _shared(result, "windows", draw, int(window))
+
+
+def keras_merge_figure(result: MaskLabResult) -> FrozenFigure:
+    """How Keras merges the call's masks (only when it has some: ``result.keras_parts``)."""
+    q, k = result.q_labels, result.k_labels
+    draw = functools.partial(F.keras_merge_figure, result.keras_parts, result.final, q, k, **_CELLS)
+    return _shared(result, "keras_merge", draw)
+
+
+def embedding_figure(result: MaskLabResult) -> FrozenFigure:
+    """The query_mask and value_mask Embedding(mask_zero=True) would make (:func:`embedding_padding`)."""
+    e = embedding_padding(result)
+    q, k = result.q_labels, result.k_labels
+    draw = functools.partial(F.embedding_figure, e.query_mask, e.value_mask, q, k, **_CELLS)
+    return _shared(result, "embedding_masks", draw)
 
 
 def scores_figure(result: MaskLabResult, view: str, scale: str, pool: str) -> FrozenFigure:
@@ -810,7 +860,7 @@ def scores_figure(result: MaskLabResult, view: str, scale: str, pool: str) -> Fr
             frozen=True,  # assembled without graph objects
         )  # fmt: skip
 
-    return figure(result, "scores", draw, view, scale, pool)
+    return _shared(result, "scores", draw, view, scale, pool)
 
 
 def component_options(uploaded: bool) -> list[str]:
@@ -1151,4 +1201,18 @@ def first_visit() -> None:
     components = tuple(
         make_component(kind, values, values[f"ml_neg_{kind}"]) for kind in values["ml_components"]
     )
-    cached_compose(compute_key(DEFAULTS), components, values["ml_combine"])
+    result = cached_compose(compute_key(DEFAULTS), components, values["ml_combine"])
+    # And its figures, with the widgets' defaults, as the page draws them.
+    state = dict(values)
+    components_figure(result)
+    scores_figure(result, DEFAULTS.view, DEFAULTS.scale, DEFAULTS.pool)
+    block_options(state, result.T, result.S)
+    block_figure(result, state["ml_block"])
+    alignment_figure(result)
+    seed_window(state, result.settings.window)
+    window_figure(result, state["ml_window"])
+    if result.keras_parts:
+        keras_merge_figure(result)
+    e = embedding_padding(result)
+    if e.fully_masked_rows.size or not e.value_mask.all():
+        embedding_figure(result)

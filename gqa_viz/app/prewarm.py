@@ -8,17 +8,16 @@ fast as a later one. No Streamlit; ``app.py`` starts :func:`prewarm` once per pr
    visitor's request never waits behind more than one.
 2. The first visit of every page whose default view computes something those programs do not
    cover, as the page would: the Playground (its default sentence), Mask Lab (the default
-   mask's parts and the layer under it), KV sharing (the layer for every K of the default N,
-   and its four figures), Trained heads (the tiny models' forward passes, their heads figures,
-   a conversion and its held-out accuracy), Decode (the default run's prefill and decode
-   steps) and the Walkthrough (its step figures for query head 0). Their results land in the
-   shared results cache and their figures in the shared figure cache
-   (:mod:`gqa_viz.app.figure_cache`) or their back end's, so the first visitor reads them.
-   The Mask Lab's, Decode's and Trained heads' other figures are drawn by the first visit,
-   once per server (the page decides their arguments). Each waits until no visitor's computation is
-   pending, and takes the heavy slot itself where its size asks. A page is the unit: a stop
-   asked for meanwhile ends prewarming after it (a few seconds at most), and a page that
-   fails is reported on stderr and skipped.
+   mask's parts and the layer under it), KV sharing (the layer for every K of the default N),
+   Trained heads (the tiny models' forward passes, a conversion and its held-out accuracy),
+   Decode (the default run's prefill and decode steps) and the Walkthrough. Their results
+   land in the shared results cache, and each page's default figures, drawn through the same
+   back-end functions the page calls, in the shared figure cache
+   (:mod:`gqa_viz.app.figure_cache`) or their back end's, so the first visitor neither
+   computes nor draws. Each waits until no visitor's computation is pending, and takes the
+   heavy slot itself where its size asks. A page is the unit: a stop asked for meanwhile ends
+   prewarming after it (a few seconds at most), and a page that fails is reported on stderr
+   and skipped.
 
 The other pages need nothing more: Home runs the programs of step 1, the KV calculator's
 arithmetic is NumPy, and Real models loads a checkpoint only when a visitor

@@ -25,10 +25,16 @@ import numpy as np
 from gqa_viz import core, keras_weights, tasks, tiny, trained
 from gqa_viz.app import limits, prose
 from gqa_viz.app.cache import RESULTS
+from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.buckets import bucketed_trace
 from gqa_viz.figures.shipping import freeze
-from gqa_viz.figures.trained import METHOD_NAMES, trained_heads_figure
+from gqa_viz.figures.trained import (
+    METHOD_NAMES,
+    prediction_figure,
+    right_key_figure,
+    trained_heads_figure,
+)
 from gqa_viz.keras_weights import UploadedLayer, UploadLimits, WeightsUploadError
 
 DEFAULT_TASK = "recall"  # the task the page opens on
@@ -272,6 +278,30 @@ def layer_heads_figure(source: tuple, layer: int, task: str, tokens: tuple[int, 
     return freeze(trained_heads_figure(probs, labels, keys, K, title, max_cells=MAX_DRAWN_CELLS))
 
 
+def bars_figure(source: tuple, layer: int, task: str, tokens: tuple[int, ...], K: int):
+    """One layer's attention on the right key, per head (frozen and shared, as
+    :func:`layer_heads_figure`; drawn once per source, layer and prompt)."""
+
+    def draw():
+        probs = layer_probs(source, tokens)[layer]
+        keys = tasks.answer_keys(task, np.asarray(tokens))
+        title = f"Layer {layer}:<br>attention on the right key"
+        return right_key_figure(probs, keys, K, title, height=350)
+
+    return shared(("trained", "bars", source, layer, task, tokens, K), draw)
+
+
+def predictions_figure(task: str, name: str, tokens: tuple[int, ...]):
+    """Model ``name``'s prediction at each position of ``tokens`` (frozen and shared)."""
+
+    def draw():
+        result = run_model(name, tokens)
+        p = predictions(task, tokens, result)
+        return prediction_figure(p["labels"], p["keys"], p["predicted"], result["confidence"])
+
+    return shared(("trained", "predictions", name, tokens), draw)
+
+
 def converted_accuracy(task: str, method: str, K: int) -> tuple[float, float]:
     """Token and sequence accuracy of :func:`converted` on the experiment's held-out batch,
     through the shared results cache (computed once, however many sessions ask at once)."""
@@ -487,8 +517,11 @@ def first_visit() -> None:
     tokens = tuple(trained.prompt(task, 0).tolist())
     name = f"{task}-k{model_ks(task)[0]}"
     cfg = trained.load(name).cfg
+    predictions_figure(task, name, tokens)
     for layer in range(cfg.num_layers):
         layer_heads_figure(("model", name), layer, task, tokens, cfg.num_key_value_heads)
+        bars_figure(("model", name), layer, task, tokens, cfg.num_key_value_heads)
     method, K = next(iter(METHOD_CHOICES)), experiment_ks(task)[-1]
     converted_accuracy(task, method, K)
     layer_heads_figure(("converted", task, method, K), cfg.num_layers - 1, task, tokens, K)
+    bars_figure(("converted", task, method, K), cfg.num_layers - 1, task, tokens, K)
