@@ -176,7 +176,7 @@ def _step_section(s: dec.DecodeSettings, p: dec.Plan, run: dec.DecodeRun) -> Non
     st.query_params.from_dict(dec.to_query_params(ss[SETTINGS]))
 
     st.markdown(dec.step_text(view))
-    _plot(dec.rows_chart(p, run, view, layer), "dec_rows_chart")
+    _plot(dec.rows_chart(p, view, layer), "dec_rows_chart")
 
     st.subheader("The mask: aligned bottom-right", divider="gray")
     left, right = st.columns([3, 2], gap="large")
@@ -210,7 +210,6 @@ for message in (url_messages or []) + bad_values + notes:
 with st.spinner("Generating…", show_time=True):
     run = dec.run(plan)
 st.markdown(dec.tokens_text(run, plan))
-cfg = trained.load(plan.model).cfg
 with st.expander(
     f"The models, their {plan.positions} positions, the prompt, and why no real checkpoint yet"
 ):

@@ -1,8 +1,9 @@
 """KV sharing: what grouping K/V heads does to attention, and what it saves in memory.
 
 Thin on purpose: the sidebar is :func:`app_pages._controls.settings_controls`, the numbers come
-from :mod:`gqa_viz.app.kv_sharing` (over :mod:`gqa_viz.sharing`), the figures from
-:mod:`gqa_viz.figures.heads` and :mod:`gqa_viz.figures.sharing`. The calculator's results are
+from :mod:`gqa_viz.app.kv_sharing` (over :mod:`gqa_viz.sharing`), and so do the figures
+(:func:`~gqa_viz.app.kv_sharing.figures`: drawn by :mod:`gqa_viz.figures.heads` and
+:mod:`gqa_viz.figures.sharing`, once for every session). The calculator's results are
 the KV calculator page's, drawn by :mod:`app_pages._kv_results` over
 :mod:`gqa_viz.app.kv_calculator`.
 

@@ -2,8 +2,9 @@
 
 Thin on purpose: the sidebar is :func:`app_pages._controls.settings_controls` (the Playground's
 input, heads, causal, window, padding); the numbers, the widgets' state and the prose
-(``assets/text/mask_lab.md``) come from :mod:`gqa_viz.app.mask_lab`, the figures from
-:mod:`gqa_viz.figures.masks` and :func:`gqa_viz.figures.heads.heads_figure`.
+(``assets/text/mask_lab.md``) come from :mod:`gqa_viz.app.mask_lab`, and so do the figures
+(drawn by :mod:`gqa_viz.figures.masks` and :func:`gqa_viz.figures.heads.heads_figure`, once
+for every session); only an upload's readings figure is drawn here.
 """
 
 from __future__ import annotations

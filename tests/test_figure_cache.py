@@ -4,13 +4,17 @@ of them: built once per view, sent again unchanged, bounded in bytes."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from gqa_viz.app import mask_lab as L
 from gqa_viz.app import walkthrough as wt
 from gqa_viz.app.figure_cache import FIGURES, FigureCache
+from gqa_viz.app.settings import DEFAULTS, compute_key
+from gqa_viz.figures.heads import heads_figure
 from gqa_viz.figures.shipping import FrozenFigure
 from tests.apptest_pages import assert_ok, open_page
 
@@ -61,6 +65,29 @@ def test_a_frozen_figure_passes_through_as_it_is():
     assert cache.get("y", lambda: frozen) is frozen
 
 
+def test_a_stored_figure_keeps_its_dict_and_counts_what_it_holds():
+    cache = FigureCache(2**30)
+    fig = cache.get("g", lambda: _heatmap(64))
+    assert fig.to_dict() == _heatmap(64).to_dict()
+    assert np.asarray(fig.data[0].z).shape == (64, 64)  # readable, as Plotly's
+    z_bytes = 64 * 64 * 4  # base64 in the dict (4/3 of it), NumPy in the graph objects
+    assert (4 / 3 + 1) * z_bytes <= cache.bytes < 3 * z_bytes
+    lazy = heads_figure(
+        np.full((2, 64, 64), 0.5, np.float32), None, list("x" * 64), list("y" * 64), 1,
+        max_cells=10**6, frozen=True,
+    )  # fmt: skip
+    other = FigureCache(2**30)
+    other.get("h", lambda: lazy)  # its source arrays are kept until it is read: counted too
+    assert other.bytes >= 2 * z_bytes * (1 + 3 / 4)
+
+
+def test_a_mask_lab_result_made_outside_compose_shares_nothing():
+    result = L.cached_compose(compute_key(DEFAULTS))
+    with pytest.raises(ValueError, match="no key"):
+        L.block_figure(replace(result, key=()), 4)
+    assert L.block_figure(result, 4) is L.block_figure(result, 4)
+
+
 def _specs(at) -> dict[str, str]:
     return {c.proto.id: c.proto.spec for c in at.get("plotly_chart")}
 
@@ -75,7 +102,7 @@ def test_the_walkthrough_draws_a_view_once_and_a_new_head_only_its_own_figures()
     query = dict(mode="random", t="12", n="4", k="2", seed="41")
     first = open_page("app_pages/walkthrough.py", 120, **query)
     built = FIGURES.misses
-    assert built - before == len(wt.FIGURES) - 1  # all but dropout (inactive without training)
+    assert built - before == len(wt.STEP_FIGURES) - 1  # all but dropout (off without training)
     second = open_page("app_pages/walkthrough.py", 120, **query)  # another visitor, same view
     assert_ok(second)
     assert FIGURES.misses == built and _titles(second) == _titles(first)

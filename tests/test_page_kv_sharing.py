@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app import kv_sharing as kv
+from gqa_viz.app.figure_cache import FIGURES
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
     KV_CALCULATOR_MAX_BATCH,
@@ -71,16 +72,16 @@ def test_defaults_render():
 
 def test_reruns_send_the_shared_figures_and_a_change_draws_new_ones():
     at = _app(n="4", k="2")
-    built = kv.figures.cache_info().misses
+    built = FIGURES.misses
     specs = [c.proto.spec for c in at.get("plotly_chart")[:4]]
     at.run()  # a rerun with nothing changed, or a calculator widget: no figure is built
     at.selectbox(key="kv_preset").set_value(next(iter(PRESETS))).run()
     _ok(at)
-    assert kv.figures.cache_info().misses == built
+    assert FIGURES.misses == built
     assert [c.proto.spec for c in at.get("plotly_chart")[:4]] == specs
     at.selectbox(key="kv_method").set_value("first").run()  # another grouping: new figures
     _ok(at)
-    assert kv.figures.cache_info().misses == built + 1
+    assert FIGURES.misses == built + 4  # the page's four figures
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert titles[:2] == ["MHA: 4 K/V heads", "Grouped: K = 2 K/V heads"]
     assert _js(at)["2"] > 0

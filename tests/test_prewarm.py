@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gqa_viz.app import kv_sharing, prewarm, trained_heads
+from gqa_viz.app import prewarm, trained_heads
 from gqa_viz.app.cache import RESULTS
 from gqa_viz.app.figure_cache import FIGURES
 from tests.apptest_pages import open_page
@@ -37,7 +37,6 @@ def cold():
     """Nothing computed yet, as on a server just started (the caches are process-wide)."""
     RESULTS.clear()
     trained_heads.layer_heads_figure.cache_clear()
-    kv_sharing.figures.cache_clear()
     FIGURES.clear()
     yield
     RESULTS.clear()
@@ -49,11 +48,10 @@ def cold():
 def test_a_first_visit_after_prewarming_computes_and_draws_nothing(page, cold):
     dict(prewarm.FIRST_VISITS)[page]()
     misses, drawn = RESULTS.misses, FIGURES.misses
-    figure_caches = (trained_heads.layer_heads_figure, kv_sharing.figures)
-    figures = [cache.cache_info().misses for cache in figure_caches]
+    heads = trained_heads.layer_heads_figure.cache_info().misses
     open_page(FILES[page], timeout=300)
     assert RESULTS.misses == misses, "the page computed what prewarming should have"
-    assert [cache.cache_info().misses for cache in figure_caches] == figures, "figures built"
+    assert trained_heads.layer_heads_figure.cache_info().misses == heads, "figures built"
     assert FIGURES.misses == drawn, "the page drew what prewarming should have"
 
 

@@ -549,7 +549,7 @@ def cache_text(v: StepView, policy: decode.CachePolicy) -> str:
 # keyed by the run (the plan's key), the step and what else the figure follows.
 
 
-def rows_chart(p: Plan, r: DecodeRun, v: StepView, layer: int) -> FrozenFigure:
+def rows_chart(p: Plan, v: StepView, layer: int) -> FrozenFigure:
     """The step's new query rows in ``layer``: their attention, one row of panels per head."""
 
     def draw():
@@ -613,7 +613,7 @@ def first_visit() -> None:
     p = plan(DEFAULTS)[0]
     r = run(p)
     v = step_view(r, p.step, p.layer)
-    rows_chart(p, r, v, p.layer)
+    rows_chart(p, v, p.layer)
     mask_chart(p, r, v)
     cache_chart(p, r, v, p.layer)
     bytes_chart(p, r, v, DEFAULTS.bw)

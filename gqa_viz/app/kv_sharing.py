@@ -7,9 +7,9 @@ G = N // K, H head_dim, D model dim.
 * :func:`drift`: :func:`gqa_viz.sharing.drift_curve` for the sidebar's input, through the
   server's shared results cache (:data:`gqa_viz.app.cache.RESULTS`); it calls
   :func:`check_size` first, with this page's own, stricter limit on the scores.
-* :func:`figures`: the page's four figures for one :func:`drift`, built once per input and
-  shared by every session (frozen: a rerun sends them without building them again; building
-  them cost about 90 ms of a rerun at the default view).
+* :func:`figures`: the page's four figures for one :func:`drift`, drawn once per input for
+  every session (:mod:`gqa_viz.app.figure_cache`; drawing them was about 90 ms of a rerun
+  at the default view).
 
 A real model's layer (the sidebar's weights "real") is already grouped: K of its own K/V
 heads. The page then starts from that layer as it is, written as the multi-head layer it
@@ -29,7 +29,6 @@ the KV calculator page: one copy of those numbers and their wording for both pag
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,6 +36,7 @@ import numpy as np
 from gqa_viz import core, sharing, trained
 from gqa_viz.app import settings as cfg
 from gqa_viz.app.cache import RESULTS
+from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import (
     HEAVY_SCORE_CELLS,
     KV_SHARING_MAX_SCORE_CELLS,
@@ -49,7 +49,7 @@ from gqa_viz.buckets import bucketed_trace
 from gqa_viz.core import divisors
 from gqa_viz.figures.heads import heads_figure
 from gqa_viz.figures.sharing import diff_figure, drift_figure
-from gqa_viz.figures.shipping import FrozenFigure, freeze
+from gqa_viz.figures.shipping import FrozenFigure
 from gqa_viz.sharing import controlled_mha, drift_curve, explain
 
 __all__ = [
@@ -245,15 +245,13 @@ class SharingFigures:
     drift: FrozenFigure  # JS divergence and output error against K
 
 
-@functools.lru_cache(maxsize=8)  # at most ~4 MB each (MAX_DRAWN_CELLS per heads map)
 def figures(s: Settings, setting: str, eps: float, method: str, target: int) -> SharingFigures:
-    """The figures of :func:`drift` with the same arguments, for the 8 most recent inputs.
+    """The figures of :func:`drift` with the same arguments, each drawn once for every session
+    showing them (:mod:`gqa_viz.app.figure_cache`; a figure larger than that cache is drawn
+    on each rerun instead, as the difference map of a large input can be).
 
-    ``target`` is required (``s.k`` but for a real layer) so that one input has one cache key.
-
-    Built once per input and sent by every session that shows it: reruns of the page (a
-    class on the default view, a metric's tooltip, another section's widget) cost no figure
-    building. ValueError as :func:`drift`.
+    ``target`` is required (``s.k`` but for a real layer) so that one input has one key.
+    ValueError as :func:`drift`.
     """
     d = drift(s, setting, eps, method, target)
     is_real = s.weights == "real"
@@ -262,18 +260,22 @@ def figures(s: Settings, setting: str, eps: float, method: str, target: int) -> 
     what = f"grouped ({after}) − as trained (K = {s.k})" if is_real else None
     diff_title = f"Difference in attention: {what}, per query head" if what else None
     drift_title = f"Drift from layer {s.layer} as trained, by K'" if is_real else None
-    return SharingFigures(
-        before=heads_figure(
+    draw = {
+        "before": lambda: heads_figure(
             d.probs_mha, d.mask, d.q_labels, d.k_labels, s.k if is_real else s.n,
             title=f"{before} K/V heads", **maps,
         ),
-        after=heads_figure(
+        "after": lambda: heads_figure(
             d.probs_gqa, d.mask, d.q_labels, d.k_labels, K,
             title=f"Grouped: {after} K/V head{'s' if K > 1 else ''}", **maps,
         ),
-        diff=freeze(diff_figure(d.diff, d.mask, K, diff_title)),
-        drift=freeze(drift_figure(d.curve, K, drift_title)),
-    )  # fmt: skip
+        "diff": lambda: diff_figure(d.diff, d.mask, K, diff_title),
+        "drift": lambda: drift_figure(d.curve, K, drift_title),
+    }  # fmt: skip
+    key = (s, setting, eps, method, target)
+    return SharingFigures(
+        **{name: shared(("kv-sharing", name, *key), f) for name, f in draw.items()}
+    )
 
 
 def describe(s: Settings, setting: str, eps: float, method: str) -> str:

@@ -796,6 +796,8 @@ _CELLS = {"max_cells": MAX_DRAWN_CELLS}
 
 
 def _shared(result: MaskLabResult, name: str, draw: Callable[[], object], *view) -> FrozenFigure:
+    if not result.key:  # made outside compose: nothing names it, so nothing may share it
+        raise ValueError("This MaskLabResult has no key; make it with compose().")
     return shared(("mask-lab", name, result.key, *view), draw)
 
 
@@ -1203,7 +1205,8 @@ def first_visit() -> None:
     )
     result = cached_compose(compute_key(DEFAULTS), components, values["ml_combine"])
     # And its figures, with the widgets' defaults, as the page draws them.
-    state = dict(values)
+    state: dict = {}
+    seed_widgets(state)
     components_figure(result)
     scores_figure(result, DEFAULTS.view, DEFAULTS.scale, DEFAULTS.pool)
     block_options(state, result.T, result.S)

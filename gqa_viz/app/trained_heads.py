@@ -299,7 +299,7 @@ def predictions_figure(task: str, name: str, tokens: tuple[int, ...]):
         p = predictions(task, tokens, result)
         return prediction_figure(p["labels"], p["keys"], p["predicted"], result["confidence"])
 
-    return shared(("trained", "predictions", name, tokens), draw)
+    return shared(("trained", "predictions", task, name, tokens), draw)
 
 
 def converted_accuracy(task: str, method: str, K: int) -> tuple[float, float]:

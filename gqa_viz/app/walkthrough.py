@@ -164,7 +164,7 @@ def run(settings: Settings) -> Walkthrough:
 
 
 # The step figures, by name; those of PER_HEAD follow the query head, the others do not.
-FIGURES = (
+STEP_FIGURES = (
     "inputs",
     "q",
     "kv",
@@ -180,11 +180,12 @@ PER_HEAD = frozenset({"q", "kv", "sharing", "logits", "probs", "dropout", "conte
 
 
 def figure(walk: Walkthrough, name: str, head: int) -> FrozenFigure:
-    """Step figure ``name`` (one of FIGURES) of ``walk``, following query head ``head``: built
-    once and sent to every session that shows it (frozen; see :mod:`gqa_viz.app.figure_cache`).
-    Its key is the compute key ``walk`` was run for (:func:`run`), the head, and the name."""
-    if name not in FIGURES:
-        raise ValueError(f"No Walkthrough figure {name!r}; one of {', '.join(FIGURES)}.")
+    """Step figure ``name`` (one of STEP_FIGURES) of ``walk``, following query head ``head``:
+    built once and sent to every session that shows it (frozen; see
+    :mod:`gqa_viz.app.figure_cache`). Its key is the compute key ``walk`` was run for
+    (:func:`run`), the head, and the name."""
+    if name not in STEP_FIGURES:
+        raise ValueError(f"No Walkthrough figure {name!r}; one of {', '.join(STEP_FIGURES)}.")
     cache_key = ("walkthrough", name, walk.settings, head if name in PER_HEAD else None)
     return shared(cache_key, lambda: _draw(walk, name, head))
 
@@ -193,7 +194,7 @@ def first_visit() -> None:
     """Compute and draw what the page's first visit shows (prewarming): the default settings,
     query head 0, every step figure the page shows for them."""
     walk = run(cfg.compute_key(cfg.DEFAULTS))
-    for name in FIGURES:
+    for name in STEP_FIGURES:
         if name != "dropout" or walk.dropout_active:
             figure(walk, name, 0)
 
