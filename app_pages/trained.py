@@ -2,8 +2,9 @@
 
 Thin on purpose: what the page computes (forward passes, the conversion, prompts, uploads) is
 in :mod:`gqa_viz.app.trained_heads`, and so are the figures of the shipped models (drawn by
-:mod:`gqa_viz.figures.trained`, once for every session); an upload's are drawn here. The widgets live in the page body, not the sidebar (these models
-fix N, K, H and D), the prose in ``assets/text/trained.md``. The live conversion and the upload
+:mod:`gqa_viz.figures.trained`, once for every session); an upload's are drawn here. The
+widgets live in the page body, not the sidebar (these models fix N, K, H and D), the prose in
+``assets/text/trained.md``. The live conversion and the upload
 are fragments: their widgets rerun only their own section.
 """
 
