@@ -804,9 +804,11 @@ def _shared(result: MaskLabResult, name: str, draw: Callable[[], object], *view)
 def components_figure(result: MaskLabResult) -> FrozenFigure:
     """The components, the sidebar's masks and the final mask, side by side."""
     q, k = result.q_labels, result.k_labels
-    marks = components_marks(result)
-    draw = functools.partial(F.components_figure, result.components, result.final, q, k, **marks)
-    return _shared(result, "components", functools.partial(draw, **_CELLS))
+    draw = functools.partial(
+        F.components_figure, result.components, result.final, q, k,
+        **components_marks(result), **_CELLS,
+    )  # fmt: skip
+    return _shared(result, "components", draw)
 
 
 def block_figure(result: MaskLabResult, block: int) -> FrozenFigure:

@@ -4,9 +4,10 @@ Axis letters as in :mod:`gqa_viz.tiny`: L sequence length (T = S = L), N query h
 heads, V vocab. The models and the experiment come from :mod:`gqa_viz.trained`, the forward
 pass and the conversion from :mod:`gqa_viz.tiny`, uploaded layers from
 :mod:`gqa_viz.keras_weights` (read within :data:`UPLOAD_LIMITS`). Forward passes and held-out
-accuracies go through the server's shared results cache, and each layer's heads figure is
-kept here too (:func:`layer_heads_figure`), so every session reads one copy and start-up
-prewarming (:func:`first_visit`) can compute the page's defaults. The page
+accuracies go through the server's shared results cache, and the shipped models' figures
+(:func:`layer_heads_figure`, :func:`bars_figure`, :func:`predictions_figure`) through the
+shared figure cache (:mod:`gqa_viz.app.figure_cache`), so every session reads one copy and
+start-up prewarming (:func:`first_visit`) can compute and draw the page's defaults. The page
 (``app_pages/trained.py``) draws them; its prose is in ``assets/text/trained.md``
 (:func:`text`). Functions that take ``state`` read and write the
 page's session_state (any mutable mapping will do).
@@ -28,7 +29,6 @@ from gqa_viz.app.cache import RESULTS
 from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.buckets import bucketed_trace
-from gqa_viz.figures.shipping import freeze
 from gqa_viz.figures.trained import (
     METHOD_NAMES,
     prediction_figure,
@@ -265,17 +265,20 @@ def layer_probs(source: tuple, tokens: tuple[int, ...]) -> list[np.ndarray]:
     return run_converted(*source[1:], tokens)["probs"]
 
 
-@functools.lru_cache(maxsize=32)
 def layer_heads_figure(source: tuple, layer: int, task: str, tokens: tuple[int, ...], K: int):
     """One layer's heads with the right keys outlined (frozen: shared by every session and
     sent on every rerun; do not change it). ``source``: ("model", name) or ("converted",
     task, method, K)."""
-    names = tasks.token_names(task)
-    keys = tasks.answer_keys(task, np.asarray(tokens))
-    probs = layer_probs(source, tokens)[layer]
-    labels = [names[t] for t in tokens]
-    title = layer_title(source, layer)
-    return freeze(trained_heads_figure(probs, labels, keys, K, title, max_cells=MAX_DRAWN_CELLS))
+
+    def draw():
+        names = tasks.token_names(task)
+        keys = tasks.answer_keys(task, np.asarray(tokens))
+        probs = layer_probs(source, tokens)[layer]
+        labels = [names[t] for t in tokens]
+        title = layer_title(source, layer)
+        return trained_heads_figure(probs, labels, keys, K, title, max_cells=MAX_DRAWN_CELLS)
+
+    return shared(("trained", "heads", source, layer, task, tokens, K), draw)
 
 
 def bars_figure(source: tuple, layer: int, task: str, tokens: tuple[int, ...], K: int):
