@@ -99,8 +99,7 @@ def _effect_section(s: Settings) -> None:
         st.info("This layer has one K/V head (multi-query): there is nothing left to merge.")
     before, after, _ = kv.group_labels(s, target)
 
-    # Side by side while both fit at half width; tabs for more heads.
-    if s.n <= 8:
+    if kv.side_by_side(s):  # both fit at half width; tabs for more heads
         left, right = st.columns(2, gap="medium")
     else:
         left, right = st.tabs([f"{before} K/V heads", f"Grouped ({after})"])

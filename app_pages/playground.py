@@ -1,10 +1,12 @@
 """Playground: every query head's attention map, grouped by the K/V head it shares.
 
 Thin on purpose: the controls are :func:`app_pages._controls.settings_controls`, the numbers come
-from :func:`gqa_viz.app.playground.cached_run` (shared by all sessions), the figures from
-:mod:`gqa_viz.figures.heads`. The parts below the sidebar are fragments: the view toolbar and
-the heads figure, the zoom, and the dropout panel each rerun alone when their own widgets
-change, reusing the computed result.
+from :func:`gqa_viz.app.playground.cached_run` and the two big figures from its
+:func:`~gqa_viz.app.playground.heads_chart` and :func:`~gqa_viz.app.playground.kv_chart` (all
+shared by every session), the rest from :mod:`gqa_viz.figures.heads`. The parts below the
+sidebar are fragments: the length sliders (drawn into the sidebar) with everything they
+change, and inside it the view toolbar with the heads figure, the zoom, and the dropout panel,
+each rerunning alone when its own widgets change, reusing the computed result.
 """
 
 from __future__ import annotations
@@ -12,25 +14,20 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages._controls import compute_key, settings_controls, view_controls
+from app_pages._controls import compute_key, length_controls, settings_controls, view_controls
 from gqa_viz.app import limits
 from gqa_viz.app.playground import (
     VIEW_NAMES,
     Result,
     cached_run,
     downloads,
+    heads_chart,
     input_shape,
+    kv_chart,
     summary_markdown,
 )
 from gqa_viz.app.settings import Settings
-from gqa_viz.figures.heads import (
-    dropout_figure,
-    heads_figure,
-    kv_heads_figure,
-    pool_factor,
-    zoom_figure,
-)
-from gqa_viz.figures.shipping import freeze
+from gqa_viz.figures.heads import dropout_figure, pool_factor, zoom_figure
 
 
 def _compute(key: Settings) -> Result:
@@ -39,37 +36,6 @@ def _compute(key: Settings) -> Result:
     what = f" for {cells:,} attention scores" if cells > 4_000_000 else ""
     with st.spinner(f"Running the layer{what}…", show_time=True):  # shown after 0.5 s
         return cached_run(key)
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _heads_fig(key: Settings, view: str, scale: str, pool: str):
-    result = cached_run(key)
-    return heads_figure(
-        result.item(view),
-        result.mask,
-        result.q_labels,
-        result.k_labels,
-        key.k,
-        kind=view,
-        title=None,
-        saturate=99.0 if scale == "p99" else None,
-        pool=pool,
-        max_cells=limits.MAX_DRAWN_CELLS,
-        frozen=True,  # sent on every rerun of every session that shows it
-    )
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _kv_fig(key: Settings):
-    result = cached_run(key)
-    fig = kv_heads_figure(
-        result.item("key"),
-        result.item("value"),
-        result.k_labels,
-        key.n,
-        max_cells=limits.MAX_DRAWN_CELLS,
-    )
-    return freeze(fig)
 
 
 def _downloads(result: Result, values: np.ndarray, kind: str, stem: str) -> None:
@@ -154,7 +120,7 @@ def _heads_panel(result: Result, key: Settings) -> None:
     pooled = pool_factor(result.settings.n, T, S, max_cells=limits.MAX_DRAWN_CELLS) > 1
     view = view_controls(pooled)
     with st.spinner("Drawing…", show_time=True):
-        fig = _heads_fig(key, view.view, view.scale, view.pool)
+        fig = heads_chart(key, view.view, view.scale, view.pool)
     left, right = st.columns([3, 1.15], gap="medium")
     with left:
         st.plotly_chart(fig, theme=None, key="heads_chart", config=_config(result, view.view))
@@ -239,21 +205,28 @@ def _kv_section(result: Result, key: Settings) -> None:
         "the query and output projections stay the same. In **'fresh'** mode every K gets "
         f"new random weights. (Now: **{s.weights}**.)"
     )
-    kv = _kv_fig(key)
+    kv = kv_chart(key)
     st.plotly_chart(kv, theme=None, key="kv_chart", config=_config(result, "kv_heads"))
 
 
-settings = settings_controls()
+@st.fragment
+def _body(slots: dict) -> None:
+    """Everything the length sliders change: moving one reruns this alone."""
+    key = compute_key(length_controls(slots))
+    try:
+        result = _compute(key)
+    except ValueError as error:
+        st.error(f"These settings cannot run: {error}", icon="🚫")
+    else:
+        _show(result, key)
+
+
+slots: dict = {}
+settings_controls(slots)
 st.title("Playground")
 st.markdown(
     "Every query head's attention map for your input, one heatmap per head, **grouped by the "
     "K/V head it shares**: the heads in one coloured frame read the same keys and values, "
     "and grey cells are masked."
 )
-key = compute_key(settings)
-try:
-    result = _compute(key)
-except ValueError as error:
-    st.error(f"These settings cannot run: {error}", icon="🚫")
-else:
-    _show(result, key)
+_body(slots)

@@ -6,6 +6,7 @@ Uses the ``streamlit_server`` and ``page`` fixtures of conftest.py (Debian chrom
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = pytest.mark.browser
 
@@ -136,3 +137,51 @@ def test_the_largest_map_renders_and_zooms(streamlit_server, page, tmp_path):
     _wait_idle(page)
     _no_exception(page)
     page.screenshot(path=str(tmp_path / "playground_2048.png"), full_page=True)
+
+
+ROWS_JS = """() => {
+    const plot = document.querySelector('.js-plotly-plot');
+    if (!plot || !plot.data || !plot.data.length) return -1;
+    return plot.data[plot.data.length - 1].y.length;
+}"""
+
+
+def test_length_slider_reruns_its_fragment_and_keeps_the_sidebar(streamlit_server, page):
+    """The query-length slider lives in the sidebar but is drawn by the page's fragment: a move
+    redraws the maps and the URL, the slider stays one slider in its place, and the next
+    full run (another N) keeps the new length."""
+    _open_playground(page, streamlit_server, "?mode=random&t=64")
+    page.wait_for_function(f"() => ({ROWS_JS})() === 64", timeout=RERUN_MS)
+    sidebar = page.locator("[data-testid='stSidebar']")
+    slider = sidebar.locator("[data-testid='stSlider']").filter(has_text="Query length T")
+    assert slider.count() == 1
+    thumb = slider.locator("input[type=range]").first
+    thumb.focus()
+    for rows in (63, 62):
+        thumb.press("ArrowLeft")
+        page.wait_for_function(f"() => ({ROWS_JS})() === {rows}", timeout=RERUN_MS)
+        _wait_idle(page)
+    assert "t=62" in page.url
+    assert slider.count() == 1  # redrawn in place, not appended
+    # Still between the input kind and the batch size, in the Input expander.
+    inputs = sidebar.locator("[data-testid='stExpander']").filter(has_text="Batch size B")
+    text = inputs.inner_text()
+    assert text.index("random vectors") < text.index("Query length T") < text.index("Batch size")
+    _no_exception(page)
+
+    box = sidebar.locator("[data-testid='stSelectbox']").filter(has_text="num_query_heads")
+    option = page.get_by_role("option", name="4", exact=True)
+    for _ in range(3):  # the first click can land while the slider still holds the focus
+        box.locator("[role='combobox'], input").first.click()
+        try:
+            option.wait_for(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    option.click()
+    _wait_count(page, "scores", 4)
+    _wait_idle(page)
+    assert page.evaluate(ROWS_JS) == 62
+    assert "t=62" in page.url and "n=4" in page.url
+    assert slider.count() == 1
+    _no_exception(page)

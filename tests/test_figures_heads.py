@@ -226,6 +226,28 @@ def test_many_heads_stay_usable():
     assert len([s for s in fig.layout.shapes if s.name and s.name.startswith("kv")]) == 64
 
 
+@pytest.mark.parametrize("width", [300, 460, 820])
+def test_a_narrow_column_keeps_every_panel_inside_the_figure(width):
+    """Planned for a narrow column, panels shrink to their least width; where even that is too
+    wide the figure widens instead of pushing panels off its edge. The subtitle wraps."""
+    mask = _causal(12)
+    fig = heads_figure(
+        _probs(32, 12, 12, mask), mask, TOKENS * 2, TOKENS * 2, 32,
+        max_cells=MAX_DRAWN_CELLS, planned_width=width,
+    )  # fmt: skip
+    rows = {}
+    for tr in _scores(fig):
+        x = fig.layout[tr.xaxis.replace("x", "xaxis")].domain
+        y = fig.layout[tr.yaxis.replace("y", "yaxis")].domain
+        assert 0 <= x[0] < x[1] <= 1 and 0 <= y[0] < y[1] <= 1, (width, tr.name, x, y)
+        rows.setdefault(y, []).append(x)
+    for panels in rows.values():  # side by side, never on top of each other
+        panels.sort()
+        assert all(a[1] < b[0] for a, b in zip(panels, panels[1:], strict=False))
+    subtitle = fig.layout.title.subtitle.text
+    assert subtitle.count("<br>") + 1 == (3 if width < 640 else 2), subtitle
+
+
 def test_huge_maps_are_max_pooled_by_default():
     T = 400
     mask = _causal(T)

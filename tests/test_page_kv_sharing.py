@@ -25,6 +25,8 @@ from gqa_viz.app.limits import (
     MAX_CONFIG_LAYERS,
 )
 from gqa_viz.app.settings import compute_key, from_query_params
+from gqa_viz.figures.grid import CHAR_PX, TICK_FONT
+from gqa_viz.figures.heads import NOMINAL_WIDTH
 from gqa_viz.models import PRESETS
 from tests.apptest_pages import assert_ok, open_page
 
@@ -85,6 +87,37 @@ def test_reruns_send_the_shared_figures_and_a_change_draws_new_ones():
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert titles[:2] == ["MHA: 4 K/V heads", "Grouped: K = 2 K/V heads"]
     assert _js(at)["2"] > 0
+
+
+def _tick_room(spec: dict, width_px: float) -> list[tuple[float, float]]:
+    """(px between neighbouring x tick labels, px each needs) of every labelled panel axis, the
+    figure drawn ``width_px`` wide."""
+    layout = spec["layout"]
+    plot_px = width_px - layout["margin"]["l"] - layout["margin"]["r"]
+    room = []
+    for name, ax in layout.items():
+        if not name.startswith("xaxis") or not ax.get("showticklabels") or len(ax["tickvals"]) < 2:
+            continue
+        cell_px = (ax["domain"][1] - ax["domain"][0]) * plot_px / len(ax["categoryarray"])
+        at = [ax["categoryarray"].index(v) for v in ax["tickvals"]]
+        apart = min(b - a for a, b in zip(at, at[1:], strict=False)) * cell_px
+        upright = ax["tickangle"] == 0
+        room.append((apart, max(map(len, ax["ticktext"])) * CHAR_PX if upright else TICK_FONT))
+    return room
+
+
+@pytest.mark.parametrize("n, k, width", [("8", "2", kv.HALF_PAGE_PX), ("16", "4", NOMINAL_WIDTH)])
+def test_the_maps_tick_labels_have_room_where_the_page_puts_them(n, k, width):
+    """Side by side (N <= 8) each map gets half the page, in tabs the whole: the tokens under
+    every panel must not run into each other there."""
+    at = _app(n=n, k=k)
+    assert kv.side_by_side(from_query_params({"n": [n]})[0]) == (width == kv.HALF_PAGE_PX)
+    room = [
+        r
+        for chart in at.get("plotly_chart")[:2]
+        for r in _tick_room(json.loads(chart.proto.spec), width)
+    ]
+    assert room and all(apart >= need for apart, need in room), room
 
 
 def test_every_preset_and_mla_warning():

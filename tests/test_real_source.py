@@ -21,6 +21,7 @@ from gqa_viz import checkpoints, core, sharing
 from gqa_viz.app import codegen, kv_sharing, playground, real_sources
 from gqa_viz.app.settings import DEFAULT_SENTENCE, from_query_params
 from gqa_viz.checkpoints import convert
+from gqa_viz.figures import steps as steps_figures
 from tests import real_fixtures
 
 QWEN, GEMMA = real_fixtures.QWEN3, real_fixtures.GEMMA2
@@ -215,7 +216,12 @@ def test_unknown_model_and_long_prompt_keep_the_rest_of_the_view(hub):
     assert "are used (the limit)" in notes
 
 
-def test_walkthrough_shows_the_steps_keras_does_not_have(hub):
+def test_walkthrough_shows_the_steps_keras_does_not_have(hub, monkeypatch):
+    drawn = []
+    draw = steps_figures.before_after_figure
+    monkeypatch.setattr(
+        steps_figures, "before_after_figure", lambda *a, **k: drawn.append(1) or draw(*a, **k)
+    )
     at = _app("app_pages/walkthrough.py", weights="real", model=QWEN, layer="0")
     assert not at.error
     heads = [h.value for h in at.subheader]
@@ -223,6 +229,16 @@ def test_walkthrough_shows_the_steps_keras_does_not_have(hub):
     assert not any("Soft-cap" in h for h in heads)
     keras = next(c.value for c in at.code if c.value.startswith("# Keras"))
     assert "NOT EQUIVALENT for this layer" in keras
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    for title in (
+        "QK-norm: Q of query head 0",
+        "QK-norm: K of KV head 0",
+        "RoPE: Q of query head 0",
+    ):
+        assert title in titles, titles
+    count = len(drawn)
+    at.run()  # another rerun of the same view: these steps' figures are shared, not redrawn
+    assert not at.error and len(drawn) == count
     at = _app("app_pages/walkthrough.py", weights="real", model=GEMMA, layer="0")
     heads = [h.value for h in at.subheader]
     assert "Logits: Q·Kᵀ × s" in heads[4] and heads[5].startswith("6. Soft-cap"), heads

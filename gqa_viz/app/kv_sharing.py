@@ -47,7 +47,7 @@ from gqa_viz.app.playground import build_inputs, input_shape, make_params, trace
 from gqa_viz.app.settings import Settings
 from gqa_viz.buckets import bucketed_trace
 from gqa_viz.core import divisors
-from gqa_viz.figures.heads import heads_figure
+from gqa_viz.figures.heads import NOMINAL_WIDTH, heads_figure
 from gqa_viz.figures.sharing import diff_figure, drift_figure
 from gqa_viz.figures.shipping import FrozenFigure
 from gqa_viz.sharing import controlled_mha, drift_curve, explain
@@ -64,6 +64,7 @@ __all__ = [
     "group_labels",
     "real_ks",
     "real_targets",
+    "side_by_side",
 ]
 
 SETTING_NAMES = {
@@ -73,6 +74,17 @@ SETTING_NAMES = {
     "real": "this real layer, its K/V heads grouped further",
 }
 METHOD_NAMES = {"mean": "mean of the group", "first": "first head", "random": "random head"}
+
+# px of one of the page's two figure columns (a 1400 px window, sidebar open): the before and
+# after maps are planned for it, so their tick labels do not collide when drawn side by side.
+HALF_PAGE_PX = 460
+SIDE_BY_SIDE_HEADS = 8  # up to this N the two maps sit side by side; in tabs beyond
+
+
+def side_by_side(s: Settings) -> bool:
+    """Whether the page shows the before and after maps side by side (else in tabs, each the
+    page's full width): both fit at half width up to :data:`SIDE_BY_SIDE_HEADS` heads."""
+    return s.n <= SIDE_BY_SIDE_HEADS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +268,8 @@ def figures(s: Settings, setting: str, eps: float, method: str, target: int) -> 
     d = drift(s, setting, eps, method, target)
     is_real = s.weights == "real"
     before, after, K = group_labels(s, target)
-    maps = dict(saturate=99.0, max_cells=MAX_DRAWN_CELLS, frozen=True)
+    width = HALF_PAGE_PX if side_by_side(s) else NOMINAL_WIDTH
+    maps = dict(saturate=99.0, max_cells=MAX_DRAWN_CELLS, planned_width=width, frozen=True)
     what = f"grouped ({after}) − as trained (K = {s.k})" if is_real else None
     diff_title = f"Difference in attention: {what}, per query head" if what else None
     drift_title = f"Drift from layer {s.layer} as trained, by K'" if is_real else None

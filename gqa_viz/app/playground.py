@@ -38,9 +38,11 @@ import numpy as np
 from gqa_viz import buckets, core, trained
 from gqa_viz.app import real_sources
 from gqa_viz.app.cache import RESULTS  # the server's shared results cache
+from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import (
     HEAVY_SCORE_CELLS,
     MAX_CSV_ROWS,
+    MAX_DRAWN_CELLS,
     MAX_LEN,
     MAX_NPY_BYTES,
     MAX_TOKENS,
@@ -48,7 +50,14 @@ from gqa_viz.app.limits import (
 from gqa_viz.app.settings import DEFAULTS, HEAD_CHOICES, Settings, check_size, compute_key
 from gqa_viz.core import divisors
 from gqa_viz.figures.diagram import KIND_NAMES, attention_kind
-from gqa_viz.figures.heads import mask_csv, npy_bytes, scores_csv
+from gqa_viz.figures.heads import (
+    heads_figure,
+    kv_heads_figure,
+    mask_csv,
+    npy_bytes,
+    scores_csv,
+)
+from gqa_viz.figures.shipping import FrozenFigure, freeze
 
 PAD = "<pad>"
 _TOKEN = re.compile(r"[\w']+|[^\w\s]")
@@ -287,9 +296,53 @@ def cached_run(s: Settings) -> Result:
     return RESULTS.get(s, lambda: run(s), heavy=is_heavy(s))
 
 
+def heads_chart(key: Settings, view: str, scale: str, pool: str) -> FrozenFigure:
+    """The page's heads figure of :func:`cached_run` ``(key)``, in a view: drawn once for every
+    session that shows it (:mod:`gqa_viz.app.figure_cache`), never to be changed."""
+
+    def draw():
+        result = cached_run(key)
+        return heads_figure(
+            result.item(view),
+            result.mask,
+            result.q_labels,
+            result.k_labels,
+            key.k,
+            kind=view,
+            title=None,
+            saturate=99.0 if scale == "p99" else None,
+            pool=pool,
+            max_cells=MAX_DRAWN_CELLS,
+            frozen=True,
+        )
+
+    return shared(("playground", "heads", key, view, scale, pool), draw)
+
+
+def kv_chart(key: Settings) -> FrozenFigure:
+    """The K/V heads figure of :func:`cached_run` ``(key)``, shared as :func:`heads_chart`."""
+
+    def draw():
+        result = cached_run(key)
+        return freeze(
+            kv_heads_figure(
+                result.item("key"),
+                result.item("value"),
+                result.k_labels,
+                key.n,
+                max_cells=MAX_DRAWN_CELLS,
+            )
+        )
+
+    return shared(("playground", "kv", key), draw)
+
+
 def first_visit() -> None:
-    """Compute what the page's first visit shows with the default settings (prewarming)."""
-    cached_run(compute_key(DEFAULTS))
+    """Compute and draw what the page's first visit shows with the default settings
+    (prewarming)."""
+    key = compute_key(DEFAULTS)
+    cached_run(key)
+    heads_chart(key, DEFAULTS.view, DEFAULTS.scale, DEFAULTS.pool)
 
 
 def prewarm_programs(s: Settings = DEFAULTS) -> list[buckets.Program]:

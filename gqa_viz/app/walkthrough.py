@@ -316,15 +316,22 @@ class Step:
 
 
 def _pair_figures(walk: Walkthrough, one: Head, before, after, what: str, subtitle: str):
-    """Q of the head and K of its KV head, each before and after a step (two figures)."""
+    """Q of the head and K of its KV head, each before and after a step (two figures, shared as
+    :func:`figure`'s: ``what`` names the step)."""
     labels = walk.result.q_labels, walk.result.k_labels
     color = theme.group_color(one.kv)
+    pairs = (
+        (before[0], after[0], labels[0], f"{what}: Q of query head {one.head}", "query t"),
+        (before[1], after[1], labels[1], f"{what}: K of KV head {one.kv}", "key s"),
+    )
     return [
-        F.before_after_figure(b, a, lab, title=title, subtitle=subtitle, y_title=axis, color=color)
-        for b, a, lab, title, axis in (
-            (before[0], after[0], labels[0], f"{what}: Q of query head {one.head}", "query t"),
-            (before[1], after[1], labels[1], f"{what}: K of KV head {one.kv}", "key s"),
+        shared(
+            ("walkthrough", what, side, walk.settings, one.head),
+            lambda p=p: F.before_after_figure(
+                p[0], p[1], p[2], title=p[3], subtitle=subtitle, y_title=p[4], color=color
+            ),
         )
+        for side, p in zip(("q", "k"), pairs, strict=True)
     ]
 
 
@@ -388,9 +395,12 @@ def softcap_step(walk: Walkthrough, one: Head) -> Step | None:
     cap = walk.result.spec.logit_softcap
     if cap is None:
         return None
-    fig = F.logits_figure(
-        one.logits, walk.result.q_labels, walk.result.k_labels, one.head,
-        subtitle=f"c · tanh(L / c), c = {cap:g}: every logit within (−{cap:g}, {cap:g})",
+    fig = shared(
+        ("walkthrough", "softcap", walk.settings, one.head),
+        lambda: F.logits_figure(
+            one.logits, walk.result.q_labels, walk.result.k_labels, one.head,
+            subtitle=f"c · tanh(L / c), c = {cap:g}: every logit within (−{cap:g}, {cap:g})",
+        ),
     )  # fmt: skip
     return Step(
         "softcap",

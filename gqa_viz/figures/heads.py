@@ -320,6 +320,7 @@ def heads_figure(
     k_start: int = 0,
     max_cells: int,
     color_limits: tuple[float, float] | None = None,
+    planned_width: float = NOMINAL_WIDTH,
     frozen: bool = False,
 ) -> go.Figure:
     """One heatmap per query head [N, T, S], in rows by the K/V head each one reads.
@@ -335,6 +336,10 @@ def heads_figure(
     place in the whole: ``first_head`` (a multiple of G, so groups stay whole), ``q_start``
     and ``k_start`` (positions of its first query and key), and the whole map's
     ``color_limits`` so its colours mean what they mean in the overview.
+
+    ``planned_width``: px of the column the figure is shown in. Panel sizes, tick density and
+    label lengths are planned for it (the figure then stretches to the column); a figure in
+    half a page needs its own, or its tick labels collide.
 
     ``frozen=True`` returns a :class:`~gqa_viz.figures.shipping.FrozenFigure` of the same
     figure, for a cache that sends it on many reruns: it is assembled from plain dicts without
@@ -393,8 +398,10 @@ def heads_figure(
         if not is_positional(q_labels) and T <= TOKEN_TICKS and f == 1
         else len(str(T)) * CHAR_PX + 12
     )
-    margin = dict(l=int(ylab + 14), r=110, t=112 if f == 1 else 142, b=16)
-    avail = NOMINAL_WIDTH - margin["l"] - margin["r"]
+    narrow = planned_width < 640  # the subtitle's second sentence takes two lines
+    top = (112 if f == 1 else 142) + (16 if narrow else 0)
+    margin = dict(l=int(ylab + 14), r=110, t=top, b=16)
+    avail = planned_width - margin["l"] - margin["r"]
     n_block_gaps = (grid.groups_per_row - 1) if packed else 0
     panel_w = (avail - (ncols - 1) * hgap - n_block_gaps * (group_gap - hgap)) / ncols
     panel_w = max(40.0, min(panel_w, 260.0))
@@ -423,8 +430,8 @@ def heads_figure(
         y += title_h
         row_top.append(y)
         y += panel_h + xt.extent_px + vgap
-    plot_h = y
-    plot_w = float(avail)
+    plot_h = max(y, 160.0)  # room for the colour bar and its title beside one short row
+    plot_w = max(float(avail), content_w)  # panels at their least width may need more room
     geo = Geometry(plot_w, plot_h, margin)
 
     default_title = {
@@ -434,7 +441,8 @@ def heads_figure(
     }[kind]
     subtitle = (
         "Rows: queries (top to bottom); columns: keys.<br>"
-        f"Query head n reads K/V head n // G (G = {G}): the heads in one frame share it."
+        f"Query head n reads K/V head n // G (G = {G}):{'<br>' if narrow else ' '}"
+        "the heads in one frame share it."
     )
     if f > 1:
         subtitle += f"<br>{_pool_sentence(f, pool, kind)}"
