@@ -19,7 +19,7 @@ from gqa_viz.app import settings as cfg
 from gqa_viz.app.settings import VIEW_FIELDS, Settings, compute_key
 from gqa_viz.core import divisors, nearest_divisor
 
-__all__ = ["compute_key", "length_controls", "note_page", "settings_controls", "view_controls"]
+__all__ = ["compute_key", "note_page", "settings_controls", "view_controls"]
 
 _KEY = "settings"
 _MESSAGES = "settings_messages"
@@ -129,30 +129,13 @@ def view_controls(pooled: bool) -> Settings:
     return current
 
 
-_LENGTHS = {"t": "Query length T", "s": "Key/value length S"}  # sliders a fragment may own
+LENGTHS = {"t": "Query length T", "s": "Key/value length S"}  # sliders a fragment may own
 
 
-def length_controls(slots: dict) -> Settings:
-    """Draw the length sliders into the sidebar places :func:`settings_controls` kept for them;
-    return the settings with their values. Call it in a fragment that draws all they change:
-    a move then reruns that fragment alone, not the sidebar's other widgets (a length is what
-    a student drags most). The settings and URL are updated here; the sidebar does not rerun.
-    """
-    ss = st.session_state
-    for name, slot in slots.items():
-        slot.slider(_LENGTHS[name], 1, limits.MAX_LEN, key=_w(name))
-    current = replace(ss[_KEY], **{name: ss[_w(name)] for name in slots})
-    if current != ss[_KEY]:
-        ss[_KEY], messages = cfg.validate(current)
-        st.query_params.from_dict(cfg.to_query_params(ss[_KEY]))
-        for message in messages:
-            st.warning(message, icon="⚠️")
-    return ss[_KEY]
-
-
-def settings_controls(slots: dict | None = None) -> Settings:
-    """Render the controls in the sidebar and return the validated settings they describe; with
-    a dict for ``slots``, the length sliders' places go into it instead (:func:`length_controls`)."""
+def settings_controls(slots=None) -> Settings:
+    """Render the controls in the sidebar and return the validated settings they describe. With
+    ``slots`` (:class:`app_pages._lengths.LengthSlots`), the length sliders' places and this
+    run's messages go into it instead, for the page's fragment to draw."""
     s = _load()
     _seed_widgets(s, force=_arrived())
     st.session_state[_SEEDED_FOR] = st.session_state.get(_PAGES, (None, None))[1]
@@ -241,9 +224,9 @@ def settings_controls(slots: dict | None = None) -> Settings:
             else:
                 for name in ("t", "s") if cross else ("t",):
                     if slots is None:
-                        st.slider(_LENGTHS[name], 1, limits.MAX_LEN, key=_w(name))
+                        st.slider(LENGTHS[name], 1, limits.MAX_LEN, key=_w(name))
                     else:
-                        slots[name] = st.container()
+                        slots.places[name] = st.container()
                 st.number_input("Batch size B", 1, limits.MAX_BATCH, key=_w("batch"))
                 ss[_w("item")] = min(ss[_w("item")], ss[_w("batch")] - 1)
                 st.number_input("Batch item shown", 0, limits.MAX_BATCH - 1, key=_w("item"))
@@ -295,6 +278,9 @@ def settings_controls(slots: dict | None = None) -> Settings:
     settings, messages = cfg.validate(raw)
     ss[_KEY] = settings
     st.query_params.from_dict(cfg.to_query_params(settings))
-    for message in ss.pop(_MESSAGES, []) + bad_values + messages:
+    messages = ss.pop(_MESSAGES, []) + bad_values + messages
+    if slots is not None:  # shown in the fragment, so that its reruns clear them
+        slots.messages, messages = messages, []
+    for message in messages:
         st.warning(message, icon="⚠️")
     return settings

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app_pages._controls import compute_key, length_controls, settings_controls, view_controls
+from app_pages._controls import compute_key, settings_controls, view_controls
+from app_pages._lengths import LengthSlots, length_controls
 from gqa_viz.app import limits
 from gqa_viz.app.playground import (
     VIEW_NAMES,
@@ -210,7 +211,7 @@ def _kv_section(result: Result, key: Settings) -> None:
 
 
 @st.fragment
-def _body(slots: dict) -> None:
+def _body(slots: LengthSlots) -> None:
     """Everything the length sliders change: moving one reruns this alone."""
     key = compute_key(length_controls(slots))
     try:
@@ -221,7 +222,7 @@ def _body(slots: dict) -> None:
         _show(result, key)
 
 
-slots: dict = {}
+slots = LengthSlots()
 settings_controls(slots)
 st.title("Playground")
 st.markdown(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 pytestmark = pytest.mark.browser
 
@@ -146,21 +148,55 @@ ROWS_JS = """() => {
 }"""
 
 
+def _listen(page) -> tuple[list[bytes], list[bytes]]:
+    """The page's websocket frames from now on: (sent, received), binary ones only."""
+    sent, received = [], []
+
+    def on_socket(ws):
+        ws.on("framesent", lambda f: isinstance(f, bytes) and sent.append(f))
+        ws.on("framereceived", lambda f: isinstance(f, bytes) and received.append(f))
+
+    page.on("websocket", on_socket)
+    return sent, received
+
+
+def _reruns(frames: list[bytes]) -> list[str]:
+    """The fragment id of each rerun the browser asked for ("" for the whole page)."""
+    msgs = [BackMsg.FromString(f) for f in frames]
+    return [m.rerun_script.fragment_id for m in msgs if m.WhichOneof("type") == "rerun_script"]
+
+
+def _labels(frames: list[bytes], kind: str) -> list[str]:
+    """Labels of the ``kind`` elements (e.g. "selectbox") the server sent."""
+    msgs = [ForwardMsg.FromString(f) for f in frames]
+    elements = [m.delta.new_element for m in msgs if m.WhichOneof("type") == "delta"]
+    return [getattr(e, kind).label for e in elements if e.WhichOneof("type") == kind]
+
+
 def test_length_slider_reruns_its_fragment_and_keeps_the_sidebar(streamlit_server, page):
     """The query-length slider lives in the sidebar but is drawn by the page's fragment: a move
-    redraws the maps and the URL, the slider stays one slider in its place, and the next
-    full run (another N) keeps the new length."""
+    reruns that fragment only (the sidebar's other widgets are not sent again) and redraws the
+    maps and the URL; the slider stays one slider in its place, and the next full run (another
+    N) keeps the new length."""
+    sent, received = _listen(page)
     _open_playground(page, streamlit_server, "?mode=random&t=64")
     page.wait_for_function(f"() => ({ROWS_JS})() === 64", timeout=RERUN_MS)
+    assert "num_query_heads (N)" in _labels(received, "selectbox")  # the full first run
     sidebar = page.locator("[data-testid='stSidebar']")
     slider = sidebar.locator("[data-testid='stSlider']").filter(has_text="Query length T")
     assert slider.count() == 1
     thumb = slider.locator("input[type=range]").first
     thumb.focus()
+    sent.clear()
+    received.clear()
     for rows in (63, 62):
         thumb.press("ArrowLeft")
         page.wait_for_function(f"() => ({ROWS_JS})() === {rows}", timeout=RERUN_MS)
         _wait_idle(page)
+    reruns = _reruns(sent)
+    assert reruns and all(reruns), reruns  # every rerun named a fragment
+    assert "Query length T" in _labels(received, "slider")
+    assert _labels(received, "selectbox") == []  # N, K, head_dim, ... untouched
     assert "t=62" in page.url
     assert slider.count() == 1  # redrawn in place, not appended
     # Still between the input kind and the batch size, in the Input expander.
@@ -171,7 +207,7 @@ def test_length_slider_reruns_its_fragment_and_keeps_the_sidebar(streamlit_serve
 
     box = sidebar.locator("[data-testid='stSelectbox']").filter(has_text="num_query_heads")
     option = page.get_by_role("option", name="4", exact=True)
-    for _ in range(3):  # the first click can land while the slider still holds the focus
+    for _ in range(3):  # the first click after the slider had the focus can leave it closed
         box.locator("[role='combobox'], input").first.click()
         try:
             option.wait_for(timeout=5_000)
@@ -181,7 +217,30 @@ def test_length_slider_reruns_its_fragment_and_keeps_the_sidebar(streamlit_serve
     option.click()
     _wait_count(page, "scores", 4)
     _wait_idle(page)
+    assert _reruns(sent)[-1] == ""  # a sidebar widget reruns the whole page
     assert page.evaluate(ROWS_JS) == 62
     assert "t=62" in page.url and "n=4" in page.url
     assert slider.count() == 1
+    _no_exception(page)
+
+
+def test_a_drag_clears_the_messages_of_the_link(streamlit_server, page):
+    """A link's impossible setting is reported once; the first drag of the slider (a fragment
+    rerun) takes the message away, as a full rerun would."""
+    _open_playground(page, streamlit_server, "?mode=random&t=16&n=8&k=3")
+    page.wait_for_function(f"() => ({ROWS_JS})() === 16", timeout=LOAD_MS)
+    warning = page.locator("[data-testid='stAlertContentWarning']").filter(
+        has_text="must be divisible by num_key_value_heads (3)"
+    )
+    assert warning.count() == 1
+    slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']").filter(
+        has_text="Query length T"
+    )
+    thumb = slider.locator("input[type=range]").first
+    thumb.focus()
+    thumb.press("Home")
+    page.wait_for_function(f"() => ({ROWS_JS})() === 1", timeout=RERUN_MS)
+    _wait_idle(page)
+    assert warning.count() == 0
+    assert "t=1" in page.url
     _no_exception(page)

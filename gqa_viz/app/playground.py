@@ -1,6 +1,6 @@
 """What the Playground and Walkthrough pages compute, as one call: :func:`run`; and what the
-Playground shows beside its figures: the summary (:func:`summary_markdown`) and the
-downloads (:func:`downloads`).
+Playground shows: its two figures, drawn once for every session (:func:`heads_chart`,
+:func:`kv_chart`), the summary (:func:`summary_markdown`) and the downloads (:func:`downloads`).
 
 Axis letters: B batch, T query length, S key/value length, N query heads, K kv heads,
 G = N // K, H head_dim, D model dim.

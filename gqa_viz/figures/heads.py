@@ -221,11 +221,11 @@ _POOL_WORDS = {
 }
 
 
-def _pool_sentence(f: int, how: str, kind: str) -> str:
+def _pool_sentence(f: int, how: str, kind: str, narrow: bool = False) -> str:
     what = _POOL_WORDS[how, kind == "logits"][1]
     return (
-        f"Downsampled: each cell is {what} of a {f}×{f} block of unmasked cells;<br>"
-        "grey only where the whole block is masked."
+        f"Downsampled: each cell is {what}{'<br>' if narrow else ' '}of a {f}×{f} block of "
+        "unmasked cells;<br>grey only where the whole block is masked."
     )
 
 
@@ -339,7 +339,8 @@ def heads_figure(
 
     ``planned_width``: px of the column the figure is shown in. Panel sizes, tick density and
     label lengths are planned for it (the figure then stretches to the column); a figure in
-    half a page needs its own, or its tick labels collide.
+    half a page needs its own, or its tick labels collide. Panels never get narrower than
+    40 px: where that is still too wide the figure is planned wider and then drawn squeezed.
 
     ``frozen=True`` returns a :class:`~gqa_viz.figures.shipping.FrozenFigure` of the same
     figure, for a cache that sends it on many reruns: it is assembled from plain dicts without
@@ -398,8 +399,8 @@ def heads_figure(
         if not is_positional(q_labels) and T <= TOKEN_TICKS and f == 1
         else len(str(T)) * CHAR_PX + 12
     )
-    narrow = planned_width < 640  # the subtitle's second sentence takes two lines
-    top = (112 if f == 1 else 142) + (16 if narrow else 0)
+    narrow = planned_width < 640  # the subtitle's long sentences take two lines each
+    top = (112 if f == 1 else 142) + (16 * (1 + (f > 1)) if narrow else 0)
     margin = dict(l=int(ylab + 14), r=110, t=top, b=16)
     avail = planned_width - margin["l"] - margin["r"]
     n_block_gaps = (grid.groups_per_row - 1) if packed else 0
@@ -445,7 +446,7 @@ def heads_figure(
         "the heads in one frame share it."
     )
     if f > 1:
-        subtitle += f"<br>{_pool_sentence(f, pool, kind)}"
+        subtitle += f"<br>{_pool_sentence(f, pool, kind, narrow)}"
     layout = figure_base_dict(
         title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin
     )
