@@ -158,6 +158,7 @@ class LightSession:
     def __init__(self, url: str, name: str, tally: Tally):
         self.url, self.name, self.tally = url, name, tally
         self.widgets: dict[str, object] = {}  # user key -> element proto of the last run
+        self.fragments: dict[str, str] = {}  # user key -> id of the fragment drawing it, or ""
         self.values: dict[str, object] = {}  # user key -> WidgetState set by this student
         self.page = "playground"
         self.page_hashes: dict[str, str] = {}  # url path -> page script hash
@@ -222,8 +223,12 @@ class LightSession:
             await self.ws.close()
             self.ws = None
 
-    async def rerun(self, action: str, query_string: str = "") -> None:
-        """Send one rerun request and read the server's answer up to ``script_finished``."""
+    async def rerun(self, action: str, query_string: str = "", widget: str = "") -> None:
+        """Send one rerun request and read the server's answer up to ``script_finished``.
+
+        ``widget``: the key of the widget the student changed. When a fragment draws it, only
+        that fragment reruns, as the browser asks (the page's other widgets stay as they were).
+        """
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -232,12 +237,13 @@ class LightSession:
         state.query_string = query_string
         state.page_name = self.page
         state.page_script_hash = self.page_hashes.get(self.page, "")
+        state.fragment_id = fragment = self.fragments.get(widget, "")
         for key, value in self.values.items():
             if key in self.widgets:
                 widget = state.widget_states.widgets.add()
                 widget.CopyFrom(value)
                 widget.id = self.widgets[key].id
-        self.widgets = {}
+        self.widgets = dict(self.widgets) if fragment else {}
         t0 = time.perf_counter()
         await self.ws.send(msg.SerializeToString())
         async with asyncio.timeout(RERUN_TIMEOUT_S):
@@ -260,7 +266,10 @@ class LightSession:
                     self.tally.errors.append(f"{self.name} {action}: script did not compile")
                 elif kind == "script_finished":
                     status = ForwardMsg.ScriptFinishedStatus.Name(fwd.script_finished)
-                    if status != "FINISHED_SUCCESSFULLY":
+                    if status not in (
+                        "FINISHED_SUCCESSFULLY",
+                        "FINISHED_FRAGMENT_RUN_SUCCESSFULLY",
+                    ):
                         self.tally.errors.append(f"{self.name} {action}: {status}")
                     break
         self.tally.add(action, 1000 * (time.perf_counter() - t0))
@@ -324,7 +333,9 @@ class LightSession:
             proto = getattr(element, kind)
             widget_id = getattr(proto, "id", "")
             if widget_id.startswith("$$ID-"):
-                self.widgets[widget_id.rsplit("-", 1)[-1]] = proto
+                key = widget_id.rsplit("-", 1)[-1]
+                self.widgets[key] = proto
+                self.fragments[key] = delta.fragment_id
 
     # The student's actions. Each sets a widget the way the frontend would, then reruns.
 
@@ -354,6 +365,7 @@ class LightSession:
         action = rng.choices(
             ("query heads", "kv heads", "causal", "length", "switch page"), (3, 3, 2, 3, 2)
         )[0]
+        widget = ""
         if action == "query heads":
             choice = self._choose("w_n", rng, {str(n) for n in N_CHOICES})
             if choice:
@@ -373,10 +385,11 @@ class LightSession:
                 action = "random vectors"
             else:
                 self._set("w_t", double_array_value=[rng.randint(8, 256)])
+                widget = "w_t"  # drawn by the Playground's fragment: only it reruns
         else:
             self.page = rng.choice(PAGES)
             action = f"open {self.page or 'home'}"
-        await self.rerun(action)
+        await self.rerun(action, widget=widget)
 
 
 async def light_session(url: str, name: str, tally: Tally, stop_at: float, seed: int, think):

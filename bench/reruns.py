@@ -15,7 +15,9 @@ The view is the Playground on random vectors at T = S = 64, with N = 8 (K = 2) a
 * no change: a rerun with the same widget values; Streamlit's floor, the peer of the others;
 * open: a new session's first run of the link (a student opening it);
 * heads change: K moved between two values, back and forth (both results cached);
-* view change: probabilities <-> logits (a full rerun here; the browser reruns the fragment);
+* view change: probabilities <-> logits (the toolbar's fragment reruns, as in the browser);
+* length change: T 64 <-> 63 (the length slider's fragment reruns, as in the browser), and the
+  same change as a whole-page rerun, its peer (how every length change ran before);
 * seed change: a new seed every time, so it computes and draws (no cache can answer).
 
 First, before any of that, every page's first visit since the server started (a new session
@@ -54,7 +56,7 @@ class Metered(LightSession):
 
     received = 0
 
-    async def rerun(self, action: str, query_string: str = "") -> None:
+    async def rerun(self, action: str, query_string: str = "", widget: str = "") -> None:
         recv = self.ws.recv
 
         async def counted():
@@ -64,7 +66,7 @@ class Metered(LightSession):
 
         self.ws.recv = counted
         try:
-            await super().rerun(action, query_string)
+            await super().rerun(action, query_string, widget)
         finally:
             self.ws.recv = recv
 
@@ -109,7 +111,14 @@ async def bench_view(url: str, pid: int, n: int, reruns: int) -> list[dict]:
     async def view(i):
         options = list(s.widgets["w_view"].options)
         s._set("w_view", string_value=options[(i + 1) % 2])
-        await s.rerun("view change")
+        await s.rerun("view change", widget="w_view")
+
+    def length(fragment: bool):
+        async def step(i):
+            s._set("w_t", double_array_value=[63 if i % 2 == 0 else 64])
+            await s.rerun("length change", widget="w_t" if fragment else "")
+
+        return step
 
     first_seed = random.randrange(10_000, 1_000_000_000)  # unseen: no cache has it
 
@@ -123,6 +132,10 @@ async def bench_view(url: str, pid: int, n: int, reruns: int) -> list[dict]:
     s._set("w_k", string_value=str(k))
     await s.rerun("back to K")
     rows.append(await _measure(pid, "view change", reruns, view))
+    s._set("w_view", string_value=list(s.widgets["w_view"].options)[0])
+    await s.rerun("back to probabilities", widget="w_view")
+    rows.append(await _measure(pid, "length (fragment)", reruns, length(True)))
+    rows.append(await _measure(pid, "length (whole page)", reruns, length(False)))
     rows.append(await _measure(pid, "seed change (computes)", max(4, reruns // 4), seed, 0))
     await s.close()
     if tally.errors:
