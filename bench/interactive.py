@@ -175,7 +175,8 @@ def rows_js(min_images: int) -> str:
 }}"""
 
 
-HEATMAP_ROWS_JS = rows_js(8)  # the Playground's default view: 8 query heads
+# The Playground's default view: 2 K/V groups, each one heatmap and the grey layer beneath it.
+HEATMAP_ROWS_JS = rows_js(4)
 
 
 def _free_port() -> int:

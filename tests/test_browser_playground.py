@@ -5,6 +5,8 @@ Uses the ``streamlit_server`` and ``page`` fixtures of conftest.py (Debian chrom
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from streamlit.proto.BackMsg_pb2 import BackMsg
@@ -15,12 +17,15 @@ pytestmark = pytest.mark.browser
 LOAD_MS = 90_000  # first load compiles the layer (a few seconds on 2 cores; generous for CI)
 RERUN_MS = 60_000
 
-# Trace roles of the heads figure (gqa_viz.figures.heads): one "scores" heatmap per query
-# head, one grey "mask" heatmap beneath each when something is masked.
+# Trace roles of the heads figure (gqa_viz.figures.heads): one "scores" heatmap per K/V group
+# and row of panels, one grey "mask" heatmap beneath each when something is masked; meta.heads
+# lists the query heads drawn in it. Counted: the query heads shown in each role.
 COUNT_JS = """(role) => {
     const plot = document.querySelector('.js-plotly-plot');
     if (!plot || !plot.data) return -1;
-    return plot.data.filter((d) => d.type === 'heatmap' && d.meta && d.meta.role === role).length;
+    return plot.data
+        .filter((d) => d.type === 'heatmap' && d.meta && d.meta.role === role)
+        .reduce((heads, d) => heads + d.meta.heads.length, 0);
 }"""
 NAVIGATION_JS = """() => Array.from(
     document.querySelectorAll("[data-testid='stSidebarNav'] a")
@@ -66,6 +71,30 @@ def _open_playground(page, base_url: str, query: str = "") -> None:
     _wait_idle(page)
 
 
+# Where a head's cell (query q, key k) is on the screen, from the figure's own axes.
+CELL_JS = """([head, q, k]) => {
+    const gd = document.querySelector('.js-plotly-plot');
+    const tr = gd.data.find(
+        (d) => d.meta && d.meta.role === 'scores' && d.meta.heads.includes(head));
+    const i = tr.meta.heads.indexOf(head);
+    const xa = gd._fullLayout[tr.xaxis.replace('x', 'xaxis')];
+    const ya = gd._fullLayout[tr.yaxis.replace('y', 'yaxis')];
+    const box = gd.querySelector('.main-svg').getBoundingClientRect();
+    return [box.left + xa._offset + xa.d2p(tr.x[tr.meta.starts[i] + k]),
+            box.top + ya._offset + ya.d2p(tr.y[q])];
+}"""
+
+
+def _hover(page, head: int, q: int, k: int) -> str:
+    """The hover label over head ``head``'s cell (query q, key k)."""
+    x, y = page.evaluate(CELL_JS, [head, q, k])
+    page.mouse.move(x, y)
+    label = page.locator(".hoverlayer .hovertext")
+    label.first.wait_for(timeout=RERUN_MS)
+    # A key in the c-th panel of a row carries c trailing spaces (gqa_viz.figures.heads).
+    return re.sub(r"(@\d+) +", r"\1", label.first.text_content())
+
+
 def _no_exception(page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.locator("[data-testid='stAlertContentError']").count() == 0
@@ -76,11 +105,16 @@ def test_playground_heatmaps_follow_heads_and_causal_mask(streamlit_server, page
     _wait_count(page, "scores", 8)  # default N = 8
     assert _count(page, "mask") == 8  # causal by default: grey cells under every head
     assert page.locator("[data-testid='stPlotlyChart']").count() >= 1
-    # Plotly drew one heatmap image per trace in the first chart.
+    # Plotly drew one heatmap image per trace in the first chart: two groups, each its heads'
+    # scores and the grey layer beneath them.
     first = page.locator(".js-plotly-plot").first
-    assert first.locator(".hm image").count() >= 8
+    assert first.locator(".hm image").count() == 4
     _no_exception(page)
     page.wait_for_function(NAVIGATION_JS, timeout=RERUN_MS)  # run through app.py
+    # The hover names the head of the panel under the mouse, its K/V head, the tokens.
+    label = _hover(page, 6, 1, 0)
+    assert label.startswith("q head 6 (K/V head 1)query 'cat' @1key 'the' @0p = "), label
+    assert _hover(page, 0, 3, 8) == "q head 0 (K/V head 0)query 'on' @3key 'cat' @8masked"
     page.screenshot(path=str(tmp_path / "playground_default.png"), full_page=True)
 
     # N = 4 through the selectbox in the sidebar.
@@ -125,7 +159,8 @@ def test_the_largest_map_renders_and_zooms(streamlit_server, page, tmp_path):
         """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
             .map((gd) => (gd.data || []).filter((d) => d.meta && d.meta.role === 'scores'))
             .filter((s) => s.length)
-            .map((s) => [s.length, s[0].y.length, s[0].x.length])"""
+            .map((s) => [s.reduce((n, d) => n + d.meta.heads.length, 0), s[0].y.length,
+                         s[0].meta.keys])"""
     )
     assert sizes[0][0] == 32 and sizes[0][1] < 100  # pooled overview
     assert sizes[1] == [4, 128, 128]  # one K/V group, 128 x 128 exact cells

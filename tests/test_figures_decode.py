@@ -13,6 +13,7 @@ import pytest
 from gqa_viz.app import decode as dec
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.figures import decode as F
+from gqa_viz.figures.heads import head_maps
 from gqa_viz.figures.theme import VARIANT_COLORS, group_color
 
 
@@ -44,14 +45,15 @@ def test_rows_figure_groups_each_query_head_under_its_kv_head(sink_run):
     N, C, length = v.probs.shape
     fig = F.rows_figure(v.probs, v.mask, v.q_tokens, v.k_tokens, 2, offset=v.offset,
                         title="rows", max_cells=MAX_DRAWN_CELLS)  # fmt: skip
-    scores = _role(fig, "scores")
-    assert [t.meta["head"] for t in scores] == list(range(N))
-    assert [t.meta["kv_head"] for t in scores] == [n // (N // 2) for n in range(N)]
+    scores, maps = _role(fig, "scores"), head_maps(fig)
+    assert list(maps) == list(range(N))
+    assert [t.meta["kv_head"] for t in scores] == [0, 1]
+    assert [t.meta["heads"] for t in scores] == [list(range(N // 2)), list(range(N // 2, N))]
     # The one row is the step's query, labelled by its absolute position (offset + 0).
-    assert list(scores[0].y) == [f"'{v.q_tokens[0]}' @{v.offset}"]
-    assert len(scores[0].x) == length == v.offset + 1
+    assert maps[0].y == [f"'{v.q_tokens[0]}' @{v.offset}"]
+    assert len(maps[0].x) == length == v.offset + 1
     # Probabilities where the step attended; nothing drawn at a dropped or later key.
-    z = np.asarray(scores[3].z, np.float64)
+    z = maps[3].z
     attended = v.mask[0]
     np.testing.assert_allclose(z[0, attended], np.round(v.probs[3, 0, attended], 4), atol=1e-4)
     assert np.isnan(z[0, ~attended]).all()

@@ -13,6 +13,7 @@ from gqa_viz.figures.heads import (
     dropout_figure,
     grid_layout,
     group_label,
+    head_maps,
     heads_figure,
     kv_heads_figure,
     mask_csv,
@@ -55,6 +56,13 @@ def _masks(fig):
     return [tr for tr in fig.data if tr.meta and tr.meta["role"] == "mask"]
 
 
+def _axis(fig, ref: str):
+    """A trace's axis ("x2") as the layout names it ("xaxis2")."""
+    return fig.layout[
+        ref.replace("x", "xaxis") if ref.startswith("x") else ref.replace("y", "yaxis")
+    ]
+
+
 def _annotation(fig, name):
     found = [a for a in fig.layout.annotations if a.name == name]
     assert len(found) == 1, (name, [a.name for a in fig.layout.annotations])
@@ -68,19 +76,28 @@ def default_fig():
     return heads_figure(values, mask, TOKENS, TOKENS, 2, max_cells=MAX_DRAWN_CELLS), values, mask
 
 
-def test_one_heatmap_per_head_grouped_in_rows(default_fig):
-    fig, _, _ = default_fig
+def test_one_heatmap_per_group_and_row_with_every_head_in_it(default_fig):
+    fig, values, mask = default_fig
     scores = _scores(fig)
-    assert [tr.type for tr in scores] == ["heatmap"] * 8
-    assert [tr.name for tr in scores] == [f"q{n}" for n in range(8)]
-    assert [tr.meta["kv_head"] for tr in scores] == [0] * 4 + [1] * 4
-    # Two group rows of four: heads of one group share a row (same y domain), the groups don't.
-    y_domains = [tuple(fig.layout[f"yaxis{'' if i == 1 else i}"].domain) for i in range(1, 9)]
-    assert len(set(y_domains[:4])) == 1 and len(set(y_domains[4:])) == 1
-    assert y_domains[0][0] > y_domains[4][1]  # group 0 above group 1
-    x_domains = [tuple(fig.layout[f"xaxis{'' if i == 1 else i}"].domain) for i in range(1, 9)]
-    assert x_domains[:4] == x_domains[4:]
-    assert sorted(x_domains[:4]) == x_domains[:4] and len(set(x_domains[:4])) == 4
+    assert [tr.type for tr in scores] == ["heatmap"] * 2  # not one per head: one per K/V group
+    assert [tr.name for tr in scores] == ["kv0", "kv1"]
+    assert [tr.meta["kv_head"] for tr in scores] == [0, 1]
+    assert [tr.meta["heads"] for tr in scores] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # Two group rows of four: each group has its row's axes, group 0 above group 1.
+    y0, y1 = (_axis(fig, tr.yaxis).domain for tr in scores)
+    assert y0[0] > y1[1]
+    assert _axis(fig, scores[0].xaxis).domain == _axis(fig, scores[1].xaxis).domain
+    # Every head's panel holds its own map, in order left to right, with key columns between.
+    maps = head_maps(fig)
+    assert list(maps) == list(range(8))
+    for n, panel in maps.items():
+        np.testing.assert_allclose(panel.z[mask], np.round(values[n][mask], 4), atol=1e-6)
+        assert panel.xaxis == scores[n // 4].xaxis and panel.y == list(scores[0].y)
+    row = list(_axis(fig, scores[0].xaxis).categoryarray)
+    starts = [row.index(maps[n].x[0]) for n in range(4)]
+    assert starts[0] == 0 and all(b - a > 6 for a, b in zip(starts, starts[1:]))
+    gap = np.asarray(scores[0].z, float)[:, 6 : starts[1]]
+    assert gap.size and np.isnan(gap).all()  # nothing drawn between two panels
 
 
 def test_group_labels_frames_and_titles_use_group_colours(default_fig):
@@ -115,17 +132,19 @@ def test_one_shared_colour_scale(default_fig):
 
 def test_masked_cells_are_nan_and_grey(default_fig):
     fig, values, mask = default_fig
-    for score, grey in zip(_scores(fig), _masks(fig)):
-        z, g = np.asarray(score.z, float), np.asarray(grey.z, float)
+    greys = head_maps(fig, "mask")
+    for n, score in head_maps(fig).items():
+        z, g = score.z, greys[n].z
         assert np.isnan(z[~mask]).all() and not np.isnan(z[mask]).any()
         assert not np.isnan(g[~mask]).any() and np.isnan(g[mask]).all()
+    for score, grey in zip(_scores(fig), _masks(fig), strict=True):
+        assert (grey.xaxis, grey.yaxis, grey.x) == (score.xaxis, score.yaxis, score.x)  # beneath
         assert grey.colorscale[0][1] == MASKED_COLOR and grey.colorscale[-1][1] == MASKED_COLOR
         assert score.hoverongaps is False and grey.hoverongaps is False
         assert "masked" in grey.hovertemplate
+    assert fig.data.index(_masks(fig)[0]) < fig.data.index(_scores(fig)[0])
     n = 2
-    np.testing.assert_allclose(
-        np.asarray(_scores(fig)[n].z)[mask], np.round(values[n][mask], 4), atol=1e-6
-    )
+    np.testing.assert_allclose(head_maps(fig)[n].z[mask], np.round(values[n][mask], 4), atol=1e-6)
     assert any("grey = masked" in (a.text or "") for a in fig.layout.annotations)
 
 
@@ -139,22 +158,32 @@ def test_nothing_masked_means_no_mask_layer():
 
 def test_hover_names_head_kv_head_tokens_and_value(default_fig):
     fig, _, _ = default_fig
-    head5 = _scores(fig)[5]
-    assert head5.hovertemplate.startswith("q head 5 (K/V head 1)<br>query %{y}<br>key %{x}<br>")
-    assert "p = %{z:.3f}" in head5.hovertemplate
-    # The cell (query 1 "cat", key 0 "the") is named by token and position on the axes.
-    assert head5.y[1] == "'cat' @1" and head5.x[0] == "'the' @0"
-    assert _masks(fig)[5].hovertemplate.startswith("q head 5 (K/V head 1)<br>query %{y}")
-    assert "<extra></extra>" in head5.hovertemplate
-    assert head5.customdata is None and head5.text is None  # no per-cell strings
+    group1 = _scores(fig)[1]
+    template = "q head %{customdata} (K/V head 1)<br>query %{y}<br>key %{x}<br>"
+    assert group1.hovertemplate.startswith(template)
+    assert "p = %{z:.3f}" in group1.hovertemplate
+    # Every cell's customdata is its query head; nothing but -1 between the panels.
+    who, panel5 = np.asarray(group1.customdata), head_maps(fig)[5]
+    start = group1.meta["starts"][1]
+    assert (who[:, start : start + 6] == 5).all() and set(np.unique(who)) == {-1, 4, 5, 6, 7}
+    assert who.dtype.kind == "i" and group1.text is None  # numbers, no per-cell strings
+    # The cell (query 1 "cat", key 0 "the") is named by token and position on the axes; in
+    # the second panel of a row the name carries one trailing space (invisible in the label).
+    assert panel5.y[1] == "'cat' @1" and panel5.x[0] == "'the' @0 "
+    assert head_maps(fig)[4].x[0] == "'the' @0"
+    assert _masks(fig)[1].hovertemplate.startswith(
+        "q head %{customdata} (K/V head 1)<br>query %{y}"
+    )
+    assert "<extra></extra>" in group1.hovertemplate
 
 
 def test_tick_labels_are_tokens_for_short_inputs(default_fig):
     fig, _, _ = default_fig
-    assert list(fig.layout.xaxis.ticktext) == TOKENS
-    assert list(fig.layout.yaxis.ticktext) == TOKENS
+    assert list(fig.layout.xaxis.ticktext) == TOKENS * 4  # under each of the row's panels
+    assert list(fig.layout.yaxis.ticktext) == TOKENS  # left of the row
     assert fig.layout.yaxis.autorange == "reversed"
-    assert fig.layout.yaxis.showticklabels and not fig.layout.yaxis2.showticklabels
+    maps = head_maps(fig)
+    assert list(fig.layout.xaxis.tickvals) == [x for n in range(4) for x in maps[n].x]
 
 
 def test_long_inputs_get_position_ticks_and_tokens_are_escaped():
@@ -235,15 +264,18 @@ def test_a_narrow_column_keeps_every_panel_inside_the_figure(width):
         _probs(32, 12, 12, mask), mask, TOKENS * 2, TOKENS * 2, 32,
         max_cells=MAX_DRAWN_CELLS, planned_width=width,
     )  # fmt: skip
-    rows = {}
     for tr in _scores(fig):
-        x = fig.layout[tr.xaxis.replace("x", "xaxis")].domain
-        y = fig.layout[tr.yaxis.replace("y", "yaxis")].domain
+        x, y = _axis(fig, tr.xaxis).domain, _axis(fig, tr.yaxis).domain
         assert 0 <= x[0] < x[1] <= 1 and 0 <= y[0] < y[1] <= 1, (width, tr.name, x, y)
-        rows.setdefault(y, []).append(x)
-    for panels in rows.values():  # side by side, never on top of each other
-        panels.sort()
-        assert all(a[1] < b[0] for a, b in zip(panels, panels[1:], strict=False))
+    # Panels side by side, never on top of each other: each head's keys in columns of its own.
+    cols = {}
+    for panel in head_maps(fig).values():
+        row = list(_axis(fig, panel.xaxis).categoryarray)
+        at = row.index(panel.x[0])
+        cols.setdefault(panel.xaxis, []).append((at, at + len(panel.x) - 1))
+    for spans in cols.values():
+        spans.sort()
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))
     subtitle = fig.layout.title.subtitle.text
     assert subtitle.count("<br>") + 1 == (3 if width < 640 else 2), subtitle
 

@@ -9,6 +9,7 @@ import pytest
 
 from gqa_viz import tasks, trained
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
+from gqa_viz.figures.heads import head_maps
 from gqa_viz.figures.theme import group_color
 from gqa_viz.figures.trained import (
     METHODS,
@@ -86,7 +87,7 @@ def test_right_key_outlines_sit_on_the_right_cells(task, K):
     L = len(names)
     probs = _causal_probs(8, L, seed=1)
     fig = trained_heads_figure(probs, names, keys, K, title="t", max_cells=MAX_DRAWN_CELLS)
-    scores = {t.meta["head"]: t for t in _role(fig, "scores")}
+    scores = head_maps(fig)  # head -> its panel of the heads figure
     marks = {t.meta["head"]: t for t in _role(fig, "right key")}
     assert sorted(marks) == list(range(8))
     answers = np.flatnonzero(keys >= 0)
@@ -98,7 +99,7 @@ def test_right_key_outlines_sit_on_the_right_cells(task, K):
         cells = [(y_cats.index(y), x_cats.index(x)) for x, y in zip(mark.x, mark.y)]
         assert cells == [(t, keys[t]) for t in answers]
         # The hover's p is the heatmap's value at that cell.
-        z = np.asarray(heat.z, dtype=float)
+        z = heat.z
         for (t, k), data in zip(cells, mark.customdata):
             assert data[4] == pytest.approx(probs[n, t, k], abs=1e-6)
             assert z[t, k] == pytest.approx(probs[n, t, k], abs=1e-4)

@@ -105,7 +105,10 @@ def test_default_opens_on_the_first_decode_step():
     assert _query_rows(at) == [f"'{names[tokens[0]]}' @13"]
     # Eight query heads in two groups of four, one row each.
     scores = [t for t in _rows_chart(at)["data"] if t["meta"]["role"] == "scores"]
-    assert [t["meta"]["kv_head"] for t in scores] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert [(t["meta"]["kv_head"], t["meta"]["heads"]) for t in scores] == [
+        (0, [0, 1, 2, 3]),
+        (1, [4, 5, 6, 7]),
+    ]
     assert len(_charts(at)) == 4
     _bytes_shown_equal_the_library(at, 2)
     # Numbers a reader can check: the formula with this model's numbers.

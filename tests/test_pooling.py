@@ -9,7 +9,7 @@ import plotly.io as pio
 import pytest
 
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
-from gqa_viz.figures.heads import heads_figure, pool_blocks, pool_factor
+from gqa_viz.figures.heads import head_maps, heads_figure, pool_blocks, pool_factor
 
 
 def _brute(values, mask, f, reduce):
@@ -87,9 +87,9 @@ def test_a_single_hot_key_survives_downsampling_of_the_largest_map():
     values, mask = _causal_values(N, T, hot)
     labels = [str(i) for i in range(T)]
     fig = heads_figure(values, mask, labels, labels, 8, saturate=99.0, max_cells=MAX_DRAWN_CELLS)
-    scores = [tr for tr in fig.data if tr.meta["role"] == "scores"]
-    assert len(scores) == N
-    z = np.asarray(scores[5].z, np.float32)
+    maps = head_maps(fig)
+    assert len(maps) == N
+    z = maps[5].z.astype(np.float32)
     f = pool_factor(N, T, T, max_cells=MAX_DRAWN_CELLS)
     column = hot // f
     # Every block row at or below the hot key's row sees it at full strength.
@@ -130,10 +130,12 @@ def test_a_zoomed_region_keeps_its_place_in_the_whole():
         max_cells=MAX_DRAWN_CELLS,
     )
     scores = [tr for tr in fig.data if tr.meta["role"] == "scores"]
-    assert [tr.name for tr in scores] == ["q8", "q9", "q10", "q11"]
+    maps = head_maps(fig)
+    assert list(maps) == [8, 9, 10, 11] and [tr.name for tr in scores] == ["kv2"]
     assert {tr.meta["kv_head"] for tr in scores} == {2}
-    assert list(scores[0].y)[0] == "@1000" and list(scores[0].x)[-1] == "@304"
+    assert maps[8].y[0] == "@1000" and maps[8].x[-1] == "@304"
     assert "K/V head 2" in scores[0].hovertemplate
+    assert set(np.unique(scores[0].customdata)) == {-1, 8, 9, 10, 11}  # the hover's head
     assert fig.layout.coloraxis.cmax == 2.0
     labels = [a.text for a in fig.layout.annotations]
     assert any("K/V head 2" in t or "K/V 2" in t for t in labels)
@@ -160,12 +162,12 @@ def test_zoom_figure_draws_a_region_exactly_on_the_overview_colours():
         keys=(450, 560),
         max_cells=MAX_DRAWN_CELLS,
     )
-    scores = [tr for tr in fig.data if tr.meta["role"] == "scores"]
-    assert [tr.name for tr in scores] == ["q4", "q5", "q6", "q7"]
-    z = np.asarray(scores[2].z, np.float32)
+    maps = head_maps(fig)
+    assert list(maps) == [4, 5, 6, 7]
+    z = maps[6].z.astype(np.float32)
     expected = np.where(mask[500:600, 450:561], values[6, 500:600, 450:561], np.nan)
     np.testing.assert_allclose(z, np.round(expected, 4), atol=1e-6)  # full resolution
-    assert list(scores[0].y)[:2] == ["@500", "@501"]
+    assert maps[4].y[:2] == ["@500", "@501"]
     assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == color_range(
         values, mask, "probs"
     )

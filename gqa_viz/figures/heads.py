@@ -8,16 +8,21 @@ Every figure here is a plain ``go.Figure`` whose axes are placed by hand with th
 coloured frame line up exactly. :func:`heads_figure` writes its traces and layout as plain
 dicts, and with ``frozen=True`` returns them as a
 :class:`~gqa_viz.figures.shipping.FrozenFigure` without building graph objects (what the app
-does for figures it sends on every rerun). In it:
+does for figures it sends on every rerun). A browser's cost grows with axes and traces, not
+cells, so its panels share axes: one pair of axes per row of panels, and in it
 
-* one heatmap trace per query head (``meta["role"] == "scores"``, named ``"q{n}"``), all on
-  one shared colour axis (one colour bar);
+* one heatmap trace per K/V group and row (``meta["role"] == "scores"``, named ``"kv{j}"``):
+  the group's panels side by side, NaN in the key columns between them, the query head of
+  every cell in ``customdata`` (``meta["heads"]`` and ``meta["starts"]``: which heads, from
+  which column; :func:`head_maps` takes them apart again), all on one shared colour axis (one
+  colour bar);
 * beneath it, when anything is masked, a grey heatmap of the masked cells
-  (``meta["role"] == "mask"``, named ``"q{n} masked"``). The scores are NaN at masked cells
+  (``meta["role"] == "mask"``, named ``"kv{j} masked"``). The scores are NaN at masked cells
   and the mask layer is NaN elsewhere, so each cell has exactly one hover label.
 
 Axes are categorical: a query or key is named ``"'cat' @1"`` (token and position; ``"@1"``
-for random inputs), which the hover labels show as they are. Tick labels are the bare
+for random inputs), which the hover labels show as they are (a key in the c-th panel of a row
+carries c trailing spaces more, invisible, so that the row's axis tells them apart). Tick labels are the bare
 tokens for short inputs and every few positions otherwise. Maps of more than ``max_cells``
 cells (the caller's cap) are downsampled, by block max unless asked otherwise
 (:func:`pool_blocks`; the subtitle and hover labels say so), and :func:`zoom_figure` draws a
@@ -56,6 +61,7 @@ from gqa_viz.figures.grid import (
 )
 from gqa_viz.figures.shipping import frozen_figure
 from gqa_viz.figures.theme import (
+    AXIS_LINE_COLOR,
     LOGIT_COLORSCALE,
     MASKED_COLOR,
     PROB_COLORSCALE,
@@ -72,6 +78,12 @@ KINDS = {
 
 NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its container
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
+MAX_CELL_PX = 30.0  # widest key column: gaps between panels are whole columns
+# Appended c times to a key's name in the c-th panel of a row, so that the row's axis tells the
+# panels apart: invisible at the end of a hover label. ASCII on purpose: one non-ASCII
+# character makes Python hold the whole JSON of the figure in two bytes a character, and
+# Plotly's encoding of every rerun slower by half.
+PANEL_MARK = " "
 PERCENTILE_SAMPLE = 2_000_000  # cells a colour-scale percentile is estimated from, at most
 POOLS = ("max", "mean")
 
@@ -392,7 +404,9 @@ def heads_figure(
 
     # --- pixel geometry -----------------------------------------------------------------
     packed = grid.groups_per_row > 1
-    hgap, group_gap, vgap = 8.0, 18.0, 14.0
+    # Panels of one row share one categorical x axis, so gaps are whole key columns: one (or
+    # a few) between panels, more between two groups side by side.
+    vgap = 14.0
     # Provisional y tick room (tokens are at most ~12 characters wide).
     ylab = (
         min(max(len(t) for t in q_tick_labels), TICK_CHARS) * CHAR_PX + 12
@@ -404,21 +418,25 @@ def heads_figure(
     margin = dict(l=int(ylab + 14), r=110, t=top, b=16)
     avail = planned_width - margin["l"] - margin["r"]
     n_block_gaps = (grid.groups_per_row - 1) if packed else 0
-    panel_w = (avail - (ncols - 1) * hgap - n_block_gaps * (group_gap - hgap)) / ncols
-    panel_w = max(40.0, min(panel_w, 260.0))
+    panel_w = (avail - (ncols - 1) * 8.0 - n_block_gaps * 10.0) / ncols
+    panel_w = max(40.0, min(panel_w, 260.0, MAX_CELL_PX * Sv))
+    cell_w = panel_w / Sv  # px of one key column
+    gap = max(1, round(8.0 / cell_w))  # key columns between two panels
+    block_gap = max(gap + 1, round(18.0 / cell_w))  # ... between two groups in one row
     panel_h = max(48.0, min(panel_w * min(max(Tv / Sv, 0.5), 2.0), 320.0))
-    xt = ticks(k_tick_labels, k_cats, panel_w / Sv, "x", k_starts)
+    xt = ticks(k_tick_labels, k_cats, cell_w, "x", k_starts)
     yt = ticks(q_tick_labels, q_cats, panel_h / Tv, "y", q_starts)
     label_h, title_h = 22.0, 17.0
 
-    # Columns: x of each grid column's left edge.
-    col_x = []
-    x = 0.0
+    # Columns: the first key column of each grid column, counted along its row's x axis.
+    col_at = []
+    at = 0
     for c in range(ncols):
-        if c and packed and c % grid.cols == 0:
-            x += group_gap - hgap
-        col_x.append(x)
-        x += panel_w + hgap
+        if c:
+            at += block_gap if packed and c % grid.cols == 0 else gap
+        col_at.append(at)
+        at += Sv
+    col_x = [a * cell_w for a in col_at]  # px of each grid column's left edge
     content_w = col_x[-1] + panel_w
     # Rows: the top of each grid row's panel; a label band above a row that starts a group.
     starts_group = set()
@@ -450,72 +468,130 @@ def heads_figure(
     layout = figure_base_dict(
         title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin
     )
-    data = []
 
+    # --- one pair of axes per grid row ------------------------------------------------------
+    # A key's category in grid column c is its name followed by c PANEL_MARKs: unique on the
+    # row's axis, and shown in the hover label as the name.
+    def column_cats(c: int) -> list[str]:
+        return [cat + PANEL_MARK * c for cat in k_cats]
+
+    row_cols = [sorted({c for r2, c in grid.cells if r2 == r}) for r in range(grid.rows)]
+    row_cats, annotations, shapes = [], [], []
+    for r, cols in enumerate(row_cols):
+        cats = []
+        for c in range(cols[0], cols[-1] + 1):
+            if c > cols[0]:
+                cats += [f"gap {c}.{i}" for i in range(col_at[c] - col_at[c - 1] - Sv)]
+            cats += column_cats(c)
+        row_cats.append(cats)
+        i = r + 1
+        xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
+        x_ticks = Ticks(
+            [v + PANEL_MARK * c for c in cols for v in xt.vals],
+            list(xt.text) * len(cols),
+            xt.angle,
+            xt.extent_px,
+        )
+        x0, x1 = col_x[cols[0]], col_x[cols[-1]] + panel_w
+        y0, y1 = row_top[r], row_top[r] + panel_h
+        layout[f"xaxis{'' if i == 1 else i}"] = dict(
+            axis([geo.x(x0), geo.x(x1)], ya, x_ticks, cats, True, False), showline=False
+        )
+        layout[f"yaxis{'' if i == 1 else i}"] = dict(
+            axis([geo.y(y1), geo.y(y0)], xa, yt, q_cats, True, True), showline=False
+        )
+
+    data = []
+    head_dtype = np.int8 if first_head + N <= 127 else np.int16  # sent with every figure
     where = "queries %{y}<br>keys %{x}" if f > 1 else "query %{y}<br>key %{x}"
     value_fmt = ":.2f" if kind == "logits" else ":.3f"
     agg = f" ({_POOL_WORDS[pool, kind == 'logits'][0]} of the block)" if f > 1 else ""
-    annotations, shapes = [], []
-    for head in range(N):
-        j = (head + first_head) // G  # the K/V head it reads, numbered in the whole layer
-        r, c = grid.cells[head]
-        x0, x1 = col_x[c], col_x[c] + panel_w
-        y0, y1 = row_top[r], row_top[r] + panel_h
-        i = head + 1
-        xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
-        layout[f"xaxis{'' if i == 1 else i}"] = axis(
-            [geo.x(x0), geo.x(x1)], ya, xt, k_cats, True, False
-        )
-        layout[f"yaxis{'' if i == 1 else i}"] = axis(
-            [geo.y(y1), geo.y(y0)], xa, yt, q_cats, c == 0, True
-        )
-        who = f"q head {head + first_head} (K/V head {j})"
-        if any_masked:
-            masked_z = raw_masked[head] if kind == "logits" else np.where(shown_mask, np.nan, 1.0)
-            masked_note = (
-                f"masked (logit %{{z{value_fmt}}} not used)" if kind == "logits" else "masked"
-            )
-            data.append(
-                dict(
-                    type="heatmap",
-                    z=np.round(masked_z, 4).astype(np.float32),
-                    x=k_cats,
-                    y=q_cats,
-                    xaxis=xa,
-                    yaxis=ya,
-                    colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],
-                    showscale=False,
-                    hoverongaps=False,
-                    name=f"q{head + first_head} masked",
-                    meta={"role": "mask", "head": head + first_head, "kv_head": j},
-                    hovertemplate=f"{who}<br>{where}<br>{masked_note}<extra></extra>",
-                )
-            )
-        data.append(
-            dict(
+    masked_note = f"masked (logit %{{z{value_fmt}}} not used)" if kind == "logits" else "masked"
+    for jj in range(K):
+        j = jj + first_head // G  # the K/V head the group reads, numbered in the whole layer
+        heads = range(jj * G, (jj + 1) * G)
+        for r in grid.group_rows(jj):
+            mine = [h for h in heads if grid.cells[h][0] == r]
+            first_col, last_col = grid.cells[mine[0]][1], grid.cells[mine[-1]][1]
+            lo = col_at[first_col] - col_at[row_cols[r][0]]
+            hi = col_at[last_col] - col_at[row_cols[r][0]] + Sv
+            starts = [col_at[grid.cells[h][1]] - col_at[first_col] for h in mine]
+            z = np.full((Tv, hi - lo), np.nan, np.float32)  # [Tv, the segment's columns]
+            grey = np.full((Tv, hi - lo), np.nan, np.float32)
+            who = np.full((Tv, hi - lo), -1, head_dtype)  # the query head of each cell
+            for h, x in zip(mine, starts, strict=True):
+                z[:, x : x + Sv] = z_all[h]
+                masked = raw_masked[h] if kind == "logits" else np.where(shown_mask, np.nan, 1.0)
+                grey[:, x : x + Sv] = np.round(masked, 4)
+                who[:, x : x + Sv] = h + first_head
+            i = r + 1
+            xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
+            common = dict(
                 type="heatmap",
-                z=z_all[head],
-                x=k_cats,
+                x=row_cats[r][lo:hi],
                 y=q_cats,
                 xaxis=xa,
                 yaxis=ya,
-                coloraxis="coloraxis",
+                customdata=who,
                 hoverongaps=False,
-                name=f"q{head + first_head}",
-                meta={"role": "scores", "head": head + first_head, "kv_head": j},
-                hovertemplate=f"{who}<br>{where}<br>{symbol} = %{{z{value_fmt}}}{agg}<extra></extra>",
             )
-        )
-        annotations.append(
-            badge(
-                geo.x(x0),
-                geo.y(y0 - 2),
-                f"q{head + first_head}",
-                group_color(j),
-                size=10,
-                name=f"q{head + first_head}",
+            meta = {
+                "kv_head": j,
+                "heads": [h + first_head for h in mine],
+                "starts": starts,  # each head's first column in this trace
+                "keys": Sv,  # columns per head
+            }
+            if any_masked:
+                data.append(
+                    dict(
+                        common,
+                        z=grey,
+                        colorscale=[[0, MASKED_COLOR], [1, MASKED_COLOR]],
+                        showscale=False,
+                        name=f"kv{j} masked",
+                        meta={"role": "mask", **meta},
+                        hovertemplate=f"q head %{{customdata}} (K/V head {j})<br>{where}<br>"
+                        f"{masked_note}<extra></extra>",
+                    )
+                )
+            data.append(
+                dict(
+                    common,
+                    z=z,
+                    coloraxis="coloraxis",
+                    name=f"kv{j}",
+                    meta={"role": "scores", **meta},
+                    hovertemplate=f"q head %{{customdata}} (K/V head {j})<br>{where}<br>"
+                    f"{symbol} = %{{z{value_fmt}}}{agg}<extra></extra>",
+                )
             )
-        )
+            for h in mine:
+                c = grid.cells[h][1]
+                x0 = col_at[c] - col_at[row_cols[r][0]]
+                shapes.append(  # the panel's outline, on its row's axes (category numbers)
+                    dict(
+                        type="rect",
+                        xref=xa,
+                        yref=ya,
+                        x0=x0 - 0.5,
+                        x1=x0 + Sv - 0.5,
+                        y0=-0.5,
+                        y1=Tv - 0.5,
+                        line=dict(color=AXIS_LINE_COLOR, width=1),
+                        layer="above",
+                        name=f"panel q{h + first_head}",
+                    )
+                )
+                annotations.append(
+                    badge(
+                        geo.x(col_x[c]),
+                        geo.y(row_top[r] - 2),
+                        f"q{h + first_head}",
+                        group_color(j),
+                        size=10,
+                        name=f"q{h + first_head}",
+                    )
+                )
 
     # One frame and one label per K/V group.
     for jj in range(K):
@@ -585,6 +661,32 @@ def heads_figure(
     if frozen:
         return frozen_figure(data, layout)
     return go.Figure(data=data, layout=layout)
+
+
+@dataclass(frozen=True)
+class HeadMap:
+    """One query head's panel, taken back out of a heads figure."""
+
+    z: np.ndarray  # [Tv, Sv] as drawn (NaN where another layer covers the cell)
+    x: list[str]  # its key categories, on its row's axis
+    y: list[str]  # its query categories
+    xaxis: str  # the row's axes, as the traces name them ("x2", "y2")
+    yaxis: str
+
+
+def head_maps(fig: go.Figure, role: str = "scores") -> dict[int, HeadMap]:
+    """Every query head's panel of :func:`heads_figure`'s traces of ``role`` ("scores" or
+    "mask"), by head number: what one trace per head would have held."""
+    maps = {}
+    for trace in fig.data:
+        meta = trace.meta or {}
+        if meta.get("role") != role:
+            continue
+        z, x, width = np.asarray(trace.z, dtype=float), list(trace.x), meta["keys"]
+        for head, start in zip(meta["heads"], meta["starts"], strict=True):
+            cols = slice(start, start + width)
+            maps[head] = HeadMap(z[:, cols], x[cols], list(trace.y), trace.xaxis, trace.yaxis)
+    return dict(sorted(maps.items()))
 
 
 def _region_labels(labels, first: int, last: int) -> list[str]:

@@ -27,7 +27,7 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from gqa_viz.figures.heads import NOMINAL_WIDTH, heads_figure
+from gqa_viz.figures.heads import NOMINAL_WIDTH, head_maps, heads_figure
 from gqa_viz.figures.sharing import k_label
 from gqa_viz.figures.theme import (
     ANSWER_FILL,
@@ -162,14 +162,14 @@ def trained_heads_figure(
         probs, mask, tokens, tokens, num_key_value_heads, title=title, max_cells=max_cells
     )
     G = N // num_key_value_heads
-    scores = {t.meta["head"]: t for t in fig.data if (t.meta or {}).get("role") == "scores"}
+    panels = head_maps(fig)  # head -> its panel: axes of its row, its key categories
 
     # Taller: every vertical length inside the plot area grows by `grow` (panels, gaps and
     # labels alike, since heads_figure places them as fractions), margins stay; room below
     # for the outline's legend.
     margin = fig.layout.margin
     plot_h = float(fig.layout.height - margin.t - margin.b)
-    first = fig.layout[scores[0].yaxis.replace("y", "yaxis")].domain
+    first = fig.layout[panels[0].yaxis.replace("y", "yaxis")].domain
     panel_h = (first[1] - first[0]) * plot_h
     grow = max(1.0, row_px * L / panel_h)
     legend_h = 26
@@ -179,28 +179,34 @@ def trained_heads_figure(
     )
     row = panel_h * grow / L
     plot_w = NOMINAL_WIDTH - margin.l - margin.r
-    first_x = fig.layout[scores[0].xaxis.replace("x", "xaxis")].domain
-    col = (first_x[1] - first_x[0]) * plot_w / L  # at the planned width: the least it gets
+    # A row's x axis spans its panels and the key columns between them, all equally wide: at
+    # the planned width (the least it gets), a column is this wide.
+    row_x = fig.layout[panels[0].xaxis.replace("x", "xaxis")]
+    col = (row_x.domain[1] - row_x.domain[0]) * plot_w / len(row_x.categoryarray)
     longest = max(len(t) for t in tokens)
     x_step = max(1, int(np.ceil((longest * 5.6 + 3) / col)))  # ~5.6 px a character at size 9
     names = [html.escape(t) for t in tokens]
-    for trace in scores.values():
-        xa = fig.layout[trace.xaxis.replace("x", "xaxis")]
-        ya = fig.layout[trace.yaxis.replace("y", "yaxis")]
-        xa.update(tickvals=list(trace.x)[::x_step], ticktext=names[::x_step], tickfont=dict(size=9))
-        ya.update(tickvals=list(trace.y), ticktext=names, tickfont=dict(size=9))
-        xa.tickangle = 0
+    for xaxis in dict.fromkeys(p.xaxis for p in panels.values()):
+        mine = [p for p in panels.values() if p.xaxis == xaxis]
+        xa = fig.layout[xaxis.replace("x", "xaxis")]
+        ya = fig.layout[mine[0].yaxis.replace("y", "yaxis")]
+        xa.update(
+            tickvals=[c for p in mine for c in p.x[::x_step]],
+            ticktext=names[::x_step] * len(mine),
+            tickfont=dict(size=9),
+            tickangle=0,
+        )
+        ya.update(tickvals=mine[0].y, ticktext=names, tickfont=dict(size=9))
 
     for n in range(N):
-        trace = scores[n]
-        x_cats, y_cats = list(trace.x), list(trace.y)
+        panel = panels[n]
         p = probs[n, t_idx, k_idx]  # [answers]
         fig.add_trace(
             go.Scatter(
-                x=[x_cats[k] for k in k_idx],
-                y=[y_cats[t] for t in t_idx],
-                xaxis=trace.xaxis,
-                yaxis=trace.yaxis,
+                x=[panel.x[k] for k in k_idx],
+                y=[panel.y[t] for t in t_idx],
+                xaxis=panel.xaxis,
+                yaxis=panel.yaxis,
                 mode="markers",
                 marker=dict(
                     symbol="square-open",
