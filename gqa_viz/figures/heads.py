@@ -20,13 +20,13 @@ cells, so its panels share axes: one pair of axes per row of panels, and in it
   (``meta["role"] == "mask"``, named ``"kv{j} masked"``). The scores are NaN at masked cells
   and the mask layer is NaN elsewhere, so each cell has exactly one hover label.
 
-Axes are categorical: a query or key is named ``"'cat' @1"`` (token and position; ``"@1"``
-for random inputs), which the hover labels show as they are (a key in the c-th panel of a row
-carries c trailing spaces more, invisible, so that the row's axis tells them apart). Tick labels are the bare
-tokens for short inputs and every few positions otherwise. Maps of more than ``max_cells``
-cells (the caller's cap) are downsampled, by block max unless asked otherwise
-(:func:`pool_blocks`; the subtitle and hover labels say so), and :func:`zoom_figure` draws a
-region of one at full resolution.
+Axes are categorical: a query or key is named ``"'cat' @1"`` (token and position; ``"@1"`` for
+random inputs), which the hover labels show as they are (a key in the c-th panel of a row
+carries c trailing spaces more, invisible, so that the row's axis tells them apart). Tick
+labels are the bare tokens for short inputs and every few positions otherwise. Maps of more
+than ``max_cells`` cells (the caller's cap) are downsampled, by block max unless asked
+otherwise (:func:`pool_blocks`; the subtitle and hover labels say so), and :func:`zoom_figure`
+draws a region of one at full resolution.
 
 Also here: :func:`kv_heads_figure` (the K/V heads' keys and values), :func:`dropout_figure`
 (one head's returned scores beside its dropped weights) and the data behind the heads
@@ -35,6 +35,7 @@ figure as download bytes (:func:`scores_csv`, :func:`mask_csv`, :func:`npy_bytes
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 from dataclasses import dataclass
@@ -80,9 +81,10 @@ NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
 MAX_CELL_PX = 30.0  # widest key column: gaps between panels are whole columns
 # Appended c times to a key's name in the c-th panel of a row, so that the row's axis tells the
-# panels apart: invisible at the end of a hover label. ASCII on purpose: one non-ASCII
-# character makes Python hold the whole JSON of the figure in two bytes a character, and
-# Plotly's encoding of every rerun slower by half.
+# panels apart: invisible at the end of a hover label. ASCII on purpose: with a zero-width
+# space instead, thousands of non-ASCII characters spread through the figure's JSON made
+# Plotly's encoding of every rerun (decoding orjson's bytes, three replacements over the whole
+# text) take 70 % longer, and a no-change rerun at 32 heads 35-60 % more server CPU.
 PANEL_MARK = " "
 PERCENTILE_SAMPLE = 2_000_000  # cells a colour-scale percentile is estimated from, at most
 POOLS = ("max", "mean")
@@ -335,7 +337,8 @@ def heads_figure(
     planned_width: float = NOMINAL_WIDTH,
     frozen: bool = False,
 ) -> go.Figure:
-    """One heatmap per query head [N, T, S], in rows by the K/V head each one reads.
+    """A panel per query head [N, T, S], in rows by the K/V head each one reads (drawn as one
+    heatmap per K/V group and row of panels, see the module docstring).
 
     ``values``: probabilities, logits (before masking) or dropped weights, per ``kind``.
     ``mask``: [T, S] bool, True = the query may attend to the key (None: nothing masked).
@@ -352,7 +355,8 @@ def heads_figure(
     ``planned_width``: px of the column the figure is shown in. Panel sizes, tick density and
     label lengths are planned for it (the figure then stretches to the column); a figure in
     half a page needs its own, or its tick labels collide. Panels never get narrower than
-    40 px: where that is still too wide the figure is planned wider and then drawn squeezed.
+    40 px and gaps than one key column: where that is still too wide, the figure is planned
+    wider and then drawn squeezed.
 
     ``frozen=True`` returns a :class:`~gqa_viz.figures.shipping.FrozenFigure` of the same
     figure, for a cache that sends it on many reruns: it is assembled from plain dicts without
@@ -418,11 +422,22 @@ def heads_figure(
     margin = dict(l=int(ylab + 14), r=110, t=top, b=16)
     avail = planned_width - margin["l"] - margin["r"]
     n_block_gaps = (grid.groups_per_row - 1) if packed else 0
+
+    def gaps(cell_px: float) -> tuple[int, int]:
+        """Key columns between two panels, and between two groups side by side (~8, ~18 px;
+        one column, not two, once a column is wide enough to part groups on its own)."""
+        gap = max(1, round(8.0 / cell_px))
+        return gap, max(gap + (cell_px < 12.0), round(18.0 / cell_px))
+
     panel_w = (avail - (ncols - 1) * 8.0 - n_block_gaps * 10.0) / ncols
+    for _ in range(2):  # the gaps are whole columns: fit panels and gaps to the width
+        panel_w = max(40.0, min(panel_w, 260.0, MAX_CELL_PX * Sv))
+        gap, block_gap = gaps(panel_w / Sv)
+        columns = ncols * Sv + (ncols - 1 - n_block_gaps) * gap + n_block_gaps * block_gap
+        panel_w = avail / columns * Sv
     panel_w = max(40.0, min(panel_w, 260.0, MAX_CELL_PX * Sv))
     cell_w = panel_w / Sv  # px of one key column
-    gap = max(1, round(8.0 / cell_w))  # key columns between two panels
-    block_gap = max(gap + 1, round(18.0 / cell_w))  # ... between two groups in one row
+    gap, block_gap = gaps(cell_w)
     panel_h = max(48.0, min(panel_w * min(max(Tv / Sv, 0.5), 2.0), 320.0))
     xt = ticks(k_tick_labels, k_cats, cell_w, "x", k_starts)
     yt = ticks(q_tick_labels, q_cats, panel_h / Tv, "y", q_starts)
@@ -674,6 +689,16 @@ class HeadMap:
     yaxis: str
 
 
+def _plain(z) -> np.ndarray:
+    """A trace's z as floats, also when it is still plotly.js's typed-array spec (a frozen
+    figure rebuilt from the dict it sends)."""
+    if isinstance(z, dict):
+        shape = [int(n) for n in str(z["shape"]).split(",")]
+        data = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))
+        return data.reshape(shape).astype(float)
+    return np.asarray(z, dtype=float)
+
+
 def head_maps(fig: go.Figure, role: str = "scores") -> dict[int, HeadMap]:
     """Every query head's panel of :func:`heads_figure`'s traces of ``role`` ("scores" or
     "mask"), by head number: what one trace per head would have held."""
@@ -682,7 +707,7 @@ def head_maps(fig: go.Figure, role: str = "scores") -> dict[int, HeadMap]:
         meta = trace.meta or {}
         if meta.get("role") != role:
             continue
-        z, x, width = np.asarray(trace.z, dtype=float), list(trace.x), meta["keys"]
+        z, x, width = _plain(trace.z), list(trace.x), meta["keys"]
         for head, start in zip(meta["heads"], meta["starts"], strict=True):
             cols = slice(start, start + width)
             maps[head] = HeadMap(z[:, cols], x[cols], list(trace.y), trace.xaxis, trace.yaxis)

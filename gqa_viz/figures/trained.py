@@ -149,8 +149,9 @@ def trained_heads_figure(
     the right answer at each position (for the hover text; default: the token at the right
     key). The figure is :func:`gqa_viz.figures.heads.heads_figure` made taller, so that each
     query row is at least ``row_px`` high and can carry its token. The outlines are one
-    scatter trace per head (``meta["role"] == "right key"``), on the head's axes, at
-    (key answer_keys[t], query t). ``max_cells``: heads_figure's cap on drawn cells.
+    scatter trace per head (``meta["role"] == "right key"``), on the axes of the head's row
+    of panels, at (key answer_keys[t] of its panel, query t). ``max_cells``: heads_figure's
+    cap on drawn cells.
     """
     probs = np.asarray(probs, dtype=np.float32)
     N, L, _ = probs.shape
