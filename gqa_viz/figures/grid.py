@@ -80,7 +80,7 @@ def ticks(
         else:
             if cell_px >= longest * CHAR_PX + 4:
                 return Ticks(cats, text, 0, TICK_FONT + 8)
-            if cell_px >= TICK_FONT + 1:
+            if cell_px >= TICK_FONT + 0.5:  # rotated: a line of text per cell
                 return Ticks(cats, text, -90, longest * CHAR_PX + 8)
     digits = len(str(max(starts)))
     min_px = (TICK_FONT + 4) if axis == "y" else digits * CHAR_PX + 10
