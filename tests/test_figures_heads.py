@@ -9,6 +9,7 @@ import pytest
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.figures.heads import (
     DROPOUT_CAPTION,
+    NOMINAL_WIDTH,
     SCORES_CSV_HEADER,
     dropout_figure,
     grid_layout,
@@ -113,6 +114,21 @@ def test_group_labels_frames_and_titles_use_group_colours(default_fig):
         assert _annotation(fig, f"q{n}").bgcolor == group_color(n // 4)
     assert group_label(1, 4) == "K/V head 1 · query heads 4–7"
     assert group_label(3, 1) == "K/V head 3 · query head 3"
+    assert group_label(1, 4, short=True) == "K/V 1 · q4–q7"
+    assert group_label(10, 1, short=True) == "K/V 10"  # the head's badge is right below
+
+
+def test_narrow_frames_get_labels_that_fit():
+    """Sixteen one-head groups of three keys: each frame is narrow, and its label fits in it
+    (about 7 px a character at the label's size), at 80 % of the planned width."""
+    mask = _causal(3)
+    fig = heads_figure(_probs(16, 3, 3, mask), mask, ["a", "b", "c"], ["a", "b", "c"], 16,
+                       max_cells=MAX_DRAWN_CELLS)  # fmt: skip
+    plot_px = NOMINAL_WIDTH - fig.layout.margin.l - fig.layout.margin.r
+    for j in range(16):
+        frame = next(s for s in fig.layout.shapes if s.name == f"kv{j}")
+        label = _annotation(fig, f"group {j}").text.removeprefix("<b>").removesuffix("</b>")
+        assert 7.0 * len(label) + 12 <= 0.8 * (frame.x1 - frame.x0) * plot_px, (j, label)
 
 
 def test_one_shared_colour_scale(default_fig):

@@ -104,10 +104,12 @@ def _heads_range(first: int, last: int) -> str:
 
 
 def group_label(kv_head: int, groups: int, short: bool = False) -> str:
-    """``"K/V head j · query heads a–b"``: the heads that read K/V head ``kv_head``."""
+    """``"K/V head j · query heads a–b"``: the heads that read K/V head ``kv_head``. ``short``,
+    for a narrow frame: ``"K/V j · qa–qb"``, or ``"K/V j"`` alone for a single head (whose
+    own badge, right below, names it)."""
     a, b = kv_head * groups, kv_head * groups + groups - 1
     if short:
-        return f"K/V {kv_head} · q{a}" + ("" if a == b else f"–q{b}")
+        return f"K/V {kv_head}" + ("" if a == b else f" · q{a}–q{b}")
     return f"K/V head {kv_head} · {_heads_range(a, b)}"
 
 
