@@ -79,7 +79,7 @@ KINDS = {
 
 NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its container
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
-MAX_CELL_PX = 30.0  # widest key column: gaps between panels are whole columns
+WIDEST_CELL_PX = 30.0  # widest key column: gaps between panels are whole columns
 # Appended c times to a key's name in the c-th panel of a row, so that the row's axis tells the
 # panels apart: invisible at the end of a hover label. ASCII on purpose: with a zero-width
 # space instead, thousands of non-ASCII characters spread through the figure's JSON made
@@ -433,11 +433,11 @@ def heads_figure(
 
     panel_w = (avail - (ncols - 1) * 8.0 - n_block_gaps * 10.0) / ncols
     for _ in range(2):  # the gaps are whole columns: fit panels and gaps to the width
-        panel_w = max(40.0, min(panel_w, 260.0, MAX_CELL_PX * Sv))
+        panel_w = max(40.0, min(panel_w, 260.0, WIDEST_CELL_PX * Sv))
         gap, block_gap = gaps(panel_w / Sv)
         columns = ncols * Sv + (ncols - 1 - n_block_gaps) * gap + n_block_gaps * block_gap
         panel_w = avail / columns * Sv
-    panel_w = max(40.0, min(panel_w, 260.0, MAX_CELL_PX * Sv))
+    panel_w = max(40.0, min(panel_w, 260.0, WIDEST_CELL_PX * Sv))
     cell_w = panel_w / Sv  # px of one key column
     gap, block_gap = gaps(cell_w)
     panel_h = max(48.0, min(panel_w * min(max(Tv / Sv, 0.5), 2.0), 320.0))
