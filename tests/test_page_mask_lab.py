@@ -16,7 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app.limits import MAX_UPLOAD_BYTES
-from tests.apptest_pages import head_panels, open_page
+from gqa_viz.figures.heads import head_maps
+from tests.apptest_pages import open_page
 
 PAGE = "app_pages/mask_lab.py"
 TIMEOUT = 90
@@ -113,9 +114,9 @@ def test_defaults_render():
     np.testing.assert_array_equal(_panel(fig, 2), CAUSAL & doc)
     # The scores use the final mask: masked cells are NaN in head 0's scores.
     heads = _chart(at, "with the final mask")
-    panels = head_panels(heads)
+    panels = head_maps(heads)
     assert list(panels) == list(range(8))
-    np.testing.assert_array_equal(~np.isnan(panels[0]["z"]), CAUSAL & doc)
+    np.testing.assert_array_equal(~np.isnan(panels[0].z), CAUSAL & doc)
     metrics = {m.label: m.value for m in at.metric}
     allowed = int((CAUSAL & doc).sum())
     assert metrics["allowed pairs"] == f"{allowed} / {T * T}"

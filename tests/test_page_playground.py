@@ -13,7 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app.limits import MAX_LEN
-from tests.apptest_pages import head_panels, spec_array
+from gqa_viz.figures.heads import head_maps
+from gqa_viz.figures.shipping import array_of
 
 PAGE = "app_pages/playground.py"
 TIMEOUT = 60
@@ -52,7 +53,7 @@ def _heads(at: AppTest) -> dict:
     return fig
 
 
-_array = spec_array
+_array = array_of
 
 
 def _role(fig: dict, role: str) -> list[dict]:
@@ -61,7 +62,7 @@ def _role(fig: dict, role: str) -> list[dict]:
 
 def _masked(fig: dict) -> int:
     """Masked cells of head 0."""
-    return int(np.isnan(head_panels(fig)[0]["z"]).sum())
+    return int(np.isnan(head_maps(fig)[0].z).sum())
 
 
 def _text(at: AppTest) -> str:
@@ -73,9 +74,9 @@ def test_defaults_render_one_heads_chart():
     fig = _heads(at)
     scores = _role(fig, "scores")
     assert [d["name"] for d in scores] == ["kv0", "kv1"]  # one heatmap per K/V group
-    assert list(head_panels(fig)) == list(range(8))
-    assert list(head_panels(fig, "mask")) == list(range(8))  # causal by default
-    assert head_panels(fig)[0]["y"][1] == "'cat' @1"
+    assert list(head_maps(fig)) == list(range(8))
+    assert list(head_maps(fig, "mask")) == list(range(8))  # causal by default
+    assert head_maps(fig)[0].y[1] == "'cat' @1"
     assert at.title[0].value == "Playground"
     # Summary beside the figure: kind, G, shapes, parameters and cache against MHA, units.
     text = _text(at)
@@ -120,16 +121,16 @@ def test_every_control_once():
         return _heads(at)
 
     fig = change("selectbox", "n", 4)
-    assert len(head_panels(fig)) == 4
+    assert len(head_maps(fig)) == 4
     fig = change("selectbox", "k", 1)
     assert "query heads 0–3" in json.dumps(fig["layout"]["annotations"], ensure_ascii=False)
     change("selectbox", "h", 32)
     assert "`[1, 11, 4, 32]`" in _text(at)
     change("selectbox", "d", 128)
     assert "`[1, 11, 128]`" in _text(at)
-    before = head_panels(_heads(at))[0]["z"]
+    before = head_maps(_heads(at))[0].z
     fig = change("radio", "weights", "independent")
-    assert not np.array_equal(before, head_panels(fig)[0]["z"], equal_nan=True)
+    assert not np.array_equal(before, head_maps(fig)[0].z, equal_nan=True)
     at.toggle(key="show_kv").set_value(True).run()
     assert "Now: **independent**" in _text(at)
     at.toggle(key="show_kv").set_value(False).run()
@@ -138,10 +139,10 @@ def test_every_control_once():
     fig = change("number_input", "window", 2)
     assert _masked(fig) == 11 * 11 - (11 + 2 * 10)  # the band |i - j| < 2
     fig = change("number_input", "pad", 2)
-    assert head_panels(fig)[0]["y"][-2:] == ["'&lt;pad&gt;' @11", "'&lt;pad&gt;' @12"]
+    assert head_maps(fig)[0].y[-2:] == ["'&lt;pad&gt;' @11", "'&lt;pad&gt;' @12"]
     assert any("no key to attend to" in i.value for i in at.info)
     fig = change("text_input", "text", "to be or not")
-    assert [y.split("' @")[0].strip("'") for y in head_panels(fig)[0]["y"]][:4] == [
+    assert [y.split("' @")[0].strip("'") for y in head_maps(fig)[0].y][:4] == [
         "to",
         "be",
         "or",
@@ -150,18 +151,18 @@ def test_every_control_once():
     fig = change("radio", "attn", "cross")
     change("text_input", "source", "etre ou ne pas")
     fig = change("number_input", "kpad", 1)
-    keys = head_panels(fig)[0]["x"]
+    keys = head_maps(fig)[0].x
     assert keys[0] == "'etre' @0" and keys[-1] == "'&lt;pad&gt;' @4"
     fig = change("radio", "mode", "random")
     fig = change("slider", "t", 20)
     fig = change("slider", "s", 30)
-    assert head_panels(fig)[0]["z"].shape == (20, 30)
+    assert head_maps(fig)[0].z.shape == (20, 30)
     change("number_input", "batch", 3)
     change("number_input", "item", 2)
     assert "batch item 2" in _text(at)
-    before = head_panels(_heads(at))[0]["z"]
+    before = head_maps(_heads(at))[0].z
     fig = change("number_input", "seed", 7)
-    assert not np.array_equal(before, head_panels(fig)[0]["z"], equal_nan=True)
+    assert not np.array_equal(before, head_maps(fig)[0].z, equal_nan=True)
     change("slider", "dropout", 0.25)
     assert any("inactive" in c.value for c in at.caption)
     change("toggle", "training", True)
@@ -196,10 +197,10 @@ def test_url_state_round_trip():
     assert at.toggle(key="w_causal").value is False
     assert at.number_input(key="w_pad").value == 1
     fig = _heads(at)
-    assert len(head_panels(fig)) == 16
+    assert len(head_maps(fig)) == 16
     assert "K/V head 3 · query heads 12–15" in json.dumps(fig["layout"], ensure_ascii=False)
     # Without the causal mask only the padding is masked: its row and its column.
-    z = head_panels(fig)[0]["z"]
+    z = head_maps(fig)[0].z
     assert z.shape == (12, 12)
     assert np.isnan(z[-1]).all() and np.isnan(z[:, -1]).all() and not np.isnan(z[:-1, :-1]).any()
     assert dict(at.query_params) == {"n": "16", "k": "4", "causal": "0", "pad": "1"}
@@ -239,7 +240,7 @@ def test_invalid_url_inputs_warn_and_keep_running(query, expected):
         assert fragment in warnings, (fragment, warnings)
     fig = _heads(at)
     n = at.selectbox(key="w_n").value
-    assert len(head_panels(fig)) == n == (7 if query["n"] == "7" else 1)
+    assert len(head_maps(fig)) == n == (7 if query["n"] == "7" else 1)
     assert at.query_params.get("mode") is None and at.query_params.get("h") is None
     # The warnings are shown once; the next rerun has none.
     at.toggle(key="w_causal").set_value(False).run()

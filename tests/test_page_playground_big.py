@@ -7,7 +7,7 @@ import json
 from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app.limits import MAX_DRAWN_CELLS, MAX_SCORE_CELLS
-from tests.apptest_pages import head_panels
+from gqa_viz.figures.heads import head_maps
 
 PAGE = "app_pages/playground.py"
 
@@ -41,13 +41,13 @@ def test_a_long_input_is_max_pooled_and_a_region_zooms_to_exact_cells():
     _ok(at)
     overview = _chart(at, "heads_chart")
     assert "largest value of a 4×4 block" in overview["layout"]["title"]["subtitle"]["text"]
-    assert head_panels(overview)[0]["z"].shape == (150, 150)
+    assert head_maps(overview)[0].z.shape == (150, 150)
     # The zoom: one K/V group (G = 4 heads), 128 x 128 exact cells by default.
     assert at.selectbox(key="zoom_group").value == 0
     assert at.slider(key="zoom_q").value == (0, 127)
     zoom = _chart(at, "zoom_chart")
-    assert list(head_panels(zoom)) == [0, 1, 2, 3] and len(_scores(zoom)) == 1
-    assert head_panels(zoom)[0]["z"].shape == (128, 128)
+    assert list(head_maps(zoom)) == [0, 1, 2, 3] and len(_scores(zoom)) == 1
+    assert head_maps(zoom)[0].z.shape == (128, 128)
     assert zoom["layout"]["coloraxis"]["cmax"] == overview["layout"]["coloraxis"]["cmax"]
     # Move the region and the group: the zoom follows, the overview is not redrawn.
     at.selectbox(key="zoom_group").set_value(1)
@@ -55,10 +55,10 @@ def test_a_long_input_is_max_pooled_and_a_region_zooms_to_exact_cells():
     at.slider(key="zoom_k").set_value((450, 520)).run()
     _ok(at)
     zoom = _chart(at, "zoom_chart")
-    panels = head_panels(zoom)
+    panels = head_maps(zoom)
     assert list(panels) == [4, 5, 6, 7] and [d["name"] for d in _scores(zoom)] == ["kv1"]
-    assert panels[4]["z"].shape == (100, 71)
-    assert panels[4]["y"][0] == "@500" and panels[4]["x"][-1] == "@520"
+    assert panels[4].z.shape == (100, 71)
+    assert panels[4].y[0] == "@500" and panels[4].x[-1] == "@520"
     # Too big a region: a message with the limit, nothing else lost.
     at.slider(key="zoom_q").set_value((0, 599))
     at.slider(key="zoom_k").set_value((0, 599)).run()
@@ -101,6 +101,6 @@ def test_the_largest_input_runs_and_stays_small_on_the_wire():
     spec = at.get("plotly_chart")[0].proto.spec
     assert len(spec.encode()) < 5_000_000
     fig = json.loads(spec)
-    assert len(head_panels(fig)) == 32
+    assert len(head_maps(fig)) == 32
     assert "block" in fig["layout"]["title"]["subtitle"]["text"]
     assert at.get("download_button")[0].proto.disabled  # CSV of 134 M rows: refused

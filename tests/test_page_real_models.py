@@ -34,9 +34,10 @@ from gqa_viz import checkpoints
 from gqa_viz.app import checkpoint_cache, limits, real_sources
 from gqa_viz.app import real_models as rm
 from gqa_viz.checkpoints import convert
+from gqa_viz.figures.heads import head_maps
 from gqa_viz.figures.theme import CHIP_SPACE
 from gqa_viz.sharing import js_divergence
-from tests.apptest_pages import assert_ok, head_panels, open_page
+from tests.apptest_pages import assert_ok, open_page
 from tests.real_fixtures import GPT2, LLAMA, PICKLED, hub_cache
 
 PAGE = "app_pages/real_models.py"
@@ -191,10 +192,10 @@ def test_prompt_tokens_heads_and_top5_are_the_librarys(hub):
     assert np.isnan(z[:, 4]).all()
     # The layer in full: 8 query heads, tokens on the axes, the layer's probabilities.
     layer = charts["rm_chart_layer"]
-    panels = head_panels(layer)
-    assert len(panels) == 8 and len(panels[0]["y"]) == ids.shape[1]
-    assert panels[0]["y"][2] == f"'{tokens[2]}' @2"
-    got = panels[3]["z"]
+    panels = head_maps(layer)
+    assert len(panels) == 8 and len(panels[0].y) == ids.shape[1]
+    assert panels[0].y[2] == f"'{tokens[2]}' @2"
+    got = panels[3].z
     want = np.where(np.tril(np.ones_like(got, bool)), probs[1][0, 3], np.nan)
     np.testing.assert_allclose(got, want, atol=1e-4)
     # Top-5 after position 4.

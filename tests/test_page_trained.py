@@ -14,8 +14,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from gqa_viz import tasks, trained  # noqa: E402
 from gqa_viz.app import trained_heads as page  # noqa: E402
+from gqa_viz.figures.heads import head_maps  # noqa: E402
 from gqa_viz.figures.trained import experiment_summary  # noqa: E402
-from tests.apptest_pages import assert_ok, head_panels, open_page  # noqa: E402
+from tests.apptest_pages import assert_ok, open_page  # noqa: E402
 
 PAGE = "app_pages/trained.py"
 TIMEOUT = 120
@@ -281,7 +282,7 @@ def test_upload_shows_the_layer_and_a_bad_file_the_error(tmp_path):
     assert len(at.get("plotly_chart")) == charts + 1
     heads = _specs(at)[-1]
     assert _kv_frames(heads) == 2
-    assert len(head_panels(heads)) == 4
+    assert len(head_maps(heads)) == 4
 
     at.slider(key="tr_upload_len").set_value(40).run()
     at.toggle(key="tr_upload_causal").set_value(False).run()

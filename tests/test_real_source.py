@@ -22,8 +22,8 @@ from gqa_viz.app import codegen, kv_sharing, playground, real_sources
 from gqa_viz.app.settings import DEFAULT_SENTENCE, from_query_params
 from gqa_viz.checkpoints import convert
 from gqa_viz.figures import steps as steps_figures
+from gqa_viz.figures.heads import head_maps
 from tests import real_fixtures
-from tests.apptest_pages import head_panels
 
 QWEN, GEMMA = real_fixtures.QWEN3, real_fixtures.GEMMA2
 TIMEOUT = 120
@@ -169,7 +169,7 @@ def _array(a) -> np.ndarray:
 def _heads(at: AppTest) -> np.ndarray:
     """The Playground's heads figure as [N, T, S] (NaN where masked)."""
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    return np.stack([panel["z"] for panel in head_panels(fig).values()])
+    return np.stack([panel.z for panel in head_maps(fig).values()])
 
 
 def test_playground_shows_the_checkpoints_own_attention(hub):

@@ -35,7 +35,6 @@ figure as download bytes (:func:`scores_csv`, :func:`mask_csv`, :func:`npy_bytes
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ from gqa_viz.figures.grid import (
     is_positional,
     ticks,
 )
-from gqa_viz.figures.shipping import frozen_figure
+from gqa_viz.figures.shipping import array_of, frozen_figure
 from gqa_viz.figures.theme import (
     AXIS_LINE_COLOR,
     LOGIT_COLORSCALE,
@@ -691,28 +690,22 @@ class HeadMap:
     yaxis: str
 
 
-def _plain(z) -> np.ndarray:
-    """A trace's z as floats, also when it is still plotly.js's typed-array spec (a frozen
-    figure rebuilt from the dict it sends)."""
-    if isinstance(z, dict):
-        shape = [int(n) for n in str(z["shape"]).split(",")]
-        data = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))
-        return data.reshape(shape).astype(float)
-    return np.asarray(z, dtype=float)
-
-
-def head_maps(fig: go.Figure, role: str = "scores") -> dict[int, HeadMap]:
+def head_maps(fig: go.Figure | dict, role: str = "scores") -> dict[int, HeadMap]:
     """Every query head's panel of :func:`heads_figure`'s traces of ``role`` ("scores" or
-    "mask"), by head number: what one trace per head would have held."""
+    "mask"), by head number: what one trace per head would have held. ``fig``: the figure,
+    or the JSON spec a page sends of it (a dict, arrays as typed-array specs)."""
+    traces = fig["data"] if isinstance(fig, dict) else [t.to_plotly_json() for t in fig.data]
     maps = {}
-    for trace in fig.data:
-        meta = trace.meta or {}
+    for trace in traces:
+        meta = trace.get("meta") or {}
         if meta.get("role") != role:
             continue
-        z, x, width = _plain(trace.z), list(trace.x), meta["keys"]
+        z, width = array_of(trace["z"]).astype(float), meta["keys"]
+        x, y = list(trace["x"]), list(trace["y"])
+        axes = trace.get("xaxis", "x"), trace.get("yaxis", "y")
         for head, start in zip(meta["heads"], meta["starts"], strict=True):
             cols = slice(start, start + width)
-            maps[head] = HeadMap(z[:, cols], x[cols], list(trace.y), trace.xaxis, trace.yaxis)
+            maps[head] = HeadMap(z[:, cols], x[cols], y, *axes)
     return dict(sorted(maps.items()))
 
 

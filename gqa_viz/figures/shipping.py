@@ -57,6 +57,16 @@ def typed_array(a: np.ndarray):
     return spec
 
 
+def array_of(value) -> np.ndarray:
+    """:func:`typed_array` undone: a typed-array spec (``{"dtype", "bdata", "shape"}``, in its
+    dtype) or a list (as floats), as a NumPy array. Reads figures back from what they send."""
+    if isinstance(value, dict):
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = [int(n) for n in str(value["shape"]).split(",")] if "shape" in value else [-1]
+        return data.reshape(shape)
+    return np.asarray(value, dtype=float)
+
+
 def _shipped(value):
     """A copy of ``value`` (dicts, lists, arrays) in the form ``to_dict()`` gives."""
     if isinstance(value, dict):
