@@ -5,8 +5,6 @@ Axis letters: C new tokens of a step, S_max cache slots, N query heads, K kv hea
 
 from __future__ import annotations
 
-import base64
-
 import numpy as np
 import pytest
 
@@ -14,16 +12,8 @@ from gqa_viz.app import decode as dec
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.figures import decode as F
 from gqa_viz.figures.heads import head_maps
+from gqa_viz.figures.shipping import array_of as _array
 from gqa_viz.figures.theme import VARIANT_COLORS, group_color
-
-
-def _array(a) -> np.ndarray:
-    """A trace's array as plotly stores it (typed arrays are base64 in a dict)."""
-    if isinstance(a, dict):
-        return np.frombuffer(base64.b64decode(a["bdata"]), dtype=a["dtype"]).reshape(
-            a.get("shape", [-1])
-        )
-    return np.asarray(a)
 
 
 def _role(fig, role: str) -> list:

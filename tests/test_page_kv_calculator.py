@@ -6,16 +6,15 @@ issue names, against the bytes worked out by hand).
 
 from __future__ import annotations
 
-import base64
 import json
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from gqa_viz import kv_cache as kv
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.limits import MAX_CONFIG_BYTES
+from gqa_viz.figures.shipping import array_of
 from gqa_viz.models import PRESETS
 from tests.apptest_pages import assert_ok, open_page
 
@@ -54,9 +53,7 @@ def _charts(at: AppTest) -> list[dict]:
 
 
 def _array(a) -> list[float]:
-    if isinstance(a, dict):
-        return np.frombuffer(base64.b64decode(a["bdata"]), dtype=a["dtype"]).tolist()
-    return [float(v) for v in a]
+    return array_of(a).tolist()
 
 
 def _traces(at: AppTest, role: str) -> list[dict]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -27,6 +25,7 @@ from gqa_viz.app.limits import (
 from gqa_viz.app.settings import compute_key, from_query_params
 from gqa_viz.figures.grid import CHAR_PX, TICK_FONT
 from gqa_viz.figures.heads import NOMINAL_WIDTH
+from gqa_viz.figures.shipping import array_of as _array
 from gqa_viz.models import PRESETS
 from tests.apptest_pages import assert_ok, open_page
 
@@ -47,12 +46,6 @@ def _drift(at: AppTest) -> dict:
         if any(d.get("meta", {}).get("role") == "js" for d in spec["data"]):
             return spec
     raise AssertionError("no drift chart")
-
-
-def _array(a) -> np.ndarray:
-    if isinstance(a, dict):
-        return np.frombuffer(base64.b64decode(a["bdata"]), dtype=a["dtype"])
-    return np.asarray(a, dtype=float)
 
 
 def _js(at: AppTest) -> dict[str, float]:

@@ -7,7 +7,6 @@ Figures are read back from the charts' protos (arrays in them are base64).
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 
@@ -17,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app.limits import MAX_UPLOAD_BYTES
 from gqa_viz.figures.heads import head_maps
+from gqa_viz.figures.shipping import array_of as _array
 from tests.apptest_pages import open_page
 
 PAGE = "app_pages/mask_lab.py"
@@ -60,13 +60,6 @@ def _badges(fig: dict) -> list[str]:
         for a in fig["layout"]["annotations"]
         if str(a.get("name", "")).startswith("panel ")
     ]
-
-
-def _array(a) -> np.ndarray:
-    if isinstance(a, dict):
-        shape = [int(s) for s in str(a["shape"]).split(",")] if "shape" in a else [-1]
-        return np.frombuffer(base64.b64decode(a["bdata"]), dtype=a["dtype"]).reshape(shape)
-    return np.asarray(a, dtype=float)
 
 
 def _panel(fig: dict, i: int) -> np.ndarray:

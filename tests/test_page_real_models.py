@@ -17,7 +17,6 @@ V vocabulary.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -35,6 +34,7 @@ from gqa_viz.app import checkpoint_cache, limits, real_sources
 from gqa_viz.app import real_models as rm
 from gqa_viz.checkpoints import convert
 from gqa_viz.figures.heads import head_maps
+from gqa_viz.figures.shipping import array_of as _array
 from gqa_viz.figures.theme import CHIP_SPACE
 from gqa_viz.sharing import js_divergence
 from tests.apptest_pages import assert_ok, open_page
@@ -76,15 +76,6 @@ def _view(at: AppTest) -> rm.View:
 def _charts(at: AppTest) -> dict[str, dict]:
     """The page's figures by chart key ("rm_chart_layer", ...)."""
     return {c.proto.id.split("-")[-1]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
-
-
-def _array(x) -> np.ndarray:
-    """A figure array: a list, or Plotly's base64 form."""
-    if isinstance(x, dict) and "bdata" in x:
-        a = np.frombuffer(base64.b64decode(x["bdata"]), dtype=np.dtype(x["dtype"]))
-        shape = [int(n) for n in str(x.get("shape", a.size)).split(",")]
-        return a.reshape(shape).astype(np.float64)
-    return np.asarray(x, dtype=np.float64)
 
 
 def _trace(spec: dict, role: str) -> dict:

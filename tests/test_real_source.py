@@ -8,7 +8,6 @@ checkpoint's own forward pass, ``checkpoints.load(dir).forward(ids)``, computed 
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import os
@@ -159,11 +158,6 @@ def _app(page: str, **params) -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def _array(a) -> np.ndarray:
-    shape = [int(n) for n in str(a["shape"]).split(",")]
-    return np.frombuffer(base64.b64decode(a["bdata"]), dtype=a["dtype"]).reshape(shape)
 
 
 def _heads(at: AppTest) -> np.ndarray:
