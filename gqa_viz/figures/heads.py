@@ -519,6 +519,8 @@ def heads_figure(
 
     data = []
     head_dtype = np.int8 if first_head + N <= 127 else np.int16  # sent with every figure
+    # The grey layer: the unused logits where masked (per head), else 1 where masked (shared).
+    grey_all = np.round(raw_masked, 4) if kind == "logits" else np.where(shown_mask, np.nan, 1.0)
     where = "queries %{y}<br>keys %{x}" if f > 1 else "query %{y}<br>key %{x}"
     value_fmt = ":.2f" if kind == "logits" else ":.3f"
     agg = f" ({_POOL_WORDS[pool, kind == 'logits'][0]} of the block)" if f > 1 else ""
@@ -537,8 +539,7 @@ def heads_figure(
             who = np.full((Tv, hi - lo), -1, head_dtype)  # the query head of each cell
             for h, x in zip(mine, starts, strict=True):
                 z[:, x : x + Sv] = z_all[h]
-                masked = raw_masked[h] if kind == "logits" else np.where(shown_mask, np.nan, 1.0)
-                grey[:, x : x + Sv] = np.round(masked, 4)
+                grey[:, x : x + Sv] = grey_all[h] if kind == "logits" else grey_all
                 who[:, x : x + Sv] = h + first_head
             i = r + 1
             xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
