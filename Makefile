@@ -42,6 +42,7 @@ help:
 	@echo "make bench-checkpoints python -m bench.checkpoints (real-sized checkpoints vs transformers; not in CI)"
 	@echo "make bench-reruns python -m bench.reruns (server CPU per rerun per action; first visits)"
 	@echo "make bench-coldstart python -m bench.coldstart (make run's stack vs a one-heatmap page, chromium)"
+	@echo "make bench-figure python -m bench.figure_draw (what plotly.js spends on each part of the heads figure)"
 	@echo "make gpu-check    core tests + bench.core --quick with the machine's own python3/jax (installs nothing)"
 	@echo "make load         python -m bench.load --stack WORKERS: make run's stack under 30 sessions"
 	@echo "                  + 3 browsers, 3 min (not in CI; without --stack: one server)"
@@ -118,12 +119,15 @@ bench-decode: dev-venv
 bench-checkpoints: dev-venv
 	$(PY) -m bench.checkpoints
 
-.PHONY: bench-reruns bench-coldstart
+.PHONY: bench-reruns bench-coldstart bench-figure
 bench-reruns: dev-venv
 	$(PY) -m bench.reruns
 
 bench-coldstart: dev-venv system-deps serve-deps
 	$(PY) -m bench.coldstart --workers 2
+
+bench-figure: dev-venv system-deps
+	$(PY) -m bench.figure_draw
 
 .PHONY: load load-capacity train
 load: dev-venv system-deps serve-deps

@@ -21,6 +21,11 @@ N = 8, once the workers have prewarmed), 20 presses per round. Targets: cold sta
 The peer's slider is also timed under the app's own sidebar (whole-page reruns, as the
 Playground's) and with the slider in a fragment (``bench/peer_page.py``): what a page with
 that sidebar costs before drawing anything of its own.
+
+**Where a press goes**: each press is also split, from timestamps taken in the page itself
+(:data:`PROBE_JS`): when the first message of the rerun reached the page's websocket
+handler, when the figure's message (the largest) did, when plotly.js was called to draw it,
+when that call returned, and the repaint. Medians, plain peer against the Playground.
 """
 
 from __future__ import annotations
@@ -47,25 +52,93 @@ PAINTED_JS = """() => {
 }"""
 
 
+# Installed in every page before its scripts: timestamps (performance.now()) of each websocket
+# message as the page's handler gets it ([time, bytes]) and of each plotly.js draw call
+# ([name, called, returned]); Streamlit's front end puts plotly.js on window.Plotly.
+PROBE_JS = """(() => {
+  const probe = (window.__probe = { messages: [], draws: [] });
+  const stamp = (e) => probe.messages.push([performance.now(), e.data.byteLength || e.data.size || 0]);
+  const add = WebSocket.prototype.addEventListener;
+  WebSocket.prototype.addEventListener = function (type, fn, options) {
+    const inner = fn;
+    if (type === "message") fn = function (e) { stamp(e); return inner.call(this, e); };
+    return add.call(this, type, fn, options);
+  };
+  const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+  Object.defineProperty(WebSocket.prototype, "onmessage", {
+    get() { return onmessage.get.call(this); },
+    set(fn) { onmessage.set.call(this, function (e) { stamp(e); return fn.call(this, e); }); },
+  });
+  let plotly;
+  Object.defineProperty(window, "Plotly", {
+    configurable: true,
+    get() { return plotly; },
+    set(value) {
+      plotly = value;
+      for (const name of ["newPlot", "react"]) {
+        const draw = value && value[name];
+        if (typeof draw !== "function" || draw.__probed) continue;
+        value[name] = Object.assign(function (...args) {
+          const called = performance.now();
+          const out = draw.apply(this, args);
+          window.__probe.draws.push([name, called, performance.now()]);
+          return out;
+        }, { __probed: true });
+      }
+    },
+  });
+})()"""
+
+# The phases of a press, from the probe: (label, ms after the key press) for one press.
+PHASES = (
+    "the rerun's first message",
+    "the figure's message",
+    "plotly.js called",
+    "plotly.js returned",
+    "repainted",
+)
+
+
+def _phases(probe: dict, start: float, total_ms: float) -> tuple[float, ...]:
+    nan = float("nan")
+    messages = probe["messages"]
+    first = messages[0][0] - start if messages else nan
+    figure = max(messages, key=lambda m: m[1])[0] - start if messages else nan
+    draw = probe["draws"][0] if probe["draws"] else None
+    called, returned = (draw[1] - start, draw[2] - start) if draw else (nan, nan)
+    return first, figure, called, returned, total_ms
+
+
+def _new_page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.add_init_script(PROBE_JS)
+    return page
+
+
 def _first_paint(browser, url: str, path: str, proc, t0: float):
     _wait_health(url, proc, timeout_s=180)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = _new_page(browser)
     page.goto(f"{url}{path}", timeout=180_000)
     page.wait_for_function(PAINTED_JS, timeout=180_000, polling="raf")
     return time.perf_counter() - t0, page
 
 
-def _slider(page, slider, min_images: int) -> list[float]:
+def _slider(page, slider, min_images: int, phases: list | None = None) -> list[float]:
+    """Press times in ms; each press's :data:`PHASES` appended to ``phases`` when given."""
     thumb = slider.locator("input[type=range]").first
     thumb.focus()
     times = []
     for t in range(63, 63 - PRESSES, -1):  # one step down each time, from T = 64
+        start = page.evaluate("() => { __probe.messages = []; __probe.draws = []; "
+                              "return performance.now(); }")  # fmt: skip
         t0 = time.perf_counter()
         thumb.press("ArrowLeft")
         page.wait_for_function(
             f"() => ({rows_js(min_images)})() === {t}", timeout=60_000, polling="raf"
         )
         times.append(1000 * (time.perf_counter() - t0))
+        if phases is not None:
+            phases.append(_phases(page.evaluate("() => __probe"), start, times[-1]))
     return times
 
 
@@ -80,8 +153,9 @@ PEER_VIEWS = (
 )  # fmt: skip
 
 
-def peer_round(browser, work: Path) -> tuple[float, dict[str, list[float]]]:
-    """(cold start of the plain peer, slider times of each of PEER_VIEWS)."""
+def peer_round(browser, work: Path, phases: list) -> tuple[float, dict[str, list[float]]]:
+    """(cold start of the plain peer, slider times of each of PEER_VIEWS); the plain peer's
+    press phases are appended to ``phases``."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
@@ -99,12 +173,12 @@ def peer_round(browser, work: Path) -> tuple[float, dict[str, list[float]]]:
         for name, path, label, where in PEER_VIEWS:
             if path != "/":
                 page.close()
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = _new_page(browser)
                 page.goto(f"{url}{path}", timeout=60_000)
             page.wait_for_function(f"() => ({rows_js(1)})() === 64", timeout=60_000, polling="raf")
             scope = f"[data-testid='{where}'] " if where else ""
             slider = page.locator(f"{scope}[data-testid='stSlider']").filter(has_text=label)
-            times[name] = _slider(page, slider, 1)
+            times[name] = _slider(page, slider, 1, phases if path == "/" else None)
         page.close()
     finally:
         proc.terminate()
@@ -112,7 +186,9 @@ def peer_round(browser, work: Path) -> tuple[float, dict[str, list[float]]]:
     return cold, times
 
 
-def app_round(browser, work: Path, workers: int, cache: Path) -> tuple[float, list[float]]:
+def app_round(
+    browser, work: Path, workers: int, cache: Path, phases: list
+) -> tuple[float, list[float]]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = work / f"serve-{time.monotonic_ns()}.log"
@@ -133,7 +209,7 @@ def app_round(browser, work: Path, workers: int, cache: Path) -> tuple[float, li
         slider = page.locator("[data-testid='stSidebar'] [data-testid='stSlider']").filter(
             has_text="Query length T"
         )
-        times = _slider(page, slider, 4)
+        times = _slider(page, slider, 4, phases)
         page.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -158,14 +234,15 @@ def main(argv: list[str]) -> int:
     cache = work / "jax_cache"  # empty in round 1, kept for the restarts
     peer_cold, app_cold, app_slider = [], [], []
     peer_sliders: dict[str, list[float]] = {name: [] for name, *_ in PEER_VIEWS}
+    peer_phases, app_phases = [], []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=["--disable-gpu"])
         for r in range(args.rounds):
-            cold, views = peer_round(browser, work)
+            cold, views = peer_round(browser, work, peer_phases)
             peer_cold.append(cold)
             for name, times in views.items():
                 peer_sliders[name] += times
-            cold, times = app_round(browser, work, args.workers, cache)
+            cold, times = app_round(browser, work, args.workers, cache, app_phases)
             app_cold.append(cold)
             app_slider += times
             print(
@@ -190,6 +267,13 @@ def main(argv: list[str]) -> int:
         med, p95 = statistics.median(times), sorted(times)[round(0.95 * (len(times) - 1))]
         print(f"  {name:<34} median {med:5.0f} ms   p95 {p95:5.0f} ms   {med / ps:5.2f}x peer")
     print("  target (Playground): <= 1.5x peer")
+    print("\nWhere a press goes (median ms after the key press, timestamps taken in the page)")
+    print(f"  {'':<28} {'peer':>6} {'Playground':>11}")
+    for i, label in enumerate(PHASES):
+        peer_ms, app_ms = (
+            statistics.median(p[i] for p in phases) for phases in (peer_phases, app_phases)
+        )
+        print(f"  {label:<28} {peer_ms:6.0f} {app_ms:11.0f}")
     return 0
 
 
