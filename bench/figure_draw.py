@@ -103,16 +103,10 @@ def figures(n: int, k: int) -> list[dict]:
 
 
 def peer_figures() -> list[dict]:
-    """The peer page's heatmap at each of LENGTHS, as ``bench/peer_page.py`` draws it."""
-    import numpy as np
-    import plotly.graph_objects as go
+    """The peer page's heatmap at each of LENGTHS."""
+    from bench.peer_page import figure
 
-    out = []
-    for t in LENGTHS:
-        z = np.random.default_rng(0).random((t, t)).astype(np.float32)
-        fig = go.Figure(go.Heatmap(z=z, x=list(range(t)), y=list(range(t))))
-        out.append(json.loads(fig.to_json()))
-    return out
+    return [json.loads(figure(t).to_json()) for t in LENGTHS]
 
 
 def main(argv: list[str]) -> int:

@@ -25,31 +25,42 @@ LABEL = "Query length T"
 SIDEBAR_LABEL = "Peer length T"  # the app's sidebar has a "Query length T" of its own
 
 
-def heatmap(t: int) -> None:
+def figure(t: int) -> go.Figure:
+    """The peer's heatmap at query length ``t`` (also drawn alone by ``bench.figure_draw``)."""
     z = np.random.default_rng(0).random((t, t)).astype(np.float32)
     axis = list(range(t))
-    st.plotly_chart(go.Figure(go.Heatmap(z=z, x=axis, y=axis)), theme=None)
+    return go.Figure(go.Heatmap(z=z, x=axis, y=axis))
 
 
-# Read once: the app's controls rewrite the URL from their settings, dropping these two.
-variant = st.session_state.setdefault(
-    "peer_variant", (st.query_params.get("sidebar") == "1", st.query_params.get("fragment") == "1")
-)
-if variant[0]:
-    from app_pages._controls import settings_controls
+def heatmap(t: int) -> None:
+    st.plotly_chart(figure(t), theme=None)
 
-    settings_controls()
-    if variant[1]:
-        slot = st.sidebar.container()
 
-        @st.fragment
-        def _slider_and_heatmap() -> None:
-            with slot:
-                t = st.slider(SIDEBAR_LABEL, 1, 128, 64, key="peer_t")
-            heatmap(t)
+def page() -> None:
+    # Read once: the app's controls rewrite the URL from their settings, dropping these two.
+    variant = st.session_state.setdefault(
+        "peer_variant",
+        (st.query_params.get("sidebar") == "1", st.query_params.get("fragment") == "1"),
+    )
+    if variant[0]:
+        from app_pages._controls import settings_controls
 
-        _slider_and_heatmap()
+        settings_controls()
+        if variant[1]:
+            slot = st.sidebar.container()
+
+            @st.fragment
+            def _slider_and_heatmap() -> None:
+                with slot:
+                    t = st.slider(SIDEBAR_LABEL, 1, 128, 64, key="peer_t")
+                heatmap(t)
+
+            _slider_and_heatmap()
+        else:
+            heatmap(st.sidebar.slider(SIDEBAR_LABEL, 1, 128, 64, key="peer_t"))
     else:
-        heatmap(st.sidebar.slider(SIDEBAR_LABEL, 1, 128, 64, key="peer_t"))
-else:
-    heatmap(st.slider(LABEL, 1, 128, 64))
+        heatmap(st.slider(LABEL, 1, 128, 64))
+
+
+if __name__ == "__main__":  # `streamlit run` runs its script as __main__; an import draws nothing
+    page()
