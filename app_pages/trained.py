@@ -227,7 +227,11 @@ def _upload_section() -> None:
     length = c1.slider("Sequence length L", 4, UPLOAD_VIEW_MAX_LEN, 16, key="tr_upload_len")
     causal = c2.toggle("use_causal_mask", True, key="tr_upload_causal")
     seed = c3.number_input("Input seed", 0, MAX_SEED, 0, key="tr_upload_seed")
-    probs = _upload_probs(upload["digest"], index, int(length), bool(causal), int(seed), layer)
+    try:
+        probs = _upload_probs(upload["digest"], index, int(length), bool(causal), int(seed), layer)
+    except ValueError as error:
+        st.error(str(error), icon="🚫")
+        return
     labels = [str(i) for i in range(int(length))]
     mask = np.tril(np.ones((length, length), bool)) if causal else None
     title = f"{upload['name']}: {layer.name} on random vectors"

@@ -335,10 +335,17 @@ def _array(filename: str, where: str, value, limits: UploadLimits) -> np.ndarray
         raise WeightsUploadError(
             f"{filename}: {where} has {a.size:,} values; the limit is {limits.array_values:,}."
         )
-    if not np.isfinite(a).all():
-        bad = int(np.size(a) - np.isfinite(a).sum())
-        raise WeightsUploadError(f"{filename}: {where} holds {bad} NaN or infinite values.")
-    return a.astype(np.float32)
+    # Checked in float32, what the layer runs in: a finite float64 beyond float32's range
+    # (3.4e38) would become infinite there.
+    with np.errstate(over="ignore"):
+        a32 = a.astype(np.float32)
+    if not np.isfinite(a32).all():
+        bad = int(np.size(a32) - np.isfinite(a32).sum())
+        raise WeightsUploadError(
+            f"{filename}: {where} holds {bad} NaN or infinite values in float32 (the layer's "
+            f"dtype, whose range ends at ±{np.finfo(np.float32).max:.1e})."
+        )
+    return a32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,19 +388,32 @@ def _from_named(
             )
     D, N, H = q.shape
     K = k.shape[1]
+    Dk, Dv = k.shape[0], found[("value", "kernel")].shape[0]
+    sizes = {"D": D, "N": N, "H": H, "K": K, "key input size": Dk, "value input size": Dv}
+    empty = [what for what, size in sizes.items() if size == 0]
+    if empty:
+        raise WeightsUploadError(
+            f"{filename}: {name} has an empty axis ({', '.join(empty)} = 0); every size of a "
+            "layer is at least 1."
+        )
     if N > limits.query_heads or H > limits.head_dim or D > limits.model_dim:
         raise WeightsUploadError(
             f"{filename}: {name} has N = {N}, H = {H}, D = {D}; the limits are "
             f"N <= {limits.query_heads}, H <= {limits.head_dim}, D <= {limits.model_dim}."
         )
-    if K == 0 or N % K:
+    if N % K:
         raise WeightsUploadError(
             f"{filename}: {name} has {N} query heads and {K} K/V heads; num_query_heads must "
             f"be divisible by num_key_value_heads."
         )
+    if Dv != D:
+        raise WeightsUploadError(
+            f"{filename}: {name} takes values of {Dv} features and queries of {D}: "
+            "GroupQueryAttention needs both of the same size (Keras: 'The last dimension of "
+            "query_shape and value_shape must be equal'), so this layer cannot run here."
+        )
     use_bias = any(what == "bias" for _, what in found)
     spec = GQASpec(N, K, H, use_bias=use_bias, use_gate=("gate", "kernel") in found)
-    Dk, Dv = k.shape[0], found[("value", "kernel")].shape[0]
     expected = param_shapes(spec, D, Dv, Dk)
     if o.ndim != 3 or o.shape[2] != D:
         raise WeightsUploadError(

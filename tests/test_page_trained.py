@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
+
+import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is imported (the Makefile sets it)
 
@@ -300,3 +303,39 @@ def test_upload_shows_the_layer_and_a_bad_file_the_error(tmp_path):
     assert len(at.error) == 1 and "broken.weights.h5 is not a valid HDF5 file" in at.error[0].value
     assert len(at.get("plotly_chart")) == charts + 1  # everything else, the old layer included
     assert any("Still showing the previous file" in c.value for c in at.caption)
+
+
+def test_an_upload_whose_scores_overflow_says_so_and_draws_nothing():
+    """Finite float32 weights large enough for the scores to overflow: a message, no chart of
+    NaN (which would read as masked cells), no exception."""
+    at = _app()
+    charts = len(at.get("plotly_chart"))
+    with np.load(io.BytesIO(page.example_npz()), allow_pickle=False) as npz:
+        arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    arrays = [a * np.float32(1e30) if a.ndim == 3 else a for a in arrays]  # the kernels
+    buf = io.BytesIO()
+    np.savez(buf, *arrays)
+    at.file_uploader(key="tr_upload_file").upload("huge.npz", buf.getvalue()).run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert "overflow float32" in at.error[0].value and "largest weight is" in at.error[0].value
+    assert len(at.get("plotly_chart")) == charts
+
+
+def test_a_bad_upload_keeps_the_good_one_shown():
+    """A file whose layer cannot run (an empty model dimension) is refused at upload: the error
+    names it and the previous layer stays on screen."""
+    at = _app()
+    at.file_uploader(key="tr_upload_file").upload("good.npz", page.example_npz()).run()
+    charts = len(at.get("plotly_chart"))
+    empty = [np.zeros((0, 2, 4), "f4"), np.zeros((0, 1, 4), "f4"), np.zeros((0, 1, 4), "f4")]
+    buf = io.BytesIO()
+    np.savez(buf, *empty, np.zeros((2, 4, 0), "f4"))
+    at.file_uploader(key="tr_upload_file").set_value(
+        ("empty.npz", buf.getvalue(), "application/octet-stream")
+    ).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "empty.npz: " in at.error[0].value
+    assert "empty axis (D, key input size, value input size = 0)" in at.error[0].value
+    assert any("Still showing the previous file, good.npz" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == charts

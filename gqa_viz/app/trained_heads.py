@@ -499,7 +499,15 @@ def upload_probs(layer: UploadedLayer, length: int, causal: bool, seed: int) -> 
         t = bucketed_trace(layer.params, q, v, spec=layer.spec, use_causal_mask=causal)
     else:
         t = core.attention_trace(layer.params, q, v, k, spec=layer.spec, use_causal_mask=causal)
-    return np.asarray(t.probs[0])  # [N, L, L]
+    probs = np.asarray(t.probs[0])  # [N, L, L]
+    if not np.isfinite(probs).all():
+        # Finite weights can still be large enough for the scores to overflow float32.
+        largest = max(float(np.abs(w).max()) for ws in layer.params.values() for w in ws.values())
+        raise ValueError(
+            f"{layer.name}: its attention scores overflow float32 on these inputs (its largest "
+            f"weight is {largest:.3g}), so there are no probabilities to show."
+        )
+    return probs
 
 
 def kind_sentence(spec: core.GQASpec) -> str:
