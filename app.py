@@ -14,6 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages import _number_inputs
 from app_pages._controls import note_page
 from gqa_viz.app import prewarm, runtime
 
@@ -49,6 +50,7 @@ def _start_up() -> str:
     return runtime.start_up(JAX_CACHE_DIR, prewarm.prewarm)
 
 
+_number_inputs.install()
 st.set_page_config(
     page_title="gqa-viz: grouped-query attention", page_icon=":material/hub:", layout="wide"
 )

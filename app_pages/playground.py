@@ -11,6 +11,8 @@ each rerunning alone when its own widgets change, reusing the computed result.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import streamlit as st
 
@@ -147,11 +149,13 @@ def _zoom_panel(result: Result, view: Settings) -> None:
         "The map above is downsampled. Pick a region and a K/V group: its cells are drawn one "
         f"by one (at most {limits.MAX_DRAWN_CELLS:,} cells), on the same colour scale as the overview."
     )
-    side = max(1, min(T, S, 128))
+    # The first region: a square corner of up to 128 x 128 cells that the limit can draw for
+    # all G heads of a group (G x side² cells).
+    side = max(1, min(T, S, 128, math.isqrt(limits.MAX_DRAWN_CELLS // G)))
     for name, top, default in (("zoom_q", T, (0, side - 1)), ("zoom_k", S, (0, side - 1))):
         lo, hi = ss.get(name, default)
         ss[name] = (min(lo, top - 1), min(hi, top - 1))
-    if ss.get("zoom_group", 0) >= s.k:
+    if ss.get("zoom_group", 0) not in range(s.k):  # also a value the box never offered
         ss["zoom_group"] = 0
     cols = st.columns([1, 2, 2], gap="medium")
     group = cols[0].selectbox(

@@ -75,7 +75,7 @@ empty_rows = walk.empty_rows
 for note in walk.notes:
     st.info(note)
 
-if st.session_state.get(HEAD_KEY, 0) >= N:
+if st.session_state.get(HEAD_KEY, 0) not in range(N):  # also a value the box never offered
     st.session_state[HEAD_KEY] = 0
 pick, axes = st.columns([2, 5], gap="large", vertical_alignment="bottom")
 with pick:

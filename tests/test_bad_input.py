@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -1179,3 +1180,36 @@ def test_bad_decode_input(case: Case):
     _no_exception(at)
     assert at.session_state["dec_settings"].layer == 0 and at.query_params["layer"] == "0"
     _kept_decode(at, DECODE_BASE, case.touches)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer number inputs sent a value that is not finite (a modified client's double): Streamlit
+# 1.67 would raise in int(value) inside the widget call; app_pages/_number_inputs.py makes the
+# input fall back to its default, as Streamlit does for a float input.
+
+NON_FINITE = [
+    ("playground", "w_seed", {}, math.nan),
+    ("playground", "w_seed", {}, math.inf),
+    ("playground", "w_window", {}, math.nan),
+    ("playground", "w_batch", {"mode": "random"}, -math.inf),
+    ("mask_lab", "ml_doc_every", {}, math.nan),
+    ("mask_lab", "ml_window", {}, math.inf),
+    ("kv_calculator", "kvc_tokens", {}, math.nan),
+    ("decode", "dec_seed", {}, math.nan),
+    ("decode", "dec_window", {"policy": "rolling"}, math.inf),
+    ("trained", "tr_seed", {}, math.nan),
+]
+
+
+@pytest.mark.parametrize(
+    ("page", "key", "url", "value"), NON_FINITE, ids=[f"{p}-{k}-{v}" for p, k, _, v in NON_FINITE]
+)
+def test_a_non_finite_integer_input_falls_back_to_its_default(page, key, url, value):
+    at = _open(page, {**BASE, **url})
+    proto = at.number_input(key=key).proto
+    low, high = proto.min, proto.max
+    at.session_state[key] = value
+    at.run()
+    _no_exception(at)
+    kept = at.number_input(key=key).value
+    assert isinstance(kept, int) and low <= kept <= high, kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from streamlit.testing.v1 import AppTest
 
@@ -104,3 +105,23 @@ def test_the_largest_input_runs_and_stays_small_on_the_wire():
     assert len(head_maps(fig)) == 32
     assert "block" in fig["layout"]["title"]["subtitle"]["text"]
     assert at.get("download_button")[0].proto.disabled  # CSV of 134 M rows: refused
+
+
+def test_the_first_zoom_region_fits_the_drawing_limit_for_big_groups():
+    """16 heads in one group: 128 x 128 cells each would be over MAX_DRAWN_CELLS, so the first
+    region is the largest square corner that fits, drawn without a warning."""
+    at = _app(mode="random", t="128", n="16", k="1")
+    _ok(at)
+    assert not [w.value for w in at.warning if "at most" in w.value]
+    side = math.isqrt(MAX_DRAWN_CELLS // 16)
+    assert at.slider(key="zoom_q").value == at.slider(key="zoom_k").value == (0, side - 1)
+    assert head_maps(_chart(at, "zoom_chart"))[0].z.shape == (side, side)
+
+
+def test_a_zoom_group_the_box_never_offered_falls_back_to_the_first():
+    at = _app(mode="random", t="600", n="8", k="2")
+    box = at.selectbox(key="zoom_group")
+    box.options.append("999")  # what a modified client could send
+    box.set_value("999").run()
+    _ok(at)
+    assert at.selectbox(key="zoom_group").value == 0

@@ -200,3 +200,16 @@ def test_through_app_navigation():
     assert not at.exception, [e.value for e in at.exception]
     assert len(headings(at)) == len(STEPS)
     assert f"`K` : `[B, S, K, H] = [1, {T_DEFAULT}, 4, 16]`" in markdown(at)
+
+
+def test_a_head_the_box_never_offered_falls_back_to_head_0():
+    """A modified client's value for "Query head to follow" (not one of 0..N-1, not even a
+    number): the page follows head 0 instead of failing on the comparison."""
+    at = page(n=4, k=2)
+    at.selectbox(key="walkthrough_head").set_value(3).run()
+    assert at.selectbox(key="walkthrough_head").value == 3
+    box = at.selectbox(key="walkthrough_head")
+    box.options.append("999")
+    box.set_value("999").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="walkthrough_head").value == 0
