@@ -98,8 +98,8 @@ def _fit(model, calc: kvc.Calculator, s: kvc.CalculatorSettings) -> None:
         f"max context at batch {s.batch}",
         "unlimited (every layer slides)" if ctx is None else f"{ctx:,} tokens",
     )
-    if calc.max_context_beyond_max_position:
-        st.warning(kvc.position_note(model, ctx), icon="⚠️")
+    if calc.max_context_beyond_max_position:  # a note on what fits: nothing set is wrong
+        st.info(kvc.position_note(model, ctx), icon="ℹ️")
     st.metric(f"max batch at {s.tokens:,} tokens", f"{calc.max_batch:,} sequences")
     st.metric(
         "decode step, at least",

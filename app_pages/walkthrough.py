@@ -223,9 +223,9 @@ text, fig = next_step("Softmax")
 with text:
     st.markdown(TEXT["softmax"])
     _shapes([("probs", "BNTS")], d)
-    st.latex(
-        r"P_{n,t,s} = \frac{e^{L_{n,t,s}}}{\sum_{s' : M_{t,s'}} e^{L_{n,t,s'}}}"
-        r"\ \text{ if } M_{t,s},\quad 0 \text{ otherwise}"
+    st.latex(  # two lines (cases): one line is wider than the text column
+        r"P_{n,t,s} = \begin{cases} \dfrac{e^{L_{n,t,s}}}{\sum_{s' : M_{t,s'}} e^{L_{n,t,s'}}}"
+        r" & \text{if } M_{t,s} \\ 0 & \text{otherwise} \end{cases}"
     )
     if empty_rows.size:
         rows = wt.rows_text(empty_rows, q_labels, 4)

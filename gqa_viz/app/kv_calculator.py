@@ -489,11 +489,11 @@ def metric_rows(model: ModelConfig, calc: Calculator, weights_dtype: str) -> lis
     if model.is_mla:
         rows = [("KV cache (MLA latent)", configured)]
     elif K == N:
-        rows = [(f"KV cache as configured (MHA, K = N = {N})", configured)]
+        rows = [(f"KV cache (MHA, K = {N})", configured)]
     elif K == 1:
-        rows = [("KV cache as configured (MQA, K = 1)", configured)]
+        rows = [("KV cache (MQA, K = 1)", configured)]
     else:
-        rows = [(f"KV cache as configured (K = {K})", configured)]
+        rows = [(f"KV cache (K = {K})", configured)]  # short: five metrics share a row
     if not model.is_mla and K != N:
         rows.append((f"KV cache as MHA (K = {N})", calc.variants["mha"]))
     if not model.is_mla and K != 1:
