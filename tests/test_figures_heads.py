@@ -197,7 +197,12 @@ def test_tick_labels_are_tokens_for_short_inputs(default_fig):
     fig, _, _ = default_fig
     assert list(fig.layout.xaxis.ticktext) == TOKENS * 4  # under each of the row's panels
     assert list(fig.layout.yaxis.ticktext) == TOKENS  # left of the row
-    assert fig.layout.yaxis.autorange == "reversed"
+    # Query 0 on top, every category exactly in range (a fixed range: nothing drawn over the
+    # panels may pad it).
+    assert list(fig.layout.yaxis.range) == [len(TOKENS) - 0.5, -0.5]
+    assert fig.layout.yaxis.autorange is False
+    x_cats = fig.layout.xaxis.categoryarray
+    assert list(fig.layout.xaxis.range) == [-0.5, len(x_cats) - 0.5]
     maps = head_maps(fig)
     assert list(fig.layout.xaxis.tickvals) == [x for n in range(4) for x in maps[n].x]
 

@@ -85,7 +85,7 @@ def test_components_figure_panels_operators_and_colours():
     assert masked.colorscale[0][1] == MASK_OFF_COLOR and "masked" in masked.hovertemplate
     # Query rows top to bottom, tokens as ticks.
     ax = fig.layout.yaxis
-    assert ax.autorange == "reversed" and list(ax.ticktext) == TOKENS
+    assert list(ax.range) == [len(TOKENS) - 0.5, -0.5] and list(ax.ticktext) == TOKENS
     assert list(fig.layout.xaxis.ticktext) == TOKENS
     # The single-key row is marked beside the final mask; no fully masked rows.
     (single,) = [t for t in _role(fig, "rows") if t.meta["what"] == "single"]

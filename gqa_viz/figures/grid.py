@@ -166,8 +166,11 @@ def axis(domain, anchor: str, ticks: Ticks, cats: list[str], show: bool, reverse
         automargin=False,
         fixedrange=True,
     )
-    if reverse:
-        ax["autorange"] = "reversed"
+    # A fixed range, not autorange: markers drawn over the panels (the trained figure's
+    # right-key outlines) would make autorange pad it, and the panels would slide out of the
+    # frames and labels placed in paper coordinates around them.
+    ax["range"] = [len(cats) - 0.5, -0.5] if reverse else [-0.5, len(cats) - 0.5]
+    ax["autorange"] = False
     return ax
 
 
