@@ -149,6 +149,7 @@ def test_every_control_once():
         "not",
     ]
     fig = change("radio", "attn", "cross")
+    assert not any("use_causal_mask is on" in i.value for i in at.info)  # turned off above
     change("text_input", "source", "etre ou ne pas")
     fig = change("number_input", "kpad", 1)
     keys = head_maps(fig)[0].x
@@ -260,3 +261,15 @@ def test_library_error_is_shown_not_raised(monkeypatch):
     assert len(at.error) == 1 and "the layer said no" in at.error[0].value
     assert at.selectbox(key="w_n").value == 8  # the controls still work
     assert not at.get("plotly_chart")
+
+
+def test_cross_attention_with_the_causal_mask_says_what_it_does():
+    """Keras applies use_causal_mask to cross-attention too (key s <= query t): a note says
+    so, and goes when the mask is turned off."""
+    at = _app(attn="cross")
+    note = [i.value for i in at.info if "use_causal_mask is on with cross-attention" in i.value]
+    assert len(note) == 1 and "turn it off under Masks" in note[0]
+    assert _masked(_heads(at)) > 0
+    at.toggle(key="w_causal").set_value(False).run()
+    _ok(at)
+    assert not any("use_causal_mask is on" in i.value for i in at.info)

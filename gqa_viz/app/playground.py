@@ -203,6 +203,12 @@ def run(s: Settings) -> Result:
     elif s.mode == "sentence" and (s.batch > 1 or s.item):
         notes.append("A sentence is one batch item; batch size applies in random mode.")
         s = replace(s, batch=1, item=0)
+    if s.cross and s.causal:
+        notes.append(
+            "use_causal_mask is on with cross-attention: Keras still lets query t see only keys "
+            "0..t (the lower triangle of [T, S]), so early queries see little of the source. "
+            "An encoder-decoder's cross-attention runs without it: turn it off under Masks."
+        )
     spec = s.spec()
     query, value, q_valid, k_valid, q_labels, k_labels = build_inputs(s, notes)
     check_size(s, len(q_labels), len(k_labels), query.shape[0])
