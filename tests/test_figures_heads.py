@@ -205,6 +205,7 @@ def test_tick_labels_are_tokens_for_short_inputs(default_fig):
     assert list(fig.layout.xaxis.range) == [-0.5, len(x_cats) - 0.5]
     maps = head_maps(fig)
     assert list(fig.layout.xaxis.tickvals) == [x for n in range(4) for x in maps[n].x]
+    assert "Ticks are positions" not in fig.layout.title.subtitle.text
 
 
 def test_long_inputs_get_position_ticks_and_tokens_are_escaped():
@@ -214,6 +215,13 @@ def test_long_inputs_get_position_ticks_and_tokens_are_escaped():
     fig = heads_figure(_probs(2, T, T, mask), mask, labels, labels, 1, max_cells=MAX_DRAWN_CELLS)
     ticks = list(fig.layout.xaxis.ticktext)
     assert ticks[0] == "0" and all(t.isdigit() for t in ticks) and len(ticks) < T
+    # Tokens labelled by number: the subtitle says why and where they are, on a line of its own.
+    note = "Ticks are positions (no room for every token): hover a cell for its tokens."
+    assert fig.layout.title.subtitle.text.endswith("<br>" + note)
+    positions = heads_figure(_probs(2, T, T, mask), mask, [str(i) for i in range(T)],
+                             [str(i) for i in range(T)], 1, max_cells=MAX_DRAWN_CELLS)  # fmt: skip
+    assert note not in positions.layout.title.subtitle.text  # the labels are positions already
+    assert fig.layout.margin.t == positions.layout.margin.t + 16
     fig = heads_figure(
         _probs(1, 2, 2, np.ones((2, 2), bool)),
         None,
@@ -298,7 +306,11 @@ def test_a_narrow_column_keeps_every_panel_inside_the_figure(width):
         spans.sort()
         assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))
     subtitle = fig.layout.title.subtitle.text
-    assert subtitle.count("<br>") + 1 == (3 if width < 640 else 2), subtitle
+    # 32 panels of 12 keys: no room for the tokens under them, and a line says so.
+    assert subtitle.endswith(
+        "<br>Ticks are positions (no room for every token): hover a cell for its tokens."
+    )
+    assert subtitle.count("<br>") + 1 == (3 if width < 640 else 2) + 1, subtitle
 
 
 def test_huge_maps_are_max_pooled_by_default():

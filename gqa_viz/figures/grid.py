@@ -60,6 +60,7 @@ class Ticks:
     text: list[str]
     angle: float
     extent_px: float  # room the labels need away from the axis
+    positions: bool = False  # positions stand in for labels (too many or too little room)
 
 
 def ticks(
@@ -94,6 +95,7 @@ def ticks(
         [str(starts[i]) for i in idx],
         0,
         (digits * CHAR_PX + 6) if axis == "y" else TICK_FONT + 8,
+        positions=True,
     )
 
 

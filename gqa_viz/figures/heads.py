@@ -481,6 +481,14 @@ def heads_figure(
     )
     if f > 1:
         subtitle += f"<br>{_pool_sentence(f, pool, kind, narrow)}"
+    elif (xt.positions and not is_positional(k_labels)) or (
+        yt.positions and not is_positional(q_labels)
+    ):
+        # Tokens a student typed, labelled by number: say why, and where the tokens are.
+        subtitle += (
+            "<br>Ticks are positions (no room for every token): hover a cell for its tokens."
+        )
+        margin["t"] += 16
     layout = figure_base_dict(
         title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin
     )
