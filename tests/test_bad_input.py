@@ -1071,6 +1071,22 @@ DECODE_CASES = [
     Case(
         "url-step-zero", D, ("step must be between 1 and 128; got 0, using 1.",), url={"step": "0"}
     ),
+    # An ignored value falls back to a default that means "automatic": the message says what.
+    Case(
+        "url-step-empty",
+        D,
+        ("URL parameter step='' ignored (", "); using the first decode step."),
+        url={"step": ""},
+    ),
+    Case(
+        "url-new-1e308",
+        D,
+        (
+            "URL parameter new='1e308' ignored (",
+            "using 0 (as many as the model's positions allow).",
+        ),
+        url={"new": "1e308"},
+    ),
     Case(
         "url-step-repeated",
         D,

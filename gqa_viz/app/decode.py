@@ -128,6 +128,15 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
 }
 
 
+# Defaults that stand for "automatic", as a message names them when a URL value is ignored.
+DEFAULT_MEANINGS = {
+    "prompt": "0 (the task's question)",
+    "new": "0 (as many as the model's positions allow)",
+    "chunk": "0 (the whole prompt at once)",
+    "step": "the first decode step",
+}
+
+
 def _check(name: str, value: Any) -> tuple[Any, str | None]:
     """(the value as its field's type, within its limits; what was wrong with it, or None).
     Raises ValueError for a value that cannot be read as its type or choice."""
@@ -159,7 +168,7 @@ def from_query_params(params: dict[str, Any]) -> tuple[DecodeSettings, list[str]
     """Settings from URL parameters (a list per name, or one value), plus one message per value
     that was changed or ignored. Parameters of other pages are ignored without a message."""
     names = [f.name for f in fields(DecodeSettings)]
-    values, messages = url_state.read_params(params, DEFAULTS, names, _check)
+    values, messages = url_state.read_params(params, DEFAULTS, names, _check, DEFAULT_MEANINGS)
     settings = replace(DEFAULTS, **values)
     changed, why = _capacity_check(asdict(settings))
     if why:

@@ -56,11 +56,16 @@ def clamp(value: float, lo: float, hi: float | None, what: str) -> tuple[float, 
 
 
 def read_params(
-    params: dict[str, Any], defaults: Any, names: list[str], check: Check
+    params: dict[str, Any],
+    defaults: Any,
+    names: list[str],
+    check: Check,
+    meanings: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The values of ``names`` found in URL ``params`` (a list per name, or one value), checked,
     and one message per value changed or ignored. Other parameters are ignored silently (they
-    belong to other pages)."""
+    belong to other pages). ``meanings``: what an ignored value falls back to, in words, for
+    defaults that stand for something else (0 for "automatic"); others are named as they are."""
     messages: list[str] = []
     values: dict[str, Any] = {}
     for name in names:
@@ -78,9 +83,9 @@ def read_params(
         try:
             values[name], why = check(name, raw)
         except (ValueError, OverflowError) as error:
-            default = getattr(defaults, name)
+            default = (meanings or {}).get(name) or repr(getattr(defaults, name))
             messages.append(
-                f"URL parameter {name}={raw[:40]!r} ignored ({error}); using {default!r}."
+                f"URL parameter {name}={raw[:40]!r} ignored ({error}); using {default}."
             )
             continue
         if why:
