@@ -328,6 +328,12 @@ CASES = [
         url={"wat": "1", "zzz": "2"},
     ),
     Case(
+        "url-300-unknown-parameters",  # whole names only, the rest counted
+        P,
+        ("Unknown URL parameter(s) ignored: p000, p001, p002", ", p032 and 267 more."),
+        url={f"p{i:03d}": "1" for i in range(300)},
+    ),
+    Case(
         "url-mode-evil",
         P,
         ("mode must be one of sentence, random; got 'evil'",),

@@ -204,7 +204,7 @@ def from_query_params(params: dict[str, Any]) -> tuple[Settings, list[str]]:
             )
     unknown = sorted(set(params) - {f.name for f in fields(Settings)})
     if unknown:
-        messages.append(f"Unknown URL parameter(s) ignored: {', '.join(unknown)[:200]}.")
+        messages.append(f"Unknown URL parameter(s) ignored: {_names(unknown)}.")
     settings, more = validate(replace(DEFAULTS, **values))
     return settings, messages + more
 
@@ -226,6 +226,21 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "dropout": (0.0, MAX_DROPOUT, "dropout"),
     "seed": (0, MAX_SEED, "seed"),
 }
+
+
+def _names(names: list[str], room: int = 200) -> str:
+    """``names`` joined by commas, whole names only, within about ``room`` characters; the
+    rest counted ("and 12 more")."""
+    shown: list[str] = []
+    for name in names:
+        name = _short(name)
+        if shown and len(", ".join([*shown, name])) > room:
+            break
+        shown.append(name)
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest else "")
+
+
 TEXT_FIELDS = ("text", "source")
 
 
