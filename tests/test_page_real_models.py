@@ -127,6 +127,10 @@ def test_an_unusable_model_is_refused_and_the_view_kept(hub):
     at.selectbox(key="rm_model").set_value(PICKLED).run()
     _ok(at)
     assert any(PICKLED in w and "cannot be opened" in w for w in _warnings(at)), _warnings(at)
+    # The whole reason, not the list's label cut at 120 characters.
+    (entry,) = [e for e in real_sources.models() if e.name == PICKLED]
+    assert len(entry.reason) > 120 and entry.problem.endswith("...")
+    assert any(entry.reason.rstrip(".") in w for w in _warnings(at)), _warnings(at)
     assert _view(at).model == LLAMA and at.selectbox(key="rm_model").value == LLAMA
     assert _charts(at)["rm_chart_overview"]["data"] == before["data"]
 

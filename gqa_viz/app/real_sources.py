@@ -83,7 +83,8 @@ def entry(name: str) -> discover.Entry:
     for e in models():
         if e.name == name:
             if e.problem is not None:
-                raise checkpoints.CheckpointError(f"{e.name} cannot be opened: {e.problem}.")
+                why = (e.reason or e.problem).rstrip(".")  # whole, not the list's short label
+                raise checkpoints.CheckpointError(f"{e.name} cannot be opened: {why}.")
             return e
     shown = str(name)[:60].replace("`", "'")  # echoed in Markdown: kept short, as code
     raise checkpoints.CheckpointError(

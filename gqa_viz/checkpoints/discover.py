@@ -32,7 +32,8 @@ class Entry:
     root: Path  # where its symlinks may lead (the cache's models--ORG--NAME folder)
     source: str  # "cache" or "directory"
     summary: checkpoints.Summary | None
-    problem: str | None  # why it cannot be opened, e.g. "too large: 7.2B parameters ..."
+    problem: str | None  # why it cannot be opened, short: "too large: 7.2B parameters ..."
+    reason: str | None = None  # the whole explanation, for the message when it is chosen
 
     @property
     def usable(self) -> bool:
@@ -58,7 +59,7 @@ def _check(name: str, path: Path, root: Path, source: str, max_params: int, max_
     try:
         summary = checkpoints.inspect(path, root=root, max_layers=max_layers)
     except checkpoints.CheckpointError as err:
-        return Entry(name, path, root, source, None, _short(str(err)))
+        return Entry(name, path, root, source, None, _short(str(err)), str(err))
     problem = None
     if summary.params > max_params:
         problem = (
@@ -68,6 +69,7 @@ def _check(name: str, path: Path, root: Path, source: str, max_params: int, max_
 
 
 def _short(message: str) -> str:
+    """The first sentence of ``message``, at most 120 characters: a list's label."""
     first = message.split(". ")[0].rstrip(".")
     return first if len(first) <= 120 else first[:117] + "..."
 
@@ -147,4 +149,4 @@ def find(
 
 
 def _rest(e: Entry):
-    return e.path, e.root, e.source, e.summary, e.problem
+    return e.path, e.root, e.source, e.summary, e.problem, e.reason
