@@ -150,31 +150,41 @@ def _calculator_section() -> None:
         label="The KV calculator page: any config.json, layer by layer",
         icon=":material/calculate:",
     )
+    # The KV calculator page's defaults, labels and formats (kvc.DEFAULTS): the same model
+    # shows the same numbers on both pages.
+    d = kvc.DEFAULTS
     c = st.columns([1.4, 1, 1, 1, 1])
     names = [*kvc.PRESETS, CUSTOM]
     name = c[0].selectbox("Model", names, index=kvc.default_preset(), key="kv_preset")
     tokens = c[1].number_input(
-        "context length (tokens)", 1, KV_CALCULATOR_MAX_TOKENS, 4096, key="kv_ctx"
+        "context (tokens)", 1, KV_CALCULATOR_MAX_TOKENS, d.tokens, step=1024, key="kv_ctx"
     )
-    batch = c[2].number_input("batch", 1, KV_CALCULATOR_MAX_BATCH, 1, key="kv_batch")
-    dtype = c[3].selectbox("cache dtype", kvc.DTYPES, index=1, key="kv_dtype")
-    wdtype = c[4].selectbox("weights dtype", kvc.DTYPES, index=1, key="kv_wdtype")
+    batch = c[2].number_input("batch", 1, KV_CALCULATOR_MAX_BATCH, d.batch, key="kv_batch")
+    dtype = c[3].selectbox(
+        "KV cache dtype", kvc.DTYPES, index=kvc.DTYPES.index(d.dtype), key="kv_dtype"
+    )
+    wdtype = c[4].selectbox(
+        "weights dtype", kvc.DTYPES, index=kvc.DTYPES.index(d.wdtype), key="kv_wdtype"
+    )
     c = st.columns([1, 1, 1, 2.4])
     gpus = [*kvc.GPUS, kvc.CUSTOM_GPU]
     gpu_key = c[0].selectbox(
-        "GPU", gpus, index=gpus.index("h100"), key="kv_gpu", format_func=_gpu_label
+        "GPU", gpus, index=gpus.index(d.gpu), key="kv_gpu", format_func=_gpu_label
     )
-    gpu = kvc.GPUS.get(gpu_key, kvc.GPUS["h100"])
+    gpu = kvc.GPUS.get(gpu_key, kvc.GPUS[d.gpu])
     gpu_gb = gpu.memory_gb
     if gpu_key == kvc.CUSTOM_GPU:
         gpu_gb = c[1].number_input(
-            "GPU memory (GB)", 1.0, KV_CALCULATOR_MAX_GPU_GB, 141.0, key="kv_gpu_custom"
-        )
+            "memory (GB)", 1.0, KV_CALCULATOR_MAX_GPU_GB, d.gpu_gb, step=8.0, format="%g",
+            key="kv_gpu_custom",
+        )  # fmt: skip
     bandwidth = c[2].number_input(  # one box per GPU, so a new GPU brings its own bandwidth
         "bandwidth (GB/s)",
         1.0,
         KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
         gpu.bandwidth_gb_s,
+        step=100.0,
+        format="%g",
         key=f"kv_bw_{gpu_key}",
     )
 

@@ -172,7 +172,7 @@ def test_the_calculator_section_words_it_as_the_calculator_page():
     m = {x.label: x.value for x in at.metric}
     # Every layer slides and a 4,096-token window of caches fits: no limit from memory.
     assert m["max context at batch 1"] == "unlimited (every layer slides)"
-    assert m["max batch at 4,096 tokens"].endswith(" sequences")
+    assert m["max batch at 8,192 tokens"].endswith(" sequences")  # the calculator's default
     assert any("Upper bounds with 141 GB of GPU memory (H200)" in c.value for c in at.caption)
 
 
@@ -215,3 +215,17 @@ def test_drift_enforces_the_pages_limit_itself(monkeypatch):
     assert problems == []
     with pytest.raises(ValueError, match=f"the limit is {KV_SHARING_MAX_SCORE_CELLS:,}"):
         kv.drift(compute_key(s), "random", 0.0, "mean")
+
+
+def test_the_calculator_section_shows_the_calculator_pages_numbers():
+    """Same model, same defaults: the section's metrics are the KV calculator page's."""
+    section = _app()
+    calculator = AppTest.from_file("../app.py", default_timeout=120)
+    calculator.run()
+    calculator.switch_page("app_pages/kv_calculator.py").run()
+    assert not calculator.exception
+    shown = {m.label: m.value for m in section.metric}
+    on_page = {m.label: m.value for m in calculator.metric}
+    common = set(shown) & set(on_page)
+    assert {"KV cache (K = 8)", "max context at batch 1", "max batch at 8,192 tokens"} <= common
+    assert {k: shown[k] for k in common} == {k: on_page[k] for k in common}
