@@ -8,7 +8,7 @@ import pytest
 
 from gqa_viz.figures.kv_cache import layer_figure, pick_unit
 from gqa_viz.figures.sharing import cache_figure
-from gqa_viz.figures.theme import LAYER_KIND_COLORS
+from gqa_viz.figures.theme import LAYER_KIND_COLORS, POSITION_LIMIT_COLOR, VARIANT_COLORS
 from gqa_viz.kv_cache import from_config, kv_cache_bytes
 
 # Gemma 2 9B's published fields that size the cache: 42 layers alternating local (even) and
@@ -120,6 +120,13 @@ def test_cache_figure_marks_max_position_and_max_context():
     (fits,) = _traces(fig, "max_context")
     assert fits["x"] == [131072] and fits["y"] == pytest.approx([budget / 1e9])
     assert len(_traces(fig, "gpu")) == 1
+    # The chosen context: a dotted line with its own legend entry; the limit is not coloured
+    # like any cache curve.
+    (chosen,) = _traces(fig, "context")
+    assert chosen["x"] == [8192, 8192] and chosen["name"] == "context chosen above: 8,192"
+    assert chosen["line"]["dash"] == "dot"
+    curves = {t["line"]["color"] for t in _traces(fig, "cache")} | set(VARIANT_COLORS.values())
+    assert position["line"]["color"] == POSITION_LIMIT_COLOR not in curves
 
     # Outside the drawn contexts, or with the weights alone over the GPU: not drawn.
     fig = cache_figure(contexts, sizes, budget_bytes=-5e9, max_context=0, max_position=10**7)

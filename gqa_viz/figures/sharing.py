@@ -243,7 +243,8 @@ def cache_figure(
     ``sizes``: ``{"configured" | "mha" | "mqa": [bytes at each context]}``. ``budget_bytes``:
     GPU memory minus the weights, drawn as a horizontal line (``meta["role"] == "gpu"``; a
     trace, so it has a legend entry and hover) when it is positive. Values are divided by ``unit`` and shown in
-    ``unit_name``. ``current`` marks the chosen context length with a vertical dotted line.
+    ``unit_name``. ``current`` marks the chosen context length with a vertical dotted line
+    (``meta["role"] == "context"``, with a legend entry).
     ``max_context`` (the longest context that fits) is a ring on the budget line
     (``meta["role"] == "max_context"``) and ``max_position`` (the model's
     max_position_embeddings) a vertical dashed line (``meta["role"] == "max_position"``),
@@ -301,10 +302,10 @@ def cache_figure(
                 meta={"role": "max_context"},
             )
         )
+    top = max([float(b) / unit for ys in sizes.values() for b in ys] + [0.0])
+    if budget_bytes is not None and budget_bytes > 0:
+        top = max(top, float(budget_bytes) / unit)
     if max_position is not None and max_position in inside:
-        top = max([float(b) / unit for ys in sizes.values() for b in ys] + [0.0])
-        if budget_bytes is not None and budget_bytes > 0:
-            top = max(top, float(budget_bytes) / unit)
         fig.add_trace(
             go.Scatter(
                 x=[max_position, max_position],
@@ -316,8 +317,18 @@ def cache_figure(
                 meta={"role": "max_position"},
             )
         )
-    if current is not None:
-        fig.add_vline(x=current, line=dict(color=TEXT_MUTED, width=1, dash="dot"))
+    if current is not None and current in inside:  # a trace, for its legend entry
+        fig.add_trace(
+            go.Scatter(
+                x=[current, current],
+                y=[0, top],
+                mode="lines",
+                name=f"context chosen above: {current:,}",
+                line=dict(color=TEXT_MUTED, width=1, dash="dot"),
+                hovertemplate=f"{current:,} tokens (chosen above)<extra></extra>",
+                meta={"role": "context"},
+            )
+        )
     ticks = [2**i for i in range(0, 31, 2) if x[0] <= 2**i <= x[-1]]
     fig.update_xaxes(
         title_text="context length (tokens per sequence)",

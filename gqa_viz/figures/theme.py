@@ -105,8 +105,9 @@ TRANSPARENT = "rgba(0,0,0,0)"  # the fill of a ring marker
 # (sliding window) orange, and further windows in the next group colours; MLA reddish purple.
 LAYER_KIND_COLORS = {"full": GROUP_COLORS[0], "sliding": GROUP_COLORS[1], "mla": GROUP_COLORS[3]}
 EXTRA_WINDOW_COLORS = (GROUP_COLORS[5], GROUP_COLORS[6], GROUP_COLORS[8])
-# The model's max_position_embeddings on the context axis: vermilion, a warning.
-POSITION_LIMIT_COLOR = GROUP_COLORS[4]
+# The model's max_position_embeddings on the context axis: wine, a limit (not the vermilion of
+# the MHA curve beside it).
+POSITION_LIMIT_COLOR = GROUP_COLORS[6]
 
 # --- Trained heads. -----------------------------------------------------------------------------
 # The right key's outline: vermilion stands out on the white-to-blue probability scale at both
