@@ -38,8 +38,14 @@ def _w(name: str) -> str:
     return f"w_{name}"
 
 
+# The visitor's own values of what a chosen layer fixes (heads, dims, masks...), kept while a
+# trained or real layer is shown and put back when they return to random weights.
+_OWN = "own_layer_settings"
+
+
 def fix(ss: MutableMapping) -> tuple[str, str | None, int, list[str]]:
-    """Write what the chosen layer fixes into the widgets' state, before they are drawn.
+    """Write what the chosen layer fixes into the widgets' state, before they are drawn; on the
+    way back to random weights, put back the values the visitor had before.
 
     Returns (the weight source, the help of the fixed widgets or None when nothing is fixed,
     the chosen model's number of layers, the real models on this server).
@@ -56,7 +62,11 @@ def fix(ss: MutableMapping) -> tuple[str, str | None, int, list[str]]:
         fixed = cfg.fixed_by_real(ss[_w("model")], ss[_w("layer")])
         layers = real_sources.architecture(fixed["model"]).num_layers
     else:
+        for name, value in ss.pop(_OWN, {}).items():
+            ss[_w(name)] = value
         return source, None, 0, real
+    own = {name: ss[_w(name)] for name in fixed if name not in ("model", "layer")}
+    ss.setdefault(_OWN, own)  # kept from the first chosen layer: trained -> real -> back
     for name, value in fixed.items():
         ss[_w(name)] = value
     return source, f"Fixed by the {source} layer.", layers, real

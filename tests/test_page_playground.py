@@ -273,3 +273,18 @@ def test_cross_attention_with_the_causal_mask_says_what_it_does():
     at.toggle(key="w_causal").set_value(False).run()
     _ok(at)
     assert not any("use_causal_mask is on" in i.value for i in at.info)
+
+
+def test_a_trained_layer_and_back_keeps_the_visitors_own_settings():
+    """A trained layer fixes the shape while it is shown; back to random weights, the heads,
+    dimensions and masks the visitor had set come back."""
+    at = _app(n="16", k="4", h="32", causal="0", window="3")
+    at.radio(key="w_weights").set_value("trained").run()
+    _ok(at)
+    s = at.session_state["settings"]
+    assert s.weights == "trained" and (s.n, s.h) != (16, 32)  # the trained model's shape
+    at.radio(key="w_weights").set_value("independent").run()
+    _ok(at)
+    s = at.session_state["settings"]
+    assert (s.weights, s.n, s.k, s.h, s.causal, s.window) == ("independent", 16, 4, 32, False, 3)
+    assert at.query_params["n"] == "16" and at.query_params["h"] == "32"
