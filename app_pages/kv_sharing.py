@@ -127,7 +127,7 @@ def _custom_model():
     lim = {name: hi for name, (hi, _) in kvc.CUSTOM_LIMITS.items()}
     layers = c[0].number_input("layers", 1, lim["layers"], 32, key="kv_c_layers")
     n = c[1].number_input("query heads N", 1, lim["n"], 32, key="kv_c_n")
-    k = c[2].number_input("kv heads K", 1, lim["k"], 8, key="kv_c_k")
+    k = c[2].number_input("K/V heads K", 1, lim["k"], 8, key="kv_c_k")
     h = c[3].number_input("head_dim H", 1, lim["h"], 128, key="kv_c_h")
     params = c[4].number_input(
         "params (billions)", 0.01, KV_CALCULATOR_MAX_PARAMS_BILLION, 8.0, key="kv_c_p"

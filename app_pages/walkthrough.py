@@ -26,8 +26,8 @@ AXES = (
     ("T", "query length"),
     ("S", "key/value length"),
     ("N", "query heads"),
-    ("K", "KV heads"),
-    ("G", "query heads per KV head"),
+    ("K", "K/V heads"),
+    ("G", "query heads per K/V head"),
     ("H", "head_dim"),
     ("D", "model dim"),
 )
@@ -83,8 +83,8 @@ with pick:
         "Query head to follow",
         list(range(N)),
         key=HEAD_KEY,
-        format_func=lambda n: f"query head {n}  (reads KV head {n // G})",
-        help="Every figure below shows this query head; K and V figures show the KV head it reads.",
+        format_func=lambda n: f"query head {n}  (reads K/V head {n // G})",
+        help="Every figure below shows this query head; K and V figures show the K/V head it reads.",
     )
 one = walk.follow(head)
 kv = one.kv
@@ -98,7 +98,7 @@ with axes:
 color = theme.group_color(kv)
 st.markdown(
     f"Following <b style='color:{color}'>query head {head}</b>: it reads "
-    f"<b style='color:{color}'>KV head {kv}</b>, shared with query heads "
+    f"<b style='color:{color}'>K/V head {kv}</b>, shared with query heads "
     f"{', '.join(map(str, one.group))} (G = {G})."
     + (f" Batch item {s.item} of {B}." if B > 1 else ""),
     unsafe_allow_html=True,
@@ -167,7 +167,7 @@ for extra in wt.layer_steps(walk, one):  # a real layer's QK-norm and RoPE
     layer_step(extra)
 
 # 3. Sharing ------------------------------------------------------------------------------------
-text, fig = next_step("Sharing: G query heads read one KV head")
+text, fig = next_step("Sharing: G query heads read one K/V head")
 with text:
     kind = (
         " (K = N: ordinary multi-head attention)"

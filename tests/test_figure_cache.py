@@ -112,7 +112,7 @@ def test_the_walkthrough_draws_a_view_once_and_a_new_head_only_its_own_figures()
     per_head = len(wt.PER_HEAD) - 1  # dropout again
     assert FIGURES.misses == built + per_head
     titles = _titles(second)
-    assert "query head 3 reads KV head 1" in titles and "K and V of KV head 1" in titles
+    assert "query head 3 reads K/V head 1" in titles and "K and V of K/V head 1" in titles
     assert sum("query head 3" in t for t in titles) == 5  # Q, sharing, logits, probs, context
     with pytest.raises(ValueError, match="No Walkthrough figure 'nope'"):
         wt.figure(None, "nope", 0)

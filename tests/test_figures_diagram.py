@@ -109,10 +109,10 @@ def test_hover_markers_sit_on_their_boxes(n, k):
 @pytest.mark.parametrize(
     ("n", "k", "kind", "text"),
     [
-        (8, 2, "GQA", "<b>GQA</b>: 8 query heads · 2 KV heads · G = 8/2 = 4 per group"),
-        (8, 8, "MHA", "<b>MHA</b>: 8 query heads · 8 KV heads · G = 8/8 = 1 per group"),
-        (64, 1, "MQA", "<b>MQA</b>: 64 query heads · 1 KV head · G = 64/1 = 64 per group"),
-        (1, 1, "MHA", "1 query head · 1 KV head · G = 1/1 = 1 per group"),
+        (8, 2, "GQA", "<b>GQA</b>: 8 query heads · 2 K/V heads · G = 8/2 = 4 per group"),
+        (8, 8, "MHA", "<b>MHA</b>: 8 query heads · 8 K/V heads · G = 8/8 = 1 per group"),
+        (64, 1, "MQA", "<b>MQA</b>: 64 query heads · 1 K/V head · G = 64/1 = 64 per group"),
+        (1, 1, "MHA", "1 query head · 1 K/V head · G = 1/1 = 1 per group"),
     ],
 )
 def test_title_and_kind(n, k, kind, text):

@@ -96,7 +96,7 @@ def test_query_and_kv_figures(result):
     assert [np.shape(h.z) for h in hms] == [(T, H), (T, H)]
     np.testing.assert_allclose(hms[0].z, k, rtol=1e-6)
     np.testing.assert_allclose(hms[1].z, v, rtol=1e-6)
-    assert "KV head 1" in title(fig) and "4–7" in fig.layout.title.subtitle.text
+    assert "K/V head 1" in title(fig) and "4–7" in fig.layout.title.subtitle.text
     assert [a.text.split()[0] for a in fig.layout.annotations] == ["K", "V"]
 
 
@@ -113,9 +113,9 @@ def test_sharing_figure_links_each_query_head_to_n_div_g(N, K, head):
     queries = next(t for t in fig.data if t.name == "query heads")
     assert len(queries.x) == N
     assert queries.marker.size[head] == max(queries.marker.size)
-    kvs = next(t for t in fig.data if t.name == "KV heads")
+    kvs = next(t for t in fig.data if t.name == "K/V heads")
     assert len(kvs.x) == K
-    assert f"reads KV head {head // G}" in title(fig)
+    assert f"reads K/V head {head // G}" in title(fig)
 
 
 def test_logits_figure_signed_and_unmasked(result):

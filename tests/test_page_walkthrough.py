@@ -23,7 +23,7 @@ TIMEOUT = 180
 STEPS = (
     "Inputs",
     "Q, K, V projections",
-    "Sharing: G query heads read one KV head",
+    "Sharing: G query heads read one K/V head",
     "Logits",
     "Mask",
     "Softmax",
@@ -114,18 +114,18 @@ def test_head_selectbox_changes_the_figures():
     at = page()
     before = figures(at)
     assert "Q of query head 0  [T, H] = [11, 16]" in before
-    assert "K and V of KV head 0" in before
+    assert "K and V of K/V head 0" in before
     at.selectbox(key="walkthrough_head").set_value(5).run()
     assert not at.exception
     after = figures(at)
     assert "Q of query head 5  [T, H] = [11, 16]" in after
-    assert "K and V of KV head 1" in after  # G = 4: head 5 reads kv head 5 // 4
-    assert "query head 5 reads KV head 1" in after
+    assert "K and V of K/V head 1" in after  # G = 4: head 5 reads kv head 5 // 4
+    assert "query head 5 reads K/V head 1" in after
     assert before["mask  [T, S] = [11, 11]"] == after["mask  [T, S] = [11, 11]"]  # shared
     old = before["logits of query head 0  [T, S] = [11, 11]"]["data"][0]["z"]
     new = after["logits of query head 5  [T, S] = [11, 11]"]["data"][0]["z"]
     assert old != new
-    assert "KV head 1</b>, shared with query heads 4, 5, 6, 7" in markdown(at)
+    assert "K/V head 1</b>, shared with query heads 4, 5, 6, 7" in markdown(at)
 
 
 def test_head_choice_is_clamped_when_n_shrinks():

@@ -226,7 +226,7 @@ def test_walkthrough_shows_the_steps_keras_does_not_have(hub, monkeypatch):
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     for title in (
         "QK-norm: Q of query head 0",
-        "QK-norm: K of KV head 0",
+        "QK-norm: K of K/V head 0",
         "RoPE: Q of query head 0",
     ):
         assert title in titles, titles

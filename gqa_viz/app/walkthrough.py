@@ -322,7 +322,7 @@ def _pair_figures(walk: Walkthrough, one: Head, before, after, what: str, subtit
     color = theme.group_color(one.kv)
     pairs = (
         (before[0], after[0], labels[0], f"{what}: Q of query head {one.head}", "query t"),
-        (before[1], after[1], labels[1], f"{what}: K of KV head {one.kv}", "key s"),
+        (before[1], after[1], labels[1], f"{what}: K of K/V head {one.kv}", "key s"),
     )
     return [
         shared(

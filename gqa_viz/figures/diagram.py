@@ -335,7 +335,7 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
     height = round((y_hi - y_lo) * px) + margin["t"] + margin["b"]
     suffix = " (= MQA: one head)" if n == 1 else ""
     title = (
-        f"<b>{kind}</b>{suffix}: {_plural(n, 'query head')} · {_plural(k, 'KV head')} · "
+        f"<b>{kind}</b>{suffix}: {_plural(n, 'query head')} · {_plural(k, 'K/V head')} · "
         f"G = {n}/{k} = {g} per group"
     )
     fig.update_layout(

@@ -194,7 +194,7 @@ def drift_figure(curve: list[dict], current_k: int | None = None, title: str | N
                 col=col,
             )
     fig.update_xaxes(
-        title_text="K (kv heads)",
+        title_text="K (K/V heads)",
         type="category",
         categoryorder="array",
         categoryarray=labels,

@@ -286,7 +286,7 @@ def query_head_figure(q: np.ndarray, q_labels: Sequence[str], head: int, kv_head
     return _single(
         q,
         title=f"Q of query head {head}  [T, H] = [{T}, {H}]",
-        subtitle=f"this head's own projection of every token (it reads KV head {kv_head})",
+        subtitle=f"this head's own projection of every token (it reads K/V head {kv_head})",
         x_labels=_feature_labels(H),
         y_labels=q_labels,
         x_title="head feature h",
@@ -304,7 +304,7 @@ def kv_figure(
     kv_head: int,
     query_heads: Sequence[int],
 ) -> go.Figure:
-    """Step 2: the keys and values of one KV head, K[:, k, :] and V[:, k, :] -> [S, H] each."""
+    """Step 2: the keys and values of one K/V head, K[:, k, :] and V[:, k, :] -> [S, H] each."""
     S, H = k.shape
     first, last = query_heads[0], query_heads[-1]
     readers = f"query head {first}" if first == last else f"query heads {first}–{last}"
@@ -329,7 +329,7 @@ def kv_figure(
         ],
         y_labels=k_labels,
         y_title="key position s",
-        title=f"K and V of KV head {kv_head}",
+        title=f"K and V of K/V head {kv_head}",
         subtitle=f"computed once and read by all of {readers}",
         color=theme.group_color(kv_head),
         spacing=0.18,
@@ -367,7 +367,7 @@ def before_after_figure(
 
 
 def sharing_figure(num_query_heads: int, num_kv_heads: int, head: int) -> go.Figure:
-    """Step 3: which KV head each query head reads (n -> n // G), the chosen head highlighted."""
+    """Step 3: which K/V head each query head reads (n -> n // G), the chosen head highlighted."""
     N, K = num_query_heads, num_kv_heads
     G = N // K
     chosen_kv = head // G
@@ -408,7 +408,7 @@ def sharing_figure(num_query_heads: int, num_kv_heads: int, head: int) -> go.Fig
             },
             name="query heads",
             customdata=[n // G for n in range(N)],
-            hovertemplate="query head %{x} reads KV head %{customdata}<extra></extra>",
+            hovertemplate="query head %{x} reads K/V head %{customdata}<extra></extra>",
         )
     )
     fig.add_trace(
@@ -424,16 +424,16 @@ def sharing_figure(num_query_heads: int, num_kv_heads: int, head: int) -> go.Fig
                 "symbol": "square",
                 "opacity": [1.0 if kv == chosen_kv else 0.45 for kv in range(K)],
             },
-            name="KV heads",
+            name="K/V heads",
             customdata=[f"{kv * G}..{kv * G + G - 1}" for kv in range(K)],
-            hovertemplate="KV head %{text}: read by query heads %{customdata}<extra></extra>",
+            hovertemplate="K/V head %{text}: read by query heads %{customdata}<extra></extra>",
         )
     )
     fig.update_xaxes(visible=False, range=[-1, N])
     fig.update_yaxes(
         range=[-0.6, 1.6],
         tickvals=[0, 1],
-        ticktext=[f"K = {K} KV heads", f"N = {N} query heads"],
+        ticktext=[f"K = {K} K/V heads", f"N = {N} query heads"],
         showgrid=False,
         zeroline=False,
         automargin=True,
@@ -441,9 +441,9 @@ def sharing_figure(num_query_heads: int, num_kv_heads: int, head: int) -> go.Fig
     first = chosen_kv * G
     return _layout(
         fig,
-        f"query head {head} reads KV head {chosen_kv}",
+        f"query head {head} reads K/V head {chosen_kv}",
         280,
-        f"G = N / K = {G} query heads per KV head; this group: query heads {first}–{first + G - 1}",
+        f"G = N / K = {G} query heads per K/V head; this group: query heads {first}–{first + G - 1}",
         theme.group_color(chosen_kv),
     )
 
@@ -588,7 +588,7 @@ def context_figure(
         return _single(
             context,
             title=title,
-            subtitle=f"row t: the probability-weighted average of KV head {kv_head}'s values",
+            subtitle=f"row t: the probability-weighted average of K/V head {kv_head}'s values",
             x_labels=_feature_labels(H),
             y_labels=q_labels,
             x_title="head feature h",
