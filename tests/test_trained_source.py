@@ -59,6 +59,7 @@ def test_trained_input_can_be_padded():
         ({"layer": "7"}, "layer must be between 0 and 1"),
         ({"n": "32"}, "fixes N = 8"),
         ({"gate": "1"}, "gate=True ignored"),
+        ({"attn": "cross"}, "in self-attention; attn=cross ignored"),
     ],
 )
 def test_url_values_a_trained_model_cannot_take(params, message):

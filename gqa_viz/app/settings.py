@@ -405,11 +405,11 @@ def _trained(s: Settings, v: dict[str, Any], msgs: list[str]) -> None:
     if fixed["layer"] != s.layer:
         top = trained.load(fixed["model"]).cfg.num_layers - 1
         msgs.append(f"layer must be between 0 and {top}; got {s.layer}, using {fixed['layer']}.")
-    changed = _ignored(v, fixed, TRAINED_SHAPE_FIELDS)
+    changed = _ignored(v, fixed, (*TRAINED_SHAPE_FIELDS, "attn"))
     if changed:
         msgs.append(
             f"The trained model {fixed['model']} fixes N = {fixed['n']}, K = {fixed['k']}, "
-            f"H = {fixed['h']}, D = {fixed['d']}, with biases and no gate; "
+            f"H = {fixed['h']}, D = {fixed['d']}, with biases and no gate, in self-attention; "
             f"{', '.join(changed)} ignored."
         )
     v.update(fixed, batch=1, item=0)
