@@ -305,28 +305,24 @@ def cache_figure(
     top = max([float(b) / unit for ys in sizes.values() for b in ys] + [0.0])
     if budget_bytes is not None and budget_bytes > 0:
         top = max(top, float(budget_bytes) / unit)
-    if max_position is not None and max_position in inside:
+    # Vertical lines as traces (not shapes), for their legend entries and hover.
+    for at, role, name, hover, line in (
+        (max_position, "max_position", "max_position_embeddings: {:,}",
+         "max_position_embeddings {:,}", dict(color=POSITION_LIMIT_COLOR, width=1.5, dash="dash")),
+        (current, "context", "context chosen above: {:,}", "{:,} tokens (chosen above)",
+         dict(color=TEXT_MUTED, width=1, dash="dot")),
+    ):  # fmt: skip
+        if at is None or at not in inside:
+            continue
         fig.add_trace(
             go.Scatter(
-                x=[max_position, max_position],
+                x=[at, at],
                 y=[0, top],
                 mode="lines",
-                name=f"max_position_embeddings: {max_position:,}",
-                line=dict(color=POSITION_LIMIT_COLOR, width=1.5, dash="dash"),
-                hovertemplate=f"max_position_embeddings {max_position:,}<extra></extra>",
-                meta={"role": "max_position"},
-            )
-        )
-    if current is not None and current in inside:  # a trace, for its legend entry
-        fig.add_trace(
-            go.Scatter(
-                x=[current, current],
-                y=[0, top],
-                mode="lines",
-                name=f"context chosen above: {current:,}",
-                line=dict(color=TEXT_MUTED, width=1, dash="dot"),
-                hovertemplate=f"{current:,} tokens (chosen above)<extra></extra>",
-                meta={"role": "context"},
+                name=name.format(at),
+                line=line,
+                hovertemplate=hover.format(at) + "<extra></extra>",
+                meta={"role": role},
             )
         )
     ticks = [2**i for i in range(0, 31, 2) if x[0] <= 2**i <= x[-1]]
