@@ -29,6 +29,7 @@ from gqa_viz.app.limits import (
     MAX_SEED,
 )
 from gqa_viz.app.prose import sections
+from gqa_viz.kv_cache import duration
 
 TEXT = sections("decode")
 SETTINGS, MESSAGES = "dec_settings", "dec_messages"
@@ -133,10 +134,10 @@ def _bytes(p: dec.Plan, run: dec.DecodeRun, v: dec.StepView, bw: float) -> None:
             delta_color="off",
             delta_arrow="off",
             help=f"Weights {b['weights']:,} B + KV cache {b['cache']:,} B; at least "
-            f"{b['seconds'] * 1e9:,.1f} ns at {bw:,g} GB/s. The smaller number: the cache "
+            f"{duration(b['seconds'])} at {bw:,g} GB/s. The smaller number: the cache "
             f"alone, and the bytes of steps 1 to {v.index} together.",
         )
-    times = ", ".join(f"{row[n]['seconds'] * 1e9:,.1f} ns ({label})" for n, label in
+    times = ", ".join(f"{duration(row[n]['seconds'])} ({label})" for n, label in
                       dec.VARIANTS.items())  # fmt: skip
     st.caption(f"Time bound at {bw:,g} GB/s: a step takes at least {times}.")
     st.code(row["configured"]["formula"], language=None, wrap_lines=True)

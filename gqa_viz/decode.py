@@ -657,11 +657,11 @@ def step_bytes(
         total = weights + cache.total
         cache_formula = kv_cache.formula(m, tokens=cached_tokens, batch=batch, dtype=dtype)
         formula = (
-            f"weights: {read:,} params read x {kv_cache.DTYPE_BYTES[weights_dtype]:g} B "
+            f"weights: {read:,} params read × {kv_cache.DTYPE_BYTES[weights_dtype]:g} B "
             f"({weights_dtype}) = {kv_cache.exact_bytes(weights)} B\n"
             f"cache: {cache_formula}\n"
             f"step >= ({kv_cache.exact_bytes(weights)} + {kv_cache.exact_bytes(cache.total)}) B / "
-            f"{bandwidth_bytes_per_s:.3g} B/s = {seconds * 1e6:,.4g} µs"
+            f"{bandwidth_bytes_per_s / 1e9:,g} GB/s = {kv_cache.duration(seconds)}"
         )
         out[name] = {
             "kv_heads": m.num_key_value_heads,

@@ -406,6 +406,15 @@ def exact_bytes(x: int | Fraction) -> str:
     return f"{int(x):,}" if x.denominator == 1 else f"{float(x):,.1f}"
 
 
+def duration(seconds: float) -> str:
+    """A short time as people read it, 4 significant digits: ns below 1 µs, µs below 1 ms,
+    else ms (``"47.78 ns"``, ``"172.1 µs"``)."""
+    for unit, scale in (("ns", 1e9), ("µs", 1e6)):
+        if seconds * scale < 1000:
+            return f"{seconds * scale:,.4g} {unit}"
+    return f"{seconds * 1e3:,.4g} ms"
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading an uploaded file.
 

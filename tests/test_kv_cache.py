@@ -392,3 +392,10 @@ def test_models_are_frozen():
         LLAMA3_8B.num_query_heads = 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         LLAMA3_8B.layers[0].window = 1
+
+
+def test_duration_picks_the_unit_people_read():
+    assert kv.duration(47.78e-9) == "47.78 ns"
+    assert kv.duration(172.1e-6) == "172.1 µs"
+    assert kv.duration(4.8e-3) == "4.8 ms"
+    assert kv.duration(999.9e-9) == "999.9 ns" and kv.duration(1.2e-6) == "1.2 µs"

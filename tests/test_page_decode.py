@@ -83,7 +83,9 @@ def _bytes_shown_equal_the_library(at: AppTest, step: int, policy=None, bw=3350.
     )  # fmt: skip
     caption = "\n".join(c.value for c in at.caption)
     assert f"Time bound at {bw:,g} GB/s: a step takes at least" in caption
-    assert f"{seconds * 1e9:,.1f} ns (this model)" in caption
+    assert f"{decode.kv_cache.duration(seconds)} (this model)" in caption
+    # The caption and the formula below it give the time in the same unit.
+    assert expected["configured"]["formula"].endswith(f"= {decode.kv_cache.duration(seconds)}")
     assert at.code[0].value == expected["configured"]["formula"]
 
 
@@ -115,7 +117,7 @@ def test_default_opens_on_the_first_decode_step():
     assert "2 (K and V) × 2 layers × 2 kv heads × 8 head_dim × 4 B (fp32) × 13 tokens" in (
         at.code[0].value
     )
-    assert "step >= (156,740 + 3,328) B / 3.35e+12 B/s" in at.code[0].value
+    assert "step >= (156,740 + 3,328) B / 3,350 GB/s = 47.78 ns" in at.code[0].value
 
 
 def test_step_forward_and_back_changes_the_row_and_the_bytes():
