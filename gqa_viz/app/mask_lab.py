@@ -431,7 +431,7 @@ def keras_parts(
                 "use_causal_mask",
                 "True",
                 f"[1, T, S] = [1, {T}, {S}]",
-                "Query i sees keys j <= i (aligned top-left, even when T != S).",
+                "Query i sees keys j <= i (aligned top-left, even when T ≠ S).",
                 np.asarray(M.materialize(M.causal(), T, S, xp=np))[0],
             )
         )
