@@ -166,6 +166,10 @@ async def _session_with(url: str, key: str, value: dict):
         ("w_t", {"double_array_value": [1e12]}, None),
         ("w_t", {"double_array_value": [float("nan")]}, None),
         ("w_seed", {"double_value": -5}, None),
+        # Streamlit 1.67 raised in int(inf) inside its own deserializer, before the app ran;
+        # app_pages/_number_inputs.py makes a whole-number box fall back to its default.
+        ("w_seed", {"double_value": float("inf")}, None),
+        ("w_seed", {"double_value": float("nan")}, None),
         ("w_causal", {"string_value": "yes"}, None),
         ("w_mode", {"string_value": "evil"}, None),
         ("w_dropout", {"double_array_value": [5.0]}, None),
@@ -176,7 +180,7 @@ async def _session_with(url: str, key: str, value: dict):
 def test_wrong_widget_values_from_a_modified_client(streamlit_server, key, value, message):
     """No exception; settings stay valid and in their limits; a message where one is due."""
     alerts, errors, query = _sync(_session_with(streamlit_server, key, value))
-    assert errors == []
+    assert errors == [] and SHOWN_EXCEPTIONS == []  # no exception element reached the page
     if message:
         assert any(message in a for a in alerts), alerts
     settings, problems = from_query_params(parse_qs(query))
@@ -186,18 +190,3 @@ def test_wrong_widget_values_from_a_modified_client(streamlit_server, key, value
         if key != f"w_{name}":  # the other settings are kept
             assert getattr(settings, name) == expected, name
     assert _healthy(streamlit_server)
-
-
-def test_an_infinite_number_shows_no_internals(streamlit_server):
-    """Streamlit itself cannot read inf in a whole-number box (it fails before the app runs):
-    the visitor sees only the exception's type, no traceback or path, and the server goes on."""
-    alerts, errors, _ = _sync(
-        _session_with(streamlit_server, "w_seed", {"double_value": float("inf")})
-    )
-    assert len(errors) == 1 and len(SHOWN_EXCEPTIONS) == 1  # the one Streamlit raises
-    message, stack = SHOWN_EXCEPTIONS[0]
-    assert stack == []  # no traceback in the browser
-    assert "/" not in message and ".py" not in message and "infinity" not in message
-    assert _healthy(streamlit_server)
-    alerts, errors, _ = _sync(_session_with(streamlit_server, "w_seed", {"double_value": 3}))
-    assert errors == []
