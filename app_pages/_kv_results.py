@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages._chart import chart
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.prose import sections
 from gqa_viz.figures.kv_cache import layer_figure
@@ -18,7 +19,6 @@ from gqa_viz.figures.sharing import cache_figure
 __all__ = ["describe", "results"]
 
 TEXT = sections("kv_calculator")
-_CONFIG = {"displaylogo": False}
 
 
 def describe(model, *, sourced: bool, expanded: bool = False) -> None:
@@ -46,7 +46,7 @@ def results(model, s: kvc.CalculatorSettings, *, key: str, layer_chart: bool = T
     _metrics(model, calc, s)
     if layer_chart:
         fig = layer_figure(model, calc.cache)
-        st.plotly_chart(fig, theme=None, key=f"{key}_layer_chart", config=_CONFIG)
+        chart(fig, key=f"{key}_layer_chart")
     left, right = st.columns([3, 1.2], gap="medium")
     with left:
         fig = cache_figure(
@@ -57,7 +57,7 @@ def results(model, s: kvc.CalculatorSettings, *, key: str, layer_chart: bool = T
             max_context=calc.max_context,
             max_position=model.max_position_embeddings,
         )
-        st.plotly_chart(fig, theme=None, key=f"{key}_cache_chart", config=_CONFIG)
+        chart(fig, key=f"{key}_cache_chart")
     with right:
         _fit(model, calc, s)
     st.caption(TEXT["units"])

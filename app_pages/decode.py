@@ -19,6 +19,7 @@ from dataclasses import replace
 import streamlit as st
 
 from app_pages import _url_settings as url_settings
+from app_pages._chart import chart
 from gqa_viz import trained
 from gqa_viz.app import decode as dec
 from gqa_viz.app.limits import (
@@ -36,12 +37,7 @@ SETTINGS, MESSAGES = "dec_settings", "dec_messages"
 WIDGETS = {name: f"dec_{name}" for name in dec.DecodeSettings.__dataclass_fields__}
 STEP, PLAYING, TIMER, FULL = WIDGETS["step"], "dec_playing", "dec_timer", "dec_full_run"
 PLAY_S = 1.2  # seconds between steps while playing
-_CONFIG = {"displaylogo": False}
 ss = st.session_state
-
-
-def _plot(fig, key: str) -> None:
-    st.plotly_chart(fig, theme=None, key=key, config=_CONFIG)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +142,7 @@ def _bytes(p: dec.Plan, run: dec.DecodeRun, v: dec.StepView, bw: float) -> None:
                 wrap_lines=True)  # fmt: skip
     weights = row["configured"]["weights"]
     cache_max = max(r["configured"]["cache"] for r in table)
-    _plot(dec.bytes_chart(p, run, v, bw), "dec_bytes_chart")
+    chart(dec.bytes_chart(p, run, v, bw), key="dec_bytes_chart")
     st.caption(TEXT["tiny"].format(weights=f"{weights:,} B", cache_max=f"{cache_max:,} B"))
     st.caption(TEXT["bytes"])
 
@@ -177,18 +173,18 @@ def _step_section(s: dec.DecodeSettings, p: dec.Plan, run: dec.DecodeRun) -> Non
     st.query_params.from_dict(dec.to_query_params(ss[SETTINGS]))
 
     st.markdown(dec.step_text(view))
-    _plot(dec.rows_chart(p, view, layer), "dec_rows_chart")
+    chart(dec.rows_chart(p, view, layer), key="dec_rows_chart")
 
     st.subheader("The mask: aligned bottom-right", divider="gray")
     left, right = st.columns([3, 2], gap="large")
     with left:
-        _plot(dec.mask_chart(p, run, view), "dec_mask_chart")
+        chart(dec.mask_chart(p, run, view), key="dec_mask_chart")
     right.markdown(TEXT["alignment"].format(offset=view.offset))
 
     st.subheader("The cache, slot by slot", divider="gray")
     policy = run.generation.policy
     st.markdown(dec.cache_text(view, policy))
-    _plot(dec.cache_chart(p, run, view, layer), "dec_cache_chart")
+    chart(dec.cache_chart(p, run, view, layer), key="dec_cache_chart")
     st.markdown(TEXT["policies"])
     if policy.bounded:
         formula = f"s + w = {policy.sinks} + {policy.window}" if policy.sinks else "w"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages._chart import chart
 from gqa_viz.app.settings import DEFAULTS
 from gqa_viz.core import divisors, nearest_divisor
 from gqa_viz.figures.diagram import describe, gqa_diagram
@@ -85,7 +86,7 @@ with col_preset, st.container(horizontal=True, gap="small"):
             help=tip if target is not None else f"No K strictly between 1 and {n} divides {n}.",
         )
 
-st.plotly_chart(gqa_diagram(n, k), theme=None, config={"displayModeBar": False})
+chart(gqa_diagram(n, k), config={"displayModeBar": False})
 st.markdown(describe(n, k))
 
 st.subheader("Why share K/V heads?")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _kv_results as kvr
+from app_pages._chart import chart
 from app_pages._controls import compute_key, settings_controls
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app import kv_sharing as kv
@@ -32,7 +33,6 @@ from gqa_viz.app.settings import Settings
 
 SETTING_NAMES, METHOD_NAMES = kv.SETTING_NAMES, kv.METHOD_NAMES
 CUSTOM = "custom"
-_CONFIG = {"displaylogo": False}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,13 +104,13 @@ def _effect_section(s: Settings) -> None:
     else:
         left, right = st.tabs([f"{before} K/V heads", f"Grouped ({after})"])
     with left:
-        st.plotly_chart(figs.before, theme=None, key="kv_mha_chart", config=_CONFIG)
+        chart(figs.before, key="kv_mha_chart")
     with right:
-        st.plotly_chart(figs.after, theme=None, key="kv_gqa_chart", config=_CONFIG)
-    st.plotly_chart(figs.diff, theme=None, key="kv_diff_chart", config=_CONFIG)
+        chart(figs.after, key="kv_gqa_chart")
+    chart(figs.diff, key="kv_diff_chart")
     left, right = st.columns([3, 1.2], gap="medium")
     with left:
-        st.plotly_chart(figs.drift, theme=None, key="kv_drift_chart", config=_CONFIG)
+        chart(figs.drift, key="kv_drift_chart")
     with right:
         row = drift.row
         st.metric(f"mean JS divergence at {after}", f"{row['js']:.3g} nats", help="At most ln 2.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages._chart import chart
 from app_pages._controls import compute_key, settings_controls, view_controls
 from gqa_viz.app import limits
 from gqa_viz.app import mask_lab as L
@@ -40,8 +41,7 @@ def _k(key: str) -> dict:
 
 def _plot(fig, key: str, name: str) -> None:
     image = {"format": "png", "filename": f"mask_lab_{name}", "scale": 2}
-    config = {"displaylogo": False, "toImageButtonOptions": image}
-    st.plotly_chart(fig, theme=None, key=key, config=config)
+    chart(fig, key=key, config={"toImageButtonOptions": image})
 
 
 def _upload_section(T: int, S: int):

@@ -16,6 +16,8 @@ import math
 import numpy as np
 import streamlit as st
 
+from app_pages._chart import chart
+from app_pages._column_width import column_width
 from app_pages._controls import compute_key, settings_controls, view_controls
 from app_pages._lengths import LengthSlots, length_controls
 from gqa_viz.app import limits
@@ -95,16 +97,13 @@ def _dropout_section(result: Result) -> None:
         kv_head=head // s.groups,
     )
     with left:
-        st.plotly_chart(
-            fig, theme=None, key="dropout_chart", config=_config(result, f"dropout_q{head}")
-        )
+        chart(fig, key="dropout_chart", config=_config(result, f"dropout_q{head}"))
 
 
 def _config(result: Result, kind: str) -> dict:
     s = result.settings
     T, S = len(result.q_labels), len(result.k_labels)
     return {
-        "displaylogo": False,
         "toImageButtonOptions": {
             "format": "png",
             "filename": f"gqa_N{s.n}_K{s.k}_T{T}_S{S}_{kind}",
@@ -122,11 +121,17 @@ def _heads_panel(result: Result, key: Settings) -> None:
     T, S = len(result.q_labels), len(result.k_labels)
     pooled = pool_factor(result.settings.n, T, S, max_cells=limits.MAX_DRAWN_CELLS) > 1
     view = view_controls(pooled)
-    with st.spinner("Drawing…", show_time=True):
-        fig = heads_chart(key, view.view, view.scale, view.pool)
     left, right = st.columns([3, 1.15], gap="medium")
     with left:
-        st.plotly_chart(fig, theme=None, key="heads_chart", config=_config(result, view.view))
+        width = column_width("heads_chart")  # None until the browser has said
+        with st.spinner("Drawing…", show_time=True):
+            fig = heads_chart(key, view.view, view.scale, view.pool, width)
+        chart(
+            fig,
+            key="heads_chart",
+            width="content" if width else "stretch",
+            config=_config(result, view.view),
+        )
     with right:
         st.markdown(summary_markdown(result))
     for note in result.notes:
@@ -183,7 +188,7 @@ def _zoom_panel(result: Result, view: Settings) -> None:
     except ValueError as error:  # a region too big to draw cell by cell
         st.warning(str(error), icon="⚠️")
         return
-    st.plotly_chart(fig, theme=None, key="zoom_chart", config=_config(result, "zoom"))
+    chart(fig, key="zoom_chart", config=_config(result, "zoom"))
 
 
 def _show(result: Result, key: Settings) -> None:
@@ -211,7 +216,7 @@ def _kv_section(result: Result, key: Settings) -> None:
         f"new random weights. (Now: **{s.weights}**.)"
     )
     kv = kv_chart(key)
-    st.plotly_chart(kv, theme=None, key="kv_chart", config=_config(result, "kv_heads"))
+    chart(kv, key="kv_chart", config=_config(result, "kv_heads"))
 
 
 @st.fragment

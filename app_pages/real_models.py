@@ -18,6 +18,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import _url_settings as url_settings
+from app_pages._chart import chart
 from gqa_viz.app import real_models as rm
 from gqa_viz.app import real_sources
 from gqa_viz.app.limits import MAX_DRAWN_CELLS, MAX_REAL_PROMPT_CHARS
@@ -28,12 +29,7 @@ from gqa_viz.figures.theme import DRIFT_COLORSCALE, HEAD_STAT_COLORSCALES
 TEXT = rm.text()
 SETTINGS, MESSAGES, VIEW, GROUP = "rm_settings", "rm_messages", "rm_view", "rm_group"
 WIDGETS = {name: f"rm_{name}" for name in rm.RealSettings.__dataclass_fields__}
-_CONFIG = {"displaylogo": False}
 ss = st.session_state
-
-
-def _plot(fig, key: str) -> None:
-    st.plotly_chart(fig, theme=None, key=key, config=_CONFIG)
 
 
 def _requested(settings: rm.RealSettings) -> rm.RealSettings:
@@ -113,7 +109,7 @@ def _overview(view: rm.View, run: dict) -> None:
         f"grouped by their {a.num_kv_heads} K/V heads",
         subtitle=f"Colour: {name}, {meaning}; on the {len(view.ids)}-token prompt.",
     )
-    _plot(fig, "rm_chart_overview")
+    chart(fig, key="rm_chart_overview")
     st.caption(TEXT["overview"])
 
 
@@ -122,7 +118,7 @@ def _heads(view: rm.View, probs, K: int, title: str, key: str) -> None:
     tokens = list(view.tokens)
     fig = heads_figure(probs, rm.layer_mask(view), tokens, tokens, K, title=title, saturate=99.0,
                        max_cells=MAX_DRAWN_CELLS, frozen=True)  # fmt: skip
-    _plot(fig, key)
+    chart(fig, key=key)
 
 
 def _layer(view: rm.View, run: dict) -> None:
@@ -143,7 +139,9 @@ def _next_tokens(view: rm.View, run: dict, key: str, title: str, slider: bool = 
                          format_func=lambda i: f"{i}: {view.tokens[i]!r}")  # fmt: skip
     tokens, probs = rm.top_tokens(view, run)
     actual, subtitle = rm.next_token(view)
-    _plot(F.top_tokens_figure(tokens, probs, title=title, subtitle=subtitle, actual=actual), key)
+    chart(
+        F.top_tokens_figure(tokens, probs, title=title, subtitle=subtitle, actual=actual), key=key
+    )
 
 
 def _group_controls(view: rm.View) -> None:
@@ -187,7 +185,7 @@ def _grouping(view: rm.View, run: dict) -> None:
         passage_tokens=g.passage_tokens,
         prompt_tokens=len(view.ids),
     )
-    _plot(fig, "rm_chart_curve")
+    chart(fig, key="rm_chart_curve")
     st.caption(rm.curve_note(view, g))
     if view.kv == K:
         return
@@ -201,7 +199,7 @@ def _grouping(view: rm.View, run: dict) -> None:
         title=f"Drift of every head at K' = {view.kv} ({view.method})",
         subtitle="JS divergence of each query's attention row, before vs after, averaged.",
     )
-    _plot(fig, "rm_chart_drift")
+    chart(fig, key="rm_chart_drift")
     st.caption(TEXT["drift"])
     grouped = rm.run(view, view.kv)
     title = f"Layer {view.layer} grouped to K' = {view.kv} ({view.method}), not uptrained"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from app_pages._chart import chart
 from gqa_viz import tasks, trained
 from gqa_viz.app import trained_heads as th
 from gqa_viz.app.limits import (
@@ -31,7 +32,6 @@ from gqa_viz.figures.trained import (
     layer_sentence,
 )
 
-_CONFIG = {"displaylogo": False}
 TEXT = th.text()
 
 
@@ -51,10 +51,10 @@ def _layer_figures(source: tuple, task: str, tokens, K: int, layer: int) -> None
     key = "-".join(str(part) for part in source)
     left, right = st.columns([3, 1.1], gap="small")
     with left:
-        st.plotly_chart(fig, theme=None, key=f"tr_heads_{key}_{layer}", config=_CONFIG)
+        chart(fig, key=f"tr_heads_{key}_{layer}")
     with right:
         bars = th.bars_figure(source, layer, task, tokens, K)
-        st.plotly_chart(bars, theme=None, key=f"tr_bars_{key}_{layer}", config=_CONFIG)
+        chart(bars, key=f"tr_bars_{key}_{layer}")
         last = layer == len(layers) - 1
         st.markdown(layer_sentence(probs, keys, layer, last))
 
@@ -121,7 +121,7 @@ def _predictions(task: str, name: str, tokens: tuple[int, ...], run: dict) -> No
     for col, (label, value, tip) in zip(st.columns(3), th.prediction_metrics(name, p)):
         col.metric(label, value, help=tip)
     fig = th.predictions_figure(task, name, tokens)
-    st.plotly_chart(fig, theme=None, key="tr_predictions", config=_CONFIG)
+    chart(fig, key="tr_predictions")
 
 
 # --- Section 3: every layer and head.
@@ -139,7 +139,7 @@ def _paper(task: str, tokens: tuple[int, ...]) -> None:
     exp = trained.experiment()
     st.markdown(th.paper_text(task))
     # Full width: every K column holds a bar and dots per method and phase.
-    st.plotly_chart(experiment_figure(exp, task), theme=None, key="tr_experiment", config=_CONFIG)
+    chart(experiment_figure(exp, task), key="tr_experiment")
     st.markdown(experiment_summary(exp, task))
     _live_conversion(task, tokens)
 
@@ -247,7 +247,7 @@ def _upload_section() -> None:
         max_cells=MAX_DRAWN_CELLS,
         frozen=True,
     )
-    st.plotly_chart(fig, theme=None, key="tr_upload_heads", config=_CONFIG)
+    chart(fig, key="tr_upload_heads")
     st.caption(TEXT["upload_caption"].format(length=length, seed=seed))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages._chart import chart
 from app_pages._controls import compute_key, settings_controls
 from gqa_viz.app import codegen
 from gqa_viz.app import walkthrough as wt
@@ -33,12 +34,8 @@ AXES = (
 )
 
 
-def _plot(fig, key: str) -> None:
-    st.plotly_chart(fig, key=key, theme=None, config={"displaylogo": False})
-
-
 def _step_figure(name: str) -> None:  # drawn once for every session showing this view
-    _plot(wt.figure(walk, name, head), f"wt_{name}")
+    chart(wt.figure(walk, name, head), key=f"wt_{name}")
 
 
 def _shapes(lines: list[tuple[str, str]], d: dict[str, int]) -> None:
@@ -121,7 +118,7 @@ def layer_step(step: wt.Step) -> None:
         st.latex(step.latex)
     with fig:
         for i, figure in enumerate(step.figures):
-            _plot(figure, f"wt_{step.key}_{i}")
+            chart(figure, key=f"wt_{step.key}_{i}")
 
 
 # 1. Inputs -------------------------------------------------------------------------------------

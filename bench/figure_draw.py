@@ -58,7 +58,7 @@ DRAW_JS = """async ([figures, leftOut, method, redraws]) => {
     const f = JSON.parse(JSON.stringify(figure));  // plotly.js decodes typed arrays in place
     const L = f.layout;
     L.width = div.clientWidth;
-    if (without.has("mask")) f.data = f.data.filter((t) => !(t.meta && t.meta.role === "mask"));
+    if (without.has("mask")) f.data = f.data.filter((t) => !(t.meta && t.meta[0].role === "mask"));
     if (without.has("colorbar")) L.coloraxis.showscale = false;
     if (without.has("annotations")) L.annotations = [];
     if (without.has("shapes")) L.shapes = [];

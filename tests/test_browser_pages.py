@@ -61,8 +61,8 @@ def test_settings_survive_a_visit_to_another_page(streamlit_server, page, via):
     # The figure is the one of those settings: 16 heads of 48 queries.
     rows = page.evaluate(
         "() => { const p = document.querySelector('.js-plotly-plot');"
-        " const s = p.data.filter(t => t.meta && t.meta.role === 'scores');"
-        " return [s.reduce((n, t) => n + t.meta.heads.length, 0), s[0].y.length]; }"
+        " const s = p.data.filter(t => t.meta && t.meta[0].role === 'scores');"
+        " return [s.reduce((n, t) => n + t.meta[0].heads.length, 0), s[0].y.length]; }"
     )
     assert rows == [16, 48]
     assert page.locator("[data-testid='stException']").count() == 0

@@ -24,8 +24,8 @@ COUNT_JS = """(role) => {
     const plot = document.querySelector('.js-plotly-plot');
     if (!plot || !plot.data) return -1;
     return plot.data
-        .filter((d) => d.type === 'heatmap' && d.meta && d.meta.role === role)
-        .reduce((heads, d) => heads + d.meta.heads.length, 0);
+        .filter((d) => d.type === 'heatmap' && d.meta && d.meta[0].role === role)
+        .reduce((heads, d) => heads + d.meta[0].heads.length, 0);
 }"""
 NAVIGATION_JS = """() => Array.from(
     document.querySelectorAll("[data-testid='stSidebarNav'] a")
@@ -75,12 +75,12 @@ def _open_playground(page, base_url: str, query: str = "") -> None:
 CELL_JS = """([head, q, k]) => {
     const gd = document.querySelector('.js-plotly-plot');
     const tr = gd.data.find(
-        (d) => d.meta && d.meta.role === 'scores' && d.meta.heads.includes(head));
-    const i = tr.meta.heads.indexOf(head);
+        (d) => d.meta && d.meta[0].role === 'scores' && d.meta[0].heads.includes(head));
+    const i = tr.meta[0].heads.indexOf(head);
     const xa = gd._fullLayout[tr.xaxis.replace('x', 'xaxis')];
     const ya = gd._fullLayout[tr.yaxis.replace('y', 'yaxis')];
     const box = gd.querySelector('.main-svg').getBoundingClientRect();
-    return [box.left + xa._offset + xa.d2p(tr.x[tr.meta.starts[i] + k]),
+    return [box.left + xa._offset + xa.d2p(tr.x[tr.meta[0].starts[i] + k]),
             box.top + ya._offset + ya.d2p(tr.y[q])];
 }"""
 
@@ -113,8 +113,8 @@ def test_playground_heatmaps_follow_heads_and_causal_mask(streamlit_server, page
     page.wait_for_function(NAVIGATION_JS, timeout=RERUN_MS)  # run through app.py
     # The hover names the head of the panel under the mouse, its K/V head, the tokens.
     label = _hover(page, 6, 1, 0)
-    assert label.startswith("q head 6 (K/V head 1)query 'cat' @1key 'the' @0p = "), label
-    assert _hover(page, 0, 3, 8) == "q head 0 (K/V head 0)query 'on' @3key 'cat' @8masked"
+    assert label.startswith("q head 6 (K/V head 1)key 'the' @0query 'cat' @1p = "), label
+    assert _hover(page, 0, 3, 8) == "q head 0 (K/V head 0)key 'cat' @8query 'on' @3masked"
     page.screenshot(path=str(tmp_path / "playground_default.png"), full_page=True)
 
     # N = 4 through the selectbox in the sidebar.
@@ -157,10 +157,10 @@ def test_the_largest_map_renders_and_zooms(streamlit_server, page, tmp_path):
     assert plots.count() >= 2  # the overview and the zoom
     sizes = page.evaluate(
         """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-            .map((gd) => (gd.data || []).filter((d) => d.meta && d.meta.role === 'scores'))
+            .map((gd) => (gd.data || []).filter((d) => d.meta && d.meta[0].role === 'scores'))
             .filter((s) => s.length)
-            .map((s) => [s.reduce((n, d) => n + d.meta.heads.length, 0), s[0].y.length,
-                         s[0].meta.keys])"""
+            .map((s) => [s.reduce((n, d) => n + d.meta[0].heads.length, 0), s[0].y.length,
+                         s[0].meta[0].keys])"""
     )
     assert sizes[0][0] == 32 and sizes[0][1] < 100  # pooled overview
     assert sizes[1] == [4, 128, 128]  # one K/V group, 128 x 128 exact cells
@@ -242,6 +242,7 @@ def test_length_slider_reruns_its_fragment_and_keeps_the_sidebar(streamlit_serve
 
     box = sidebar.locator("[data-testid='stSelectbox']").filter(has_text="num_query_heads")
     option = page.get_by_role("option", name="4", exact=True)
+    sent.clear()
     for _ in range(3):  # the first click after the slider had the focus can leave it closed
         box.locator("[role='combobox'], input").first.click()
         try:
@@ -252,7 +253,9 @@ def test_length_slider_reruns_its_fragment_and_keeps_the_sidebar(streamlit_serve
     option.click()
     _wait_count(page, "scores", 4)
     _wait_idle(page)
-    assert _reruns(sent)[-1] == ""  # a sidebar widget reruns the whole page
+    # A sidebar widget reruns the whole page. (The heads panel may rerun after it, when the
+    # page's new height changes its column's width: app_pages/_column_width.py.)
+    assert _reruns(sent)[0] == ""
     assert page.evaluate(ROWS_JS) == 62
     assert "t=62" in page.url and "n=4" in page.url
     assert slider.count() == 1
@@ -278,4 +281,60 @@ def test_a_drag_clears_the_messages_of_the_link(streamlit_server, page):
     _wait_idle(page)
     assert warning.count() == 0
     assert "t=1" in page.url
+    _no_exception(page)
+
+
+# Streamlit's front end puts plotly.js on window.Plotly: every Plotly.react call on the heads
+# chart is recorded with the width its layout asks for (null: none, Plotly's automatic size).
+REACTS_JS = """(() => {
+  let plotly;
+  window.__reacts = [];
+  Object.defineProperty(window, "Plotly", {
+    configurable: true,
+    get() { return plotly; },
+    set(value) {
+      plotly = value;
+      const react = value && value.react;
+      if (typeof react !== "function" || react.__recorded) return;
+      value.react = Object.assign(function (gd, spec, ...rest) {
+        const layout = (spec && spec.layout) || rest[0] || {};
+        if (gd && gd.closest && gd.closest(".st-key-heads_chart"))
+          window.__reacts.push(layout.width === undefined ? null : layout.width);
+        return react.call(this, gd, spec, ...rest);
+      }, { __recorded: true });
+    },
+  });
+})()"""
+COLUMN_JS = """() => Math.floor(document.querySelector('.st-key-heads_chart')
+    .parentElement.getBoundingClientRect().width)"""
+
+
+def test_a_length_press_draws_the_heads_figure_at_its_column_width(streamlit_server, page):
+    """The browser reports the heads chart's column width (app_pages/_column_width.py); from
+    then on the figure comes at that width, so Streamlit draws it once per press: not first
+    hidden at Plotly's automatic size (no width), then again at the column's width."""
+    page.add_init_script(REACTS_JS)
+    _open_playground(page, streamlit_server, "?mode=random&t=64")
+    page.wait_for_function(f"() => ({ROWS_JS})() === 64", timeout=RERUN_MS)
+    column = page.evaluate(COLUMN_JS)
+    assert column > 300
+    page.wait_for_function(f"() => window.__reacts.includes({column})", timeout=RERUN_MS)
+    _wait_idle(page)
+    thumb = (
+        page.locator("[data-testid='stSidebar'] [data-testid='stSlider']")
+        .filter(has_text="Query length T")
+        .locator("input[type=range]")
+        .first
+    )
+    thumb.focus()
+    for rows in (63, 62, 61):
+        page.evaluate("() => { window.__reacts = []; }")
+        thumb.press("ArrowLeft")
+        page.wait_for_function(f"() => ({ROWS_JS})() === {rows}", timeout=RERUN_MS)
+        _wait_idle(page)
+        page.wait_for_timeout(300)  # a later redraw would have come by now
+        reacts = page.evaluate("() => window.__reacts")
+        # Streamlit's own second call copies the figure unchanged (see
+        # gqa_viz/figures/shipping.py): at most two calls, both at the column's width.
+        assert reacts and len(reacts) <= 2 and set(reacts) == {column}, (rows, reacts)
     _no_exception(page)

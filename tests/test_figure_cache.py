@@ -15,7 +15,7 @@ from gqa_viz.app import walkthrough as wt
 from gqa_viz.app.figure_cache import FIGURES, FigureCache
 from gqa_viz.app.settings import DEFAULTS, compute_key
 from gqa_viz.figures.heads import heads_figure
-from gqa_viz.figures.shipping import FrozenFigure
+from gqa_viz.figures.shipping import FrozenFigure, for_browser
 from tests.apptest_pages import assert_ok, open_page
 
 
@@ -37,7 +37,8 @@ def test_a_figure_is_built_once_per_key_and_frozen():
     again = cache.get(("a", 1), build(0.9))  # the same key: the stored figure, not a new one
     other = cache.get(("a", 2), build(0.2))
     assert built == [0.1, 0.2] and again is first and isinstance(first, FrozenFigure)
-    assert first.to_dict() == _heatmap(4, 0.1).to_dict()  # what Plotly would have sent
+    # What Plotly would have sent, in the browser's form (gqa_viz.figures.shipping).
+    assert first.to_dict() == for_browser(_heatmap(4, 0.1).to_dict())
     assert other.to_dict()["data"][0]["z"] != first.to_dict()["data"][0]["z"]
     assert (cache.hits, cache.misses, len(cache)) == (1, 2, 2)
 
@@ -68,7 +69,7 @@ def test_a_frozen_figure_passes_through_as_it_is():
 def test_a_stored_figure_keeps_its_dict_and_counts_what_it_holds():
     cache = FigureCache(2**30)
     fig = cache.get("g", lambda: _heatmap(64))
-    assert fig.to_dict() == _heatmap(64).to_dict()
+    assert fig.to_dict() == for_browser(_heatmap(64).to_dict())
     assert np.asarray(fig.data[0].z).shape == (64, 64)  # readable, as Plotly's
     z_bytes = 64 * 64 * 4  # base64 in the dict (4/3 of it), NumPy in the graph objects
     assert (4 / 3 + 1) * z_bytes <= cache.bytes < 3 * z_bytes

@@ -88,7 +88,8 @@ def test_one_heatmap_per_group_and_row_with_every_head_in_it(default_fig):
     y0, y1 = (_axis(fig, tr.yaxis).domain for tr in scores)
     assert y0[0] > y1[1]
     assert _axis(fig, scores[0].xaxis).domain == _axis(fig, scores[1].xaxis).domain
-    # Every head's panel holds its own map, in order left to right, with key columns between.
+    # Every head's panel holds its own map, in order left to right, with key columns between;
+    # one path outlines them all.
     maps = head_maps(fig)
     assert list(maps) == list(range(8))
     for n, panel in maps.items():
@@ -99,6 +100,8 @@ def test_one_heatmap_per_group_and_row_with_every_head_in_it(default_fig):
     assert starts[0] == 0 and all(b - a > 6 for a, b in zip(starts, starts[1:]))
     gap = np.asarray(scores[0].z, float)[:, 6 : starts[1]]
     assert gap.size and np.isnan(gap).all()  # nothing drawn between two panels
+    outlines = [sh for sh in fig.layout.shapes if sh.name == "panel outlines"]
+    assert len(outlines) == 1 and outlines[0].path.count("Z") == 8
 
 
 def test_group_labels_frames_and_titles_use_group_colours(default_fig):
@@ -175,21 +178,20 @@ def test_nothing_masked_means_no_mask_layer():
 def test_hover_names_head_kv_head_tokens_and_value(default_fig):
     fig, _, _ = default_fig
     group1 = _scores(fig)[1]
-    template = "q head %{customdata} (K/V head 1)<br>query %{y}<br>key %{x}<br>"
+    template = "%{x}<br>query %{y}<br>"
     assert group1.hovertemplate.startswith(template)
     assert "p = %{z:.3f}" in group1.hovertemplate
-    # Every cell's customdata is its query head; nothing but -1 between the panels.
-    who, panel5 = np.asarray(group1.customdata), head_maps(fig)[5]
-    start = group1.meta["starts"][1]
-    assert (who[:, start : start + 6] == 5).all() and set(np.unique(who)) == {-1, 4, 5, 6, 7}
-    assert who.dtype.kind == "i" and group1.text is None  # numbers, no per-cell strings
-    # The cell (query 1 "cat", key 0 "the") is named by token and position on the axes; in
-    # the second panel of a row the name carries one trailing space (invisible in the label).
-    assert panel5.y[1] == "'cat' @1" and panel5.x[0] == "'the' @0 "
-    assert head_maps(fig)[4].x[0] == "'the' @0"
-    assert _masks(fig)[1].hovertemplate.startswith(
-        "q head %{customdata} (K/V head 1)<br>query %{y}"
-    )
+    # The key's category names the head: the hover label's first two lines. No number per
+    # cell: no customdata, no per-cell text.
+    panel4, panel5 = head_maps(fig)[4], head_maps(fig)[5]
+    assert group1.customdata is None and group1.text is None
+    assert panel5.x[0] == "q head 5 (K/V head 1)<br>key 'the' @0"
+    assert panel4.x[0] == "q head 4 (K/V head 1)<br>key 'the' @0"
+    assert panel5.keys[0] == "'the' @0" and panel5.y[1] == "'cat' @1"
+    # The tick labels stay the bare tokens.
+    axis = _axis(fig, group1.xaxis)
+    assert list(axis.ticktext)[:2] == ["the", "cat"] and axis.tickvals[0] == panel4.x[0]
+    assert _masks(fig)[1].hovertemplate == "%{x}<br>query %{y}<br>masked<extra></extra>"
     assert "<extra></extra>" in group1.hovertemplate
 
 
@@ -230,7 +232,7 @@ def test_long_inputs_get_position_ticks_and_tokens_are_escaped():
         1,
         max_cells=MAX_DRAWN_CELLS,
     )
-    assert fig.data[0].x[0] == "'&lt;pad&gt;' @0"
+    assert head_maps(fig)[0].keys[0] == "'&lt;pad&gt;' @0"
     assert list(fig.layout.xaxis.ticktext)[0] == "&lt;pad&gt;"
 
 

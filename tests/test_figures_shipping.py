@@ -1,5 +1,6 @@
 """Frozen figures (gqa_viz/figures/shipping.py): what the browser receives is exactly what the
-validated graph-objects figure would send, and the fast path really skips building it."""
+validated graph-objects figure would send, in the browser's form (meta in a list, no empty
+template, a data revision), and the fast path really skips building it."""
 
 from __future__ import annotations
 
@@ -16,13 +17,31 @@ import plotly.tools
 import pytest
 
 from gqa_viz.figures.heads import heads_figure, zoom_figure
-from gqa_viz.figures.shipping import FrozenFigure, freeze, frozen_figure, typed_array
+from gqa_viz.figures.shipping import (
+    FrozenFigure,
+    for_browser,
+    freeze,
+    frozen_figure,
+    trace_meta,
+    typed_array,
+    with_width,
+)
 
 
 def _sent(fig) -> dict:
     """The figure as st.plotly_chart serialises it: to_dict() through plotly.io.to_json."""
     as_dict = plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True)
     return json.loads(pio.to_json(as_dict, validate=False))
+
+
+def _unrevised(figure: dict) -> dict:
+    """``figure`` without its data revision (a digest of its JSON, which depends on key order)."""
+    return {**figure, "layout": {k: v for k, v in figure["layout"].items() if k != "datarevision"}}
+
+
+def _browser(fig) -> dict:
+    """What a plain graph-objects figure would send in the browser's form."""
+    return _unrevised(json.loads(json.dumps(for_browser(_sent(fig)))))
 
 
 def _is_lazy(fig) -> bool:
@@ -70,7 +89,7 @@ def test_frozen_heads_figure_sends_exactly_what_the_graph_objects_figure_sends(c
     plain = heads_figure(*args, **kwargs)
     frozen = heads_figure(*args, **kwargs, frozen=True)
     assert isinstance(frozen, FrozenFigure) and _is_lazy(frozen)
-    assert _sent(frozen) == _sent(plain)
+    assert _unrevised(_sent(frozen)) == _browser(plain)
     assert _is_lazy(frozen), "sending a frozen figure must not build its graph objects"
 
 
@@ -121,7 +140,7 @@ def test_frozen_figure_resolves_named_templates_and_colour_scales_as_plotly_does
     data = [{"type": "heatmap", "z": np.eye(3, dtype=np.float32), "colorscale": "Blues"}]
     layout = {"template": "none", "coloraxis": {"colorscale": "RdBu_r"}, "height": 200}
     frozen = frozen_figure(data, layout)
-    assert _sent(frozen) == _sent(go.Figure(data=data, layout=layout))
+    assert _unrevised(_sent(frozen)) == _browser(go.Figure(data=data, layout=layout))
 
 
 def test_the_zoom_keeps_its_figure_mutable():
@@ -137,7 +156,7 @@ def test_freeze_shares_a_finished_figure_and_sends_the_same_dict_every_time():
     fig = go.Figure(go.Heatmap(z=np.arange(6, dtype=np.float32).reshape(2, 3), name="h"))
     frozen = freeze(fig)
     assert frozen.to_dict() is frozen.to_dict()
-    assert _sent(frozen) == _sent(fig)
+    assert _unrevised(_sent(frozen)) == _browser(fig)
     assert frozen.data[0].name == "h" and freeze(frozen) is frozen
 
 
@@ -165,3 +184,34 @@ def test_copying_a_frozen_figure_leaves_the_shared_dict_alone(how):
             twin = getattr(copy, how)(original)
         assert isinstance(twin, FrozenFigure) and _sent(twin) == before
         assert _sent(original) == before and "_grid_str" not in original.to_dict()
+
+
+def test_the_browser_form_keeps_a_second_draw_cheap():
+    """Streamlit draws a new chart, then again with a JSON copy of it: plotly.js redraws it
+    all unless the copy's meta are lists, the empty template is gone and the layout has a
+    data revision (see the module docstring). Same figure, same revision; other data, another."""
+    args, kwargs = _case(np.random.default_rng(5), *CASES[0])
+    sent = _sent(heads_figure(*args, **kwargs, frozen=True))
+    assert "template" not in sent["layout"]
+    assert all(isinstance(t["meta"], list) and len(t["meta"]) == 1 for t in sent["data"])
+    assert trace_meta(sent["data"][0])["role"] in ("mask", "scores")
+    again = _sent(heads_figure(*args, **kwargs, frozen=True))
+    assert sent["layout"]["datarevision"] == again["layout"]["datarevision"]
+    values, *rest = args
+    other = _sent(heads_figure(values * 0.5, *rest, **kwargs, frozen=True))
+    assert other["layout"]["datarevision"] != sent["layout"]["datarevision"]
+    assert for_browser(sent) == sent  # applied twice, nothing more changes
+    # The graph objects keep meta as a dict, as a builder wrote it.
+    assert isinstance(heads_figure(*args, **kwargs, frozen=True).data[0].meta, dict)
+
+
+def test_a_figure_at_a_width_shares_its_arrays():
+    args, kwargs = _case(np.random.default_rng(6), *CASES[0])
+    frozen = heads_figure(*args, **kwargs, frozen=True)
+    wide = with_width(frozen, 663)
+    assert wide.to_dict()["layout"]["width"] == 663 and "width" not in frozen.to_dict()["layout"]
+    assert wide.to_dict()["data"] is frozen.to_dict()["data"]  # nothing copied or encoded
+    assert wide.to_dict()["layout"]["datarevision"] == frozen.to_dict()["layout"]["datarevision"]
+    assert _is_lazy(wide) and wide.layout.width == 663  # and it reads as a validated figure
+    built = freeze(heads_figure(*args, **kwargs))
+    assert with_width(built, 500).layout.width == 500 and "width" not in built.to_dict()["layout"]

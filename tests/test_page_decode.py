@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from gqa_viz import decode, trained
 from gqa_viz.app import decode as dec
 from gqa_viz.app.playground import RESULTS
+from gqa_viz.figures.shipping import trace_meta
 from tests.apptest_pages import assert_ok, open_page
 
 PAGE = "app_pages/decode.py"
@@ -106,8 +107,8 @@ def test_default_opens_on_the_first_decode_step():
     assert "**Step 2 of 12**: a decode step" in text and "at position 13 (offset 13" in text
     assert _query_rows(at) == [f"'{names[tokens[0]]}' @13"]
     # Eight query heads in two groups of four, one row each.
-    scores = [t for t in _rows_chart(at)["data"] if t["meta"]["role"] == "scores"]
-    assert [(t["meta"]["kv_head"], t["meta"]["heads"]) for t in scores] == [
+    scores = [t for t in _rows_chart(at)["data"] if trace_meta(t)["role"] == "scores"]
+    assert [(trace_meta(t)["kv_head"], trace_meta(t)["heads"]) for t in scores] == [
         (0, [0, 1, 2, 3]),
         (1, [4, 5, 6, 7]),
     ]
@@ -189,7 +190,7 @@ def test_a_bounded_cache_keeps_and_drops_what_the_policy_says(kind, window, sink
         assert f"kept {dec._ranges(kept)}; dropped {dec._ranges(dropped)}." in text
         # The cache figure: the slots hold exactly the kept positions after this step.
         (cache,) = [s for t, s in _charts(at).items() if "slots per K/V head" in t]
-        slots = next(t for t in cache["data"] if t["meta"]["role"] == "slots")
+        slots = next(t for t in cache["data"] if trace_meta(t)["role"] == "slots")
         held = sorted(int(x) for x in np.asarray(slots["text"])[:, step - 1] if x != "")
         assert held == kept
         # The step's row attends to kept keys only, and to every one its rule allows.

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from gqa_viz import kv_cache as kv
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.limits import MAX_CONFIG_BYTES
-from gqa_viz.figures.shipping import array_of
+from gqa_viz.figures.shipping import array_of, trace_meta
 from gqa_viz.models import PRESETS
 from tests.apptest_pages import assert_ok, open_page
 
@@ -57,9 +57,7 @@ def _array(a) -> list[float]:
 
 
 def _traces(at: AppTest, role: str) -> list[dict]:
-    return [
-        t for spec in _charts(at) for t in spec["data"] if t.get("meta", {}).get("role") == role
-    ]
+    return [t for spec in _charts(at) for t in spec["data"] if trace_meta(t).get("role") == role]
 
 
 def _paste(at: AppTest, config) -> AppTest:
@@ -110,9 +108,9 @@ def test_gemma_2_9b_at_8192_tokens():
     # 21 global layers x 8,192 tokens + 21 local layers x 4,096 tokens, 8,192 B per token each.
     assert "total = 2,113,929,216 B = 2.11 GB = 1.97 GiB" in at.code[0].value
     assert _metrics(at)["KV cache (K = 8)"][0] == "2.11 GB"
-    layers = {t["meta"]["kind"]: t for t in _traces(at, "layer")}
+    layers = {trace_meta(t)["kind"]: t for t in _traces(at, "layer")}
     assert len(layers["full"]["x"]) == 21 and len(layers["sliding"]["x"]) == 21
-    unit = layers["full"]["meta"]["unit"]
+    unit = trace_meta(layers["full"])["unit"]
     assert [y * unit for y in _array(layers["full"]["y"])] == pytest.approx([67_108_864] * 21)
     assert [y * unit for y in _array(layers["sliding"]["y"])] == pytest.approx([33_554_432] * 21)
     assert any("21 of 42 layers" in i.value and "capped at 4,096" in i.value for i in at.info)
@@ -135,7 +133,7 @@ def test_deepseek_v2_lite_mla_has_no_mha_or_mqa_variant():
     shown = [e.value for e in [*at.caption, *at.warning, *at.info]]
     assert sum("latent attention" in text for text in shown) == 1
     (layers,) = _traces(at, "layer")
-    assert layers["meta"]["kind"] == "mla" and len(layers["x"]) == 27
+    assert trace_meta(layers)["kind"] == "mla" and len(layers["x"]) == 27
 
 
 def test_pasted_falcon_7b_config_gives_8_kib_per_token():

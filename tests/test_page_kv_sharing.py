@@ -26,6 +26,7 @@ from gqa_viz.app.settings import compute_key, from_query_params
 from gqa_viz.figures.grid import CHAR_PX, TICK_FONT
 from gqa_viz.figures.heads import NOMINAL_WIDTH
 from gqa_viz.figures.shipping import array_of as _array
+from gqa_viz.figures.shipping import trace_meta
 from gqa_viz.models import PRESETS
 from tests.apptest_pages import assert_ok, open_page
 
@@ -43,13 +44,13 @@ _ok = assert_ok
 def _drift(at: AppTest) -> dict:
     for c in at.get("plotly_chart"):
         spec = json.loads(c.proto.spec)
-        if any(d.get("meta", {}).get("role") == "js" for d in spec["data"]):
+        if any(trace_meta(d).get("role") == "js" for d in spec["data"]):
             return spec
     raise AssertionError("no drift chart")
 
 
 def _js(at: AppTest) -> dict[str, float]:
-    trace = next(d for d in _drift(at)["data"] if d.get("meta", {}).get("role") == "js")
+    trace = next(d for d in _drift(at)["data"] if trace_meta(d).get("role") == "js")
     return dict(zip(trace["x"], _array(trace["y"]).tolist(), strict=True))
 
 

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from gqa_viz.app.limits import MAX_UPLOAD_BYTES
 from gqa_viz.figures.heads import head_maps
 from gqa_viz.figures.shipping import array_of as _array
+from gqa_viz.figures.shipping import trace_meta
 from tests.apptest_pages import open_page
 
 PAGE = "app_pages/mask_lab.py"
@@ -65,9 +66,9 @@ def _badges(fig: dict) -> list[str]:
 def _panel(fig: dict, i: int) -> np.ndarray:
     """Panel i of a mask figure as a bool [T, S] (its 'attend' cells, code 1)."""
     cells = {
-        d["meta"]["code"]: _array(d["z"])
+        trace_meta(d)["code"]: _array(d["z"])
         for d in fig["data"]
-        if d.get("meta", {}).get("role") == "cells" and d["meta"]["panel"] == i
+        if trace_meta(d).get("role") == "cells" and trace_meta(d)["panel"] == i
     }
     assert cells, f"no panel {i}"
     if 1 not in cells:
@@ -188,8 +189,8 @@ def test_negated_bottom_right_causal_leaves_fully_masked_rows():
     table = at.dataframe[0].value
     assert len(table) == T and "‖output‖ Keras fused (uniform)" in table.columns
     fig = _chart(at, "piece by piece")
-    rows = [d for d in fig["data"] if d.get("meta", {}).get("role") == "rows"]
-    fully = [d for d in rows if d["meta"]["what"] == "fully"][0]
+    rows = [d for d in fig["data"] if trace_meta(d).get("role") == "rows"]
+    fully = [d for d in rows if trace_meta(d)["what"] == "fully"][0]
     assert len(fully["y"]) == T
 
 
@@ -261,7 +262,7 @@ def test_good_upload_shows_both_readings():
     assert _badges(fig) == ["read as ignore_bool", "read as keep_bool (inverted)"]
     np.testing.assert_array_equal(_panel(fig, 0), ~GOOD)
     np.testing.assert_array_equal(_panel(fig, 1), GOOD)
-    bars = [d for d in fig["data"] if d.get("meta", {}).get("role") == "side"]
+    bars = [d for d in fig["data"] if trace_meta(d).get("role") == "side"]
     assert len(bars) == 1 and _array(bars[0]["x"]).shape == (T,)
     assert "the layer's output changes on" in _text(at)
     table = at.table[0].value
@@ -324,13 +325,13 @@ def test_cross_attention_shows_the_alignment_comparison():
     np.testing.assert_array_equal(_panel(fig, 0), tl)
     np.testing.assert_array_equal(_panel(fig, 1), br)
     only_tl = [
-        d for d in fig["data"] if d.get("meta", {}).get("panel") == 2 and d["meta"].get("code") == 1
+        d for d in fig["data"] if trace_meta(d).get("panel") == 2 and trace_meta(d).get("code") == 1
     ][0]
     np.testing.assert_array_equal(~np.isnan(_array(only_tl["z"])), tl & ~br)
     assert "KV-cache decoding" in _text(at)
     assert "bottom-right leaves the first 4 queries with no key" in _text(at)
-    rows = [d for d in fig["data"] if d.get("meta", {}).get("role") == "rows"]
-    fully = [d for d in rows if d["meta"]["what"] == "fully"][0]
+    rows = [d for d in fig["data"] if trace_meta(d).get("role") == "rows"]
+    fully = [d for d in rows if trace_meta(d)["what"] == "fully"][0]
     assert [y.split(" @")[1] for y in fully["y"]] == ["0", "1", "2", "3"]
 
 
@@ -346,7 +347,7 @@ def test_padding_and_embedding_masks():
     fig = _chart(at, "derives from the token ids")
     assert _badges(fig) == ["query_mask → [T, 1]", "value_mask → [1, S]", "implicit mask"]
     assert _badges(_chart(at, "piece by piece"))[0] == "sidebar: padding & causal"
-    rows = [d for d in fig["data"] if d.get("meta", {}).get("role") == "rows"]
-    assert [d["y"] for d in rows if d["meta"]["what"] == "fully"] == [
+    rows = [d for d in fig["data"] if trace_meta(d).get("role") == "rows"]
+    assert [d["y"] for d in rows if trace_meta(d)["what"] == "fully"] == [
         ["'&lt;pad&gt;' @11", "'&lt;pad&gt;' @12"]
     ]

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app.limits import MAX_LEN
 from gqa_viz.figures.heads import head_maps
-from gqa_viz.figures.shipping import array_of
+from gqa_viz.figures.shipping import array_of, trace_meta
 
 PAGE = "app_pages/playground.py"
 TIMEOUT = 60
@@ -57,7 +57,7 @@ _array = array_of
 
 
 def _role(fig: dict, role: str) -> list[dict]:
-    return [d for d in fig["data"] if d.get("meta", {}).get("role") == role]
+    return [d for d in fig["data"] if trace_meta(d).get("role") == role]
 
 
 def _masked(fig: dict) -> int:
@@ -99,7 +99,7 @@ def test_defaults_render_one_heads_chart():
     text = _text(at)
     assert "'pooled'" in text and "changes only the sharing" in text
     kv = _charts(at)[1]
-    assert [d["meta"]["role"] for d in kv["data"]] == ["keys", "values"] * 2
+    assert [trace_meta(d)["role"] for d in kv["data"]] == ["keys", "values"] * 2
     assert not at.warning and not at.info
     assert dict(at.query_params) == {}  # defaults are left out of the URL
 
@@ -152,7 +152,7 @@ def test_every_control_once():
     assert not any("use_causal_mask is on" in i.value for i in at.info)  # turned off above
     change("text_input", "source", "etre ou ne pas")
     fig = change("number_input", "kpad", 1)
-    keys = head_maps(fig)[0].x
+    keys = head_maps(fig)[0].keys
     assert keys[0] == "'etre' @0" and keys[-1] == "'&lt;pad&gt;' @4"
     fig = change("radio", "mode", "random")
     fig = change("slider", "t", 20)

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from gqa_viz.app.limits import MAX_DRAWN_CELLS, MAX_SCORE_CELLS
 from gqa_viz.figures.heads import head_maps
+from gqa_viz.figures.shipping import trace_meta
 
 PAGE = "app_pages/playground.py"
 
@@ -34,7 +35,7 @@ def _chart(at: AppTest, key: str) -> dict:
 
 
 def _scores(fig: dict) -> list[dict]:
-    return [d for d in fig["data"] if d.get("meta", {}).get("role") == "scores"]
+    return [d for d in fig["data"] if trace_meta(d).get("role") == "scores"]
 
 
 def test_a_long_input_is_max_pooled_and_a_region_zooms_to_exact_cells():
@@ -59,7 +60,7 @@ def test_a_long_input_is_max_pooled_and_a_region_zooms_to_exact_cells():
     panels = head_maps(zoom)
     assert list(panels) == [4, 5, 6, 7] and [d["name"] for d in _scores(zoom)] == ["kv1"]
     assert panels[4].z.shape == (100, 71)
-    assert panels[4].y[0] == "@500" and panels[4].x[-1] == "@520"
+    assert panels[4].y[0] == "@500" and panels[4].keys[-1] == "@520"
     # Too big a region: a message with the limit, nothing else lost.
     at.slider(key="zoom_q").set_value((0, 599))
     at.slider(key="zoom_k").set_value((0, 599)).run()

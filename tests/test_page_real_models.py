@@ -35,6 +35,7 @@ from gqa_viz.app import real_models as rm
 from gqa_viz.checkpoints import convert
 from gqa_viz.figures.heads import head_maps
 from gqa_viz.figures.shipping import array_of as _array
+from gqa_viz.figures.shipping import trace_meta
 from gqa_viz.figures.theme import CHIP_SPACE
 from gqa_viz.sharing import js_divergence
 from tests.apptest_pages import assert_ok, open_page
@@ -79,7 +80,7 @@ def _charts(at: AppTest) -> dict[str, dict]:
 
 
 def _trace(spec: dict, role: str) -> dict:
-    return next(t for t in spec["data"] if (t.get("meta") or {}).get("role") == role)
+    return next(t for t in spec["data"] if trace_meta(t).get("role") == role)
 
 
 def _direct(hub, repo: str, text: str, k: int | None = None, method: str = "mean"):

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from gqa_viz import tasks, trained  # noqa: E402
 from gqa_viz.app import trained_heads as page  # noqa: E402
 from gqa_viz.figures.heads import head_maps  # noqa: E402
+from gqa_viz.figures.shipping import trace_meta
 from gqa_viz.figures.trained import experiment_summary  # noqa: E402
 from tests.apptest_pages import assert_ok, open_page  # noqa: E402
 
@@ -37,12 +38,12 @@ def _specs(at: AppTest) -> list[dict]:
 
 
 def _with_role(at: AppTest, role: str) -> list[dict]:
-    return [s for s in _specs(at) if any(d.get("meta", {}).get("role") == role for d in s["data"])]
+    return [s for s in _specs(at) if any(trace_meta(d).get("role") == role for d in s["data"])]
 
 
 def _prompt_shown(at: AppTest) -> list[str]:
     (fig,) = _with_role(at, "prompt")
-    texts = next(d for d in fig["data"] if d["meta"]["role"] == "prompt")["text"]
+    texts = next(d for d in fig["data"] if trace_meta(d)["role"] == "prompt")["text"]
     return [html.unescape(t) for t in texts]  # Plotly text is HTML: ">" arrives as "&gt;"
 
 
@@ -185,16 +186,16 @@ def test_paper_chart_shows_every_run_and_the_summary_their_spread(task):
     spec = _paper_chart(at)
     assert task in spec["layout"]["title"]["text"]
     assert spec["layout"]["xaxis"]["ticktext"] == ["8 (MHA)", "4", "2", "1 (MQA)"]
-    dots = [d for d in spec["data"] if d.get("meta", {}).get("role") == "runs"]
-    lines = [d for d in spec["data"] if d.get("meta", {}).get("role") == "conversion"]
+    dots = [d for d in spec["data"] if trace_meta(d).get("role") == "runs"]
+    lines = [d for d in spec["data"] if trace_meta(d).get("role") == "conversion"]
     assert len(dots) == len(lines) == 6  # 3 methods x (right after conversion, uptrained)
     for d in dots:
-        m, phase = d["meta"]["method"], d["meta"]["phase"]
+        m, phase = trace_meta(d)["method"], trace_meta(d)["phase"]
         want = [run[phase]["token"] for K in (4, 2, 1) for run in rows[(m, K)]["runs"]]
         assert d["y"] == pytest.approx(want, abs=1e-12)
-        assert d["meta"]["seeds"] == seeds * 3
+        assert trace_meta(d)["seeds"] == seeds * 3
     for line in lines:
-        m, phase = line["meta"]["method"], line["meta"]["phase"]
+        m, phase = trace_meta(line)["method"], trace_meta(line)["phase"]
         err = line["error_y"]
         for i, K in enumerate((4, 2, 1), start=1):
             runs = [run[phase]["token"] for run in rows[(m, K)]["runs"]]

@@ -57,7 +57,7 @@ from gqa_viz.figures.heads import (
     npy_bytes,
     scores_csv,
 )
-from gqa_viz.figures.shipping import FrozenFigure, freeze
+from gqa_viz.figures.shipping import FrozenFigure, freeze, with_width
 
 PAD = "<pad>"
 _TOKEN = re.compile(r"[\w']+|[^\w\s]")
@@ -302,9 +302,13 @@ def cached_run(s: Settings) -> Result:
     return RESULTS.get(s, lambda: run(s), heavy=is_heavy(s))
 
 
-def heads_chart(key: Settings, view: str, scale: str, pool: str) -> FrozenFigure:
+def heads_chart(
+    key: Settings, view: str, scale: str, pool: str, width: int | None = None
+) -> FrozenFigure:
     """The page's heads figure of :func:`cached_run` ``(key)``, in a view: drawn once for every
-    session that shows it (:mod:`gqa_viz.app.figure_cache`), never to be changed."""
+    session that shows it (:mod:`gqa_viz.app.figure_cache`), never to be changed. ``width``:
+    px it is shown at, where the page knows its column's width (the figure is planned the
+    same; only its layout says the width, so that the browser draws it once)."""
 
     def draw():
         result = cached_run(key)
@@ -322,7 +326,8 @@ def heads_chart(key: Settings, view: str, scale: str, pool: str) -> FrozenFigure
             frozen=True,
         )
 
-    return shared(("playground", "heads", key, view, scale, pool), draw)
+    figure = shared(("playground", "heads", key, view, scale, pool), draw)
+    return figure if width is None else with_width(figure, width)
 
 
 def kv_chart(key: Settings) -> FrozenFigure:

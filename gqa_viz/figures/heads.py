@@ -12,21 +12,21 @@ does for figures it sends on every rerun). A browser's cost grows with axes and 
 cells, so its panels share axes: one pair of axes per row of panels, and in it
 
 * one heatmap trace per K/V group and row (``meta["role"] == "scores"``, named ``"kv{j}"``):
-  the group's panels side by side, NaN in the key columns between them, the query head of
-  every cell in ``customdata`` (``meta["heads"]`` and ``meta["starts"]``: which heads, from
-  which column; :func:`head_maps` takes them apart again), all on one shared colour axis (one
-  colour bar);
+  the group's panels side by side, NaN in the key columns between them (``meta["heads"]``
+  and ``meta["starts"]``: which heads, from which column; :func:`head_maps` takes them apart
+  again), all on one shared colour axis (one colour bar);
 * beneath it, when anything is masked, a grey heatmap of the masked cells
   (``meta["role"] == "mask"``, named ``"kv{j} masked"``). The scores are NaN at masked cells
-  and the mask layer is NaN elsewhere, so each cell has exactly one hover label.
+  and the mask layer is NaN elsewhere, so each cell has exactly one hover label;
+* the panels' outlines, one path shape over all of them.
 
-Axes are categorical: a query or key is named ``"'cat' @1"`` (token and position; ``"@1"`` for
-random inputs), which the hover labels show as they are (a key in the c-th panel of a row
-carries c trailing spaces more, invisible, so that the row's axis tells them apart). Tick
-labels are the bare tokens for short inputs and every few positions otherwise. Maps of more
-than ``max_cells`` cells (the caller's cap) are downsampled, by block max unless asked
-otherwise (:func:`pool_blocks`; the subtitle and hover labels say so), and :func:`zoom_figure`
-draws a region of one at full resolution.
+Axes are categorical. A query is named ``"'cat' @1"`` (token and position; ``"@1"`` for random
+inputs); a key's name also says whose panel it is in, ``"q head 3 (K/V head 1)<br>key 'cat'
+@5"``, so that the row's axis tells the panels apart and the hover label names the head
+(:attr:`HeadMap.keys` has the bare names). Tick labels are the bare tokens for short inputs
+and every few positions otherwise. Maps of more than ``max_cells`` cells (the caller's cap)
+are downsampled, by block max unless asked otherwise (:func:`pool_blocks`; the subtitle and
+hover labels say so), and :func:`zoom_figure` draws a region of one at full resolution.
 
 Also here: :func:`kv_heads_figure` (the K/V heads' keys and values), :func:`dropout_figure`
 (one head's returned scores beside its dropped weights) and the data behind the heads
@@ -59,7 +59,7 @@ from gqa_viz.figures.grid import (
     is_positional,
     ticks,
 )
-from gqa_viz.figures.shipping import array_of, frozen_figure
+from gqa_viz.figures.shipping import array_of, frozen_figure, trace_meta
 from gqa_viz.figures.theme import (
     AXIS_LINE_COLOR,
     LOGIT_COLORSCALE,
@@ -79,12 +79,8 @@ KINDS = {
 NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its container
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
 WIDEST_CELL_PX = 30.0  # widest key column: gaps between panels are whole columns
-# Appended c times to a key's name in the c-th panel of a row, so that the row's axis tells the
-# panels apart: invisible at the end of a hover label. ASCII on purpose: with a zero-width
-# space instead, thousands of non-ASCII characters spread through the figure's JSON made
-# Plotly's encoding of every rerun (decoding orjson's bytes, three replacements over the whole
-# text) take 70 % longer, and a no-change rerun at 32 heads 35-60 % more server CPU.
-PANEL_MARK = " "
+# The subtitle's line when a typed input is ticked by position.
+POSITION_TICKS_NOTE = "Ticks are positions (no room for every token): hover a cell for its tokens."
 PERCENTILE_SAMPLE = 2_000_000  # cells a colour-scale percentile is estimated from, at most
 POOLS = ("max", "mean")
 
@@ -299,6 +295,14 @@ def grid_layout(n: int, k: int) -> Grid:
     return Grid(n, k, cols, per_row, rows_per_group, tuple(cells))
 
 
+def _panels_path(panels, *, name: str, **style) -> dict:
+    """One path shape of closed rectangles, (x0, x1, y0, y1) each in paper fractions."""
+    path = "".join(f"M{x0:.6f},{y0:.6f}H{x1:.6f}V{y1:.6f}H{x0:.6f}Z" for x0, x1, y0, y1 in panels)
+    return dict(
+        type="path", xref="paper", yref="paper", path=path, layer="above", name=name, **style
+    )
+
+
 def _mask_legend(x: float, y: float, extra: str = "", xanchor: str = "right") -> dict:
     return dict(
         x=x,
@@ -485,19 +489,23 @@ def heads_figure(
         yt.positions and not is_positional(q_labels)
     ):
         # Tokens a student typed, labelled by number: say why, and where the tokens are.
-        subtitle += (
-            "<br>Ticks are positions (no room for every token): hover a cell for its tokens."
-        )
+        subtitle += f"<br>{POSITION_TICKS_NOTE}"
         margin["t"] += 16
     layout = figure_base_dict(
         title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin
     )
 
     # --- one pair of axes per grid row ------------------------------------------------------
-    # A key's category in grid column c is its name followed by c PANEL_MARKs: unique on the
-    # row's axis, and shown in the hover label as the name.
-    def column_cats(c: int) -> list[str]:
-        return [cat + PANEL_MARK * c for cat in k_cats]
+    # A key's category names its panel's query head, "q head 3 (K/V head 1)<br>key 'cat' @5":
+    # unique on the row's axis, and the first two lines of the hover label. (Not a head
+    # number per cell: every typed array of a chart costs the browser again when Streamlit
+    # copies the drawn figure.) ASCII: thousands of non-ASCII characters spread through the
+    # figure's JSON made Plotly's encoding of every rerun 70 % slower.
+    head_at = {cell: h for h, cell in enumerate(grid.cells)}
+    key_word = "keys" if f > 1 else "key"
+
+    def head_name(h: int) -> str:
+        return f"q head {h + first_head} (K/V head {h // G + first_head // G})<br>{key_word} "
 
     row_cols = [sorted({c for r2, c in grid.cells if r2 == r}) for r in range(grid.rows)]
     row_cats, annotations, shapes = [], [], []
@@ -506,12 +514,12 @@ def heads_figure(
         for c in range(cols[0], cols[-1] + 1):
             if c > cols[0]:
                 cats += [f"gap {c}.{i}" for i in range(col_at[c] - col_at[c - 1] - Sv)]
-            cats += column_cats(c)
+            cats += [head_name(head_at[r, c]) + cat for cat in k_cats]
         row_cats.append(cats)
         i = r + 1
         xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
         x_ticks = Ticks(
-            [v + PANEL_MARK * c for c in cols for v in xt.vals],
+            [head_name(head_at[r, c]) + v for c in cols for v in xt.vals],
             list(xt.text) * len(cols),
             xt.angle,
             xt.extent_px,
@@ -526,13 +534,13 @@ def heads_figure(
         )
 
     data = []
-    head_dtype = np.int8 if first_head + N <= 127 else np.int16  # sent with every figure
     # The grey layer: the unused logits where masked (per head), else 1 where masked (shared).
     grey_all = np.round(raw_masked, 4) if kind == "logits" else np.where(shown_mask, np.nan, 1.0)
-    where = "queries %{y}<br>keys %{x}" if f > 1 else "query %{y}<br>key %{x}"
+    where = f"%{{x}}<br>{'queries' if f > 1 else 'query'} %{{y}}"
     value_fmt = ":.2f" if kind == "logits" else ":.3f"
     agg = f" ({_POOL_WORDS[pool, kind == 'logits'][0]} of the block)" if f > 1 else ""
     masked_note = f"masked (logit %{{z{value_fmt}}} not used)" if kind == "logits" else "masked"
+    panels = []  # every panel's (x0, x1, y0, y1) in paper fractions, for its outline
     for jj in range(K):
         j = jj + first_head // G  # the K/V head the group reads, numbered in the whole layer
         heads = range(jj * G, (jj + 1) * G)
@@ -544,11 +552,9 @@ def heads_figure(
             starts = [col_at[grid.cells[h][1]] - col_at[first_col] for h in mine]
             z = np.full((Tv, hi - lo), np.nan, np.float32)  # [Tv, the segment's columns]
             grey = np.full((Tv, hi - lo), np.nan, np.float32)
-            who = np.full((Tv, hi - lo), -1, head_dtype)  # the query head of each cell
             for h, x in zip(mine, starts, strict=True):
                 z[:, x : x + Sv] = z_all[h]
                 grey[:, x : x + Sv] = grey_all[h] if kind == "logits" else grey_all
-                who[:, x : x + Sv] = h + first_head
             i = r + 1
             xa, ya = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
             common = dict(
@@ -557,7 +563,6 @@ def heads_figure(
                 y=q_cats,
                 xaxis=xa,
                 yaxis=ya,
-                customdata=who,
                 hoverongaps=False,
             )
             meta = {
@@ -575,8 +580,7 @@ def heads_figure(
                         showscale=False,
                         name=f"kv{j} masked",
                         meta={"role": "mask", **meta},
-                        hovertemplate=f"q head %{{customdata}} (K/V head {j})<br>{where}<br>"
-                        f"{masked_note}<extra></extra>",
+                        hovertemplate=f"{where}<br>{masked_note}<extra></extra>",
                     )
                 )
             data.append(
@@ -586,25 +590,17 @@ def heads_figure(
                     coloraxis="coloraxis",
                     name=f"kv{j}",
                     meta={"role": "scores", **meta},
-                    hovertemplate=f"q head %{{customdata}} (K/V head {j})<br>{where}<br>"
-                    f"{symbol} = %{{z{value_fmt}}}{agg}<extra></extra>",
+                    hovertemplate=f"{where}<br>{symbol} = %{{z{value_fmt}}}{agg}<extra></extra>",
                 )
             )
             for h in mine:
                 c = grid.cells[h][1]
-                x0 = col_at[c] - col_at[row_cols[r][0]]
-                shapes.append(  # the panel's outline, on its row's axes (category numbers)
-                    dict(
-                        type="rect",
-                        xref=xa,
-                        yref=ya,
-                        x0=x0 - 0.5,
-                        x1=x0 + Sv - 0.5,
-                        y0=-0.5,
-                        y1=Tv - 0.5,
-                        line=dict(color=AXIS_LINE_COLOR, width=1),
-                        layer="above",
-                        name=f"panel q{h + first_head}",
+                panels.append(
+                    (
+                        geo.x(col_x[c]),
+                        geo.x(col_x[c] + panel_w),
+                        geo.y(row_top[r] + panel_h),
+                        geo.y(row_top[r]),
                     )
                 )
                 annotations.append(
@@ -657,6 +653,12 @@ def heads_figure(
             )
         )
 
+    # The panels' outlines, above them: one path, since the browser draws a shape at about
+    # the cost of a trace.
+    shapes.append(
+        _panels_path(panels, line=dict(color=AXIS_LINE_COLOR, width=1), name="panel outlines")
+    )
+
     colorbar_x = geo.x(content_w + 16)
     layout.update(
         coloraxis=dict(
@@ -693,10 +695,15 @@ class HeadMap:
     """One query head's panel, taken back out of a heads figure."""
 
     z: np.ndarray  # [Tv, Sv] as drawn (NaN where another layer covers the cell)
-    x: list[str]  # its key categories, on its row's axis
+    x: list[str]  # its key categories, on its row's axis ("q head 3 (K/V head 1)<br>key 'a' @0")
     y: list[str]  # its query categories
     xaxis: str  # the row's axes, as the traces name them ("x2", "y2")
     yaxis: str
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys' names as the axis labels them (``"'a' @0"``), without the head."""
+        return [c.split("<br>", 1)[1].split(" ", 1)[1] for c in self.x]
 
 
 def head_maps(fig: go.Figure | dict, role: str = "scores") -> dict[int, HeadMap]:
@@ -706,7 +713,7 @@ def head_maps(fig: go.Figure | dict, role: str = "scores") -> dict[int, HeadMap]
     traces = fig["data"] if isinstance(fig, dict) else [t.to_plotly_json() for t in fig.data]
     maps = {}
     for trace in traces:
-        meta = trace.get("meta") or {}
+        meta = trace_meta(trace)
         if meta.get("role") != role:
             continue
         z, width = array_of(trace["z"]).astype(float), meta["keys"]

@@ -17,6 +17,22 @@ makes one from a finished ``go.Figure``.
 
 A frozen figure must not be changed: it would keep sending the dict it was made with. That is
 what a cached figure shared by every session needs anyway.
+
+What it sends is the browser's form of the figure (:func:`for_browser`), which lets a new chart
+be drawn once, not twice. Streamlit's front end draws every new chart with ``Plotly.react``
+and then, at once, again with a JSON copy of the same figure (its theme step). plotly.js
+redraws all of it the second time, as long as it must assume a copied object changed:
+a trace's ``meta`` dict, the layout's ``template`` dict, and every data array unless the
+layout has a ``datarevision``. (For the Playground's heads figure the second draw took 20
+of a press's 100 ms.) So in that form:
+
+* each trace's ``meta`` is a one-element list, ``[meta]`` (plotly.js compares arrays only by
+  ``datarevision``); :func:`trace_meta` reads it back from either form;
+* the empty template every figure of the app asks for (``"none"``) is left out, which
+  plotly.js draws exactly as it would;
+* ``layout.datarevision`` is a digest of the rest, so equal figures keep equal specs.
+
+The graph objects of a frozen figure (what its tests read) keep ``meta`` as a dict.
 """
 
 from __future__ import annotations
@@ -24,6 +40,8 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import hashlib
+import json
 import threading
 
 import numpy as np
@@ -94,6 +112,48 @@ def _template(name: str) -> dict:
     return go.Figure(layout=dict(template=name)).to_dict()["layout"]["template"]
 
 
+def trace_meta(trace) -> dict:
+    """A trace's ``meta`` as a dict ({} when it has none), from a graph object, a trace dict, or
+    a trace in the browser's form (where it is ``[meta]``, see the module docstring)."""
+    meta = trace.get("meta") if isinstance(trace, dict) else trace.meta
+    if isinstance(meta, list | tuple) and len(meta) == 1 and isinstance(meta[0], dict):
+        meta = meta[0]
+    return meta if isinstance(meta, dict) else {}
+
+
+def for_browser(figure: dict) -> dict:
+    """``figure`` (a dict as ``to_dict()`` gives it) in the form a browser draws once: see the
+    module docstring. A new dict sharing its arrays and strings; ``figure`` is left alone.
+    Applied twice, it changes nothing more."""
+    data = []
+    for trace in figure.get("data", []):
+        if isinstance(trace.get("meta"), dict):
+            trace = {**trace, "meta": [trace["meta"]]}
+        data.append(trace)
+    layout = dict(figure.get("layout", {}))
+    if layout.get("template") == _template("none"):
+        del layout["template"]
+    layout.pop("datarevision", None)
+    out = {**figure, "data": data, "layout": layout}
+    text = json.dumps(out, sort_keys=True, default=str)  # the same for a rebuilt copy
+    digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    layout["datarevision"] = digest
+    return out
+
+
+def _unwired(shipped: dict) -> dict:
+    """:func:`for_browser` undone as far as graph objects need: ``meta`` back to a dict, the
+    empty template back (else Plotly would apply its default one)."""
+    data = [
+        {**t, "meta": trace_meta(t)} if isinstance(t.get("meta"), list) else t
+        for t in shipped.get("data", [])
+    ]
+    layout = shipped.get("layout", {})
+    if "template" not in layout:
+        layout = {**layout, "template": _template("none")}
+    return {**shipped, "data": data, "layout": layout}
+
+
 class FrozenFigure(go.Figure):
     """A ``go.Figure`` whose ``to_dict()`` is computed once (see the module docstring)."""
 
@@ -109,7 +169,7 @@ class FrozenFigure(go.Figure):
 
 
 def _from_dict(shipped: dict) -> FrozenFigure:
-    return freeze(go.Figure(shipped))
+    return freeze(go.Figure(_unwired(shipped)))
 
 
 # What a lazy figure answers without building its graph objects.
@@ -152,10 +212,28 @@ def frozen_figure(data: list[dict], layout: dict) -> FrozenFigure:
     shipped = {"data": _shipped(data), "layout": _shipped(layout)}
     if isinstance(layout.get("template"), str):
         shipped["layout"]["template"] = _template(layout["template"])
+    shipped = for_browser(shipped)
     fig = _LazyFrozenFigure.__new__(_LazyFrozenFigure)
     object.__setattr__(fig, "_spec", (data, layout))
     object.__setattr__(fig, "_frozen", shipped)
     return fig
+
+
+def with_width(fig: FrozenFigure, width: int) -> FrozenFigure:
+    """``fig`` drawn ``width`` px wide: a frozen figure sharing its arrays, with a layout of
+    its own. Cheap (no arrays are copied or encoded); the data revision stays, since the data
+    are the same."""
+    shipped = fig.to_dict()
+    sent = {**shipped, "layout": {**shipped["layout"], "width": width}}
+    spec = fig.__dict__.get("_spec")  # a lazy figure's source dicts, read without building
+    if spec is None:
+        built = go.Figure(fig)
+        built.update_layout(width=width)
+        return freeze(built)
+    out = _LazyFrozenFigure.__new__(_LazyFrozenFigure)
+    object.__setattr__(out, "_spec", (spec[0], {**spec[1], "width": width}))
+    object.__setattr__(out, "_frozen", sent)
+    return out
 
 
 def freeze(fig: go.Figure) -> FrozenFigure:
@@ -165,5 +243,5 @@ def freeze(fig: go.Figure) -> FrozenFigure:
         return fig
     out = FrozenFigure.__new__(FrozenFigure)
     out.__dict__.update(fig.__dict__)  # the same traces and layout objects: nothing is copied
-    out._frozen = fig.to_dict()
+    out._frozen = for_browser(fig.to_dict())
     return out

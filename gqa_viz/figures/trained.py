@@ -27,7 +27,7 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from gqa_viz.figures.heads import NOMINAL_WIDTH, head_maps, heads_figure
+from gqa_viz.figures.heads import NOMINAL_WIDTH, POSITION_TICKS_NOTE, head_maps, heads_figure
 from gqa_viz.figures.sharing import k_label
 from gqa_viz.figures.theme import (
     ANSWER_FILL,
@@ -174,9 +174,15 @@ def trained_heads_figure(
     panel_h = (first[1] - first[0]) * plot_h
     grow = max(1.0, row_px * L / panel_h)
     legend_h = 26
+    # Its ticks are tokens (below), not the positions heads_figure may have announced.
+    subtitle = fig.layout.title.subtitle.text or ""
+    top = margin.t
+    if POSITION_TICKS_NOTE in subtitle:
+        fig.layout.title.subtitle.text = subtitle.replace(f"<br>{POSITION_TICKS_NOTE}", "")
+        top -= 16
     fig.update_layout(
-        height=round(plot_h * grow + margin.t + margin.b + legend_h),
-        margin=dict(b=margin.b + legend_h),
+        height=round(plot_h * grow + top + margin.b + legend_h),
+        margin=dict(t=top, b=margin.b + legend_h),
     )
     row = panel_h * grow / L
     plot_w = NOMINAL_WIDTH - margin.l - margin.r
