@@ -6,36 +6,52 @@ that second draw was a fifth of a length-slider press. A figure that already has
 width, shown with ``width="content"``, is drawn once.
 
 Only the browser knows that width. :func:`column_width` mounts a small component with no
-visible content (Streamlit's components v2, no iframe) that measures the column holding the
-chart with the given key, and reports it, in whole pixels, when it changes: on the first visit
-and when the window or the sidebar changes size. Each report reruns the calling fragment.
-Until the first report (and where no browser runs the component, as in AppTest) it returns
-None, and the page shows its chart as before: stretched to the column.
+visible content (Streamlit's components v2, no iframe) just above the chart, which measures
+the column they share and reports it, in whole pixels, when it changes: on the first visit and
+when the window or the sidebar changes size (once the resize has settled). Each report reruns
+the calling fragment. Until the first report (and where no browser runs the component, as in
+AppTest) it returns None, and the page shows its chart as before: stretched to the column.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-# Measures the parent of the chart's element container (the column's block), floored to whole
-# pixels so that a chart of that width fits; reports only a width the server does not have
-# yet (``data.px``), so that a report cannot loop.
+# Measures the block of the column the probe itself sits in (the chart's column: the probe is
+# drawn just above the chart, so it exists whenever this runs), floored to whole pixels so that
+# a chart of that width fits. Reports only a width the server does not have yet (``data.px``)
+# and was not sent already, so a report cannot loop, and only once a resize has settled for
+# 150 ms. Streamlit calls this
+# again whenever ``data`` changes, without the cleanup of the previous call: the one observer
+# per chart lives on ``window`` and is replaced each time.
 _JS = """
-export default function ({ data, setStateValue }) {
-  const column = () => {
-    const chart = document.querySelector(`.st-key-${data.chart}`);
-    return chart && chart.parentElement;
-  };
+export default function ({ data, parentElement, setStateValue }) {
+  const host = parentElement.host || parentElement;
+  const column = host.closest('[data-testid="stVerticalBlock"]');
+  const probes = (window.__gqaColumnWidth = window.__gqaColumnWidth || {});
+  const old = probes[data.chart];
+  if (old) { old.observer.disconnect(); clearTimeout(old.timer); }
+  if (!column) return;
+  const probe = { timer: null, sent: data.px };
   const report = () => {
-    const box = column();
-    const px = box ? Math.floor(box.getBoundingClientRect().width) : 0;
-    if (px > 0 && px !== data.px) setStateValue("px", px);
+    const px = Math.floor(column.getBoundingClientRect().width);
+    if (px > 0 && px !== probe.sent) {
+      probe.sent = px;
+      setStateValue("px", px);
+    }
   };
-  const observer = new ResizeObserver(report);
-  const box = column();
-  if (box) observer.observe(box);
+  probe.observer = new ResizeObserver(() => {
+    clearTimeout(probe.timer);
+    probe.timer = setTimeout(report, 150);
+  });
+  probe.observer.observe(column);
+  probes[data.chart] = probe;
   report();
-  return () => observer.disconnect();
+  return () => {  // the probe leaves the page
+    probe.observer.disconnect();
+    clearTimeout(probe.timer);
+    if (probes[data.chart] === probe) delete probes[data.chart];
+  };
 }
 """
 

@@ -12,8 +12,8 @@ chart can be redrawn: ``Plotly.react`` on the drawn chart and ``Plotly.newPlot``
 
 Then the same with one part of the figure left out, to say what each part costs: the grey
 layers of masked cells, the colour bar, the annotations (head badges, group labels, the
-legend line), the shapes (panel outlines, group frames), Plotly's template, the title, the
-tick labels; and all of those at once (the heatmaps and their axes alone). Last, the peer
+legend line), the shapes (panel outlines, group frames), the title, the tick labels; and
+all of those at once (the heatmaps and their axes alone). Last, the peer
 page's figure (``bench/peer_page.py``: one T x T heatmap), the floor of ``bench.coldstart``.
 Printed: the median ms of each, and its ratio to the whole figure.
 """
@@ -45,7 +45,6 @@ PARTS = (
     ("without the colour bar", "colorbar"),
     ("without the annotations", "annotations"),
     ("without the shapes", "shapes"),
-    ("without the template", "template"),
     ("without the title", "title"),
     ("without the tick labels", "ticks"),
     ("heatmaps and axes alone", "mask colorbar annotations shapes title"),
@@ -62,7 +61,6 @@ DRAW_JS = """async ([figures, leftOut, method, redraws]) => {
     if (without.has("colorbar")) L.coloraxis.showscale = false;
     if (without.has("annotations")) L.annotations = [];
     if (without.has("shapes")) L.shapes = [];
-    if (without.has("template")) delete L.template;
     if (without.has("title")) delete L.title;
     if (without.has("ticks"))
       for (const k in L) if (/^[xy]axis/.test(k)) L[k].showticklabels = false;

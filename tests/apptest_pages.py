@@ -7,7 +7,19 @@ as a link carries them.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
+
+
+def page_files() -> dict[str, str]:
+    """url_path -> page file, from app.py's PAGES (read, not imported: importing runs the app)."""
+    tree = ast.parse((Path(__file__).parent.parent / "app.py").read_text())
+    node = next(
+        n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PAGES"
+    )
+    return {url_path: path for path, _, _, url_path in ast.literal_eval(node)}
 
 
 def open_page(page: str, timeout: float, **query) -> AppTest:

@@ -5,8 +5,6 @@ Uses the ``streamlit_server`` and ``page`` fixtures of conftest.py (Debian chrom
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from streamlit.proto.BackMsg_pb2 import BackMsg
@@ -91,8 +89,7 @@ def _hover(page, head: int, q: int, k: int) -> str:
     page.mouse.move(x, y)
     label = page.locator(".hoverlayer .hovertext")
     label.first.wait_for(timeout=RERUN_MS)
-    # A key in the c-th panel of a row carries c trailing spaces (gqa_viz.figures.heads).
-    return re.sub(r"(@\d+) +", r"\1", label.first.text_content())
+    return label.first.text_content()
 
 
 def _no_exception(page) -> None:

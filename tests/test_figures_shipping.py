@@ -26,6 +26,9 @@ from gqa_viz.figures.shipping import (
     typed_array,
     with_width,
 )
+from tests.apptest_pages import open_page, page_files
+
+_PAGE_FILES = page_files()
 
 
 def _sent(fig) -> dict:
@@ -35,7 +38,7 @@ def _sent(fig) -> dict:
 
 
 def _unrevised(figure: dict) -> dict:
-    """``figure`` without its data revision (a digest of its JSON, which depends on key order)."""
+    """``figure`` without its data revision (a digest of the rest, checked on its own below)."""
     return {**figure, "layout": {k: v for k, v in figure["layout"].items() if k != "datarevision"}}
 
 
@@ -215,3 +218,18 @@ def test_a_figure_at_a_width_shares_its_arrays():
     assert _is_lazy(wide) and wide.layout.width == 663  # and it reads as a validated figure
     built = freeze(heads_figure(*args, **kwargs))
     assert with_width(built, 500).layout.width == 500 and "width" not in built.to_dict()["layout"]
+
+
+@pytest.mark.parametrize("page", sorted(set(_PAGE_FILES.values())))
+def test_every_page_sends_its_charts_in_the_browsers_form(page):
+    """Every chart of every page (its default view) goes through app_pages/_chart.py: meta in
+    a list, no empty template, a data revision, so Streamlit's second draw is a no-op."""
+    at = open_page(page, 180)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert specs or page.endswith(("kv_calculator.py", "real_models.py")), page
+    for spec in specs:
+        title = (spec["layout"].get("title") or {}).get("text", "")
+        assert "template" not in spec["layout"], title
+        assert spec["layout"].get("datarevision"), title
+        metas = [t["meta"] for t in spec["data"] if "meta" in t]
+        assert all(isinstance(m, list) and len(m) == 1 for m in metas), title

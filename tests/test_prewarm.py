@@ -3,28 +3,16 @@ visit reads, so that visit finds it done instead of computing it."""
 
 from __future__ import annotations
 
-import ast
 import threading
-from pathlib import Path
 
 import pytest
 
 from gqa_viz.app import prewarm
 from gqa_viz.app.cache import RESULTS
 from gqa_viz.app.figure_cache import FIGURES
-from tests.apptest_pages import open_page
+from tests.apptest_pages import open_page, page_files
 
-
-def _pages() -> dict[str, str]:
-    """url_path -> page file, from app.py's PAGES (read, not imported: importing runs the app)."""
-    tree = ast.parse((Path(__file__).parent.parent / "app.py").read_text())
-    node = next(
-        n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "PAGES"
-    )
-    return {url_path: path for path, _, _, url_path in ast.literal_eval(node)}
-
-
-FILES = _pages()
+FILES = page_files()
 
 
 def test_every_prewarmed_first_visit_is_a_page_of_the_app():

@@ -339,6 +339,7 @@ def gqa_diagram(num_query_heads: int, num_key_value_heads: int) -> go.Figure:
         f"G = {n}/{k} = {g} per group"
     )
     fig.update_layout(
+        template="none",  # every property it needs is set here, as in every figure of the app
         title=dict(text=title, x=0.0, xanchor="left", font=dict(size=17, color=TEXT_DARK)),
         shapes=shapes,
         annotations=annotations,

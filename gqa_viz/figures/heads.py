@@ -76,7 +76,7 @@ KINDS = {
     "dropped": ("weight after<br>dropout", "w", PROB_COLORSCALE),
 }
 
-NOMINAL_WIDTH = 820  # px the layout is planned for; the figure stretches to its container
+NOMINAL_WIDTH = 820  # px the layout is planned for; the figure is drawn at its column's width
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
 WIDEST_CELL_PX = 30.0  # widest key column: gaps between panels are whole columns
 # The subtitle's line when a typed input is ticked by position.
@@ -702,7 +702,7 @@ class HeadMap:
 
     @property
     def keys(self) -> list[str]:
-        """The keys' names as the axis labels them (``"'a' @0"``), without the head."""
+        """The keys' names as the hover label shows them (``"'a' @0"``), without the head."""
         return [c.split("<br>", 1)[1].split(" ", 1)[1] for c in self.x]
 
 

@@ -77,6 +77,7 @@ def _layout(fig: go.Figure, title: str, height: int, subtitle: str | None = None
         title_layout["subtitle"] = {"text": subtitle, "font": {"size": 12}}
     has_panel_titles = any(a.text for a in fig.layout.annotations)
     fig.update_layout(
+        template="none",  # what it needs is set here and by each builder, as across the app
         title=title_layout,
         height=height,
         margin={"l": 10, "r": 10, "t": (72 if subtitle else 44) + (22 if has_panel_titles else 0)},
@@ -423,6 +424,7 @@ def sharing_figure(num_query_heads: int, num_kv_heads: int, head: int) -> go.Fig
                 "color": [theme.group_color(kv) for kv in range(K)],
                 "symbol": "square",
                 "opacity": [1.0 if kv == chosen_kv else 0.45 for kv in range(K)],
+                "line": {"width": 1, "color": theme.PAPER_BG},  # parts it from its lines
             },
             name="K/V heads",
             customdata=[f"{kv * G}..{kv * G + G - 1}" for kv in range(K)],
