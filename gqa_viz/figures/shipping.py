@@ -228,9 +228,13 @@ def frozen_figure(data: list[dict], layout: dict) -> FrozenFigure:
     shipped = {"data": _shipped(data), "layout": _shipped(layout)}
     if isinstance(layout.get("template"), str):
         shipped["layout"]["template"] = _template(layout["template"])
-    shipped = for_browser(shipped)
+    return _lazy((data, layout), for_browser(shipped))
+
+
+def _lazy(spec: tuple[list[dict], dict], shipped: dict) -> FrozenFigure:
+    """A lazy frozen figure sending ``shipped``, its graph objects built from ``spec``."""
     fig = _LazyFrozenFigure.__new__(_LazyFrozenFigure)
-    object.__setattr__(fig, "_spec", (data, layout))
+    object.__setattr__(fig, "_spec", spec)
     object.__setattr__(fig, "_frozen", shipped)
     return fig
 
@@ -240,17 +244,14 @@ def with_width(fig: FrozenFigure, width: int) -> FrozenFigure:
     frozen figure (graph objects not built yet, as the figure cache keeps them) it shares its
     arrays and data revision and costs nothing; once ``fig``'s graph objects have been built,
     it builds and freezes a copy (tens of ms at 32 heads)."""
-    shipped = fig.to_dict()
-    sent = {**shipped, "layout": {**shipped["layout"], "width": width}}
     spec = fig.__dict__.get("_spec")  # a lazy figure's source dicts, read without building
     if spec is None:
         built = go.Figure(fig)
         built.update_layout(width=width)
         return freeze(built)
-    out = _LazyFrozenFigure.__new__(_LazyFrozenFigure)
-    object.__setattr__(out, "_spec", (spec[0], {**spec[1], "width": width}))
-    object.__setattr__(out, "_frozen", sent)
-    return out
+    shipped = fig.to_dict()
+    sent = {**shipped, "layout": {**shipped["layout"], "width": width}}
+    return _lazy((spec[0], {**spec[1], "width": width}), sent)
 
 
 def freeze(fig: go.Figure) -> FrozenFigure:
