@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages._chart import chart
+from app_pages._layout import wrapping_row
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.prose import sections
 from gqa_viz.figures.kv_cache import layer_figure
@@ -43,11 +44,11 @@ def results(model, s: kvc.CalculatorSettings, *, key: str, layer_chart: bool = T
         st.warning(calc.no_variants, icon="⚠️")
     if (note := kvc.window_note(model)) is not None:
         st.info(note, icon="ℹ️")
-    _metrics(model, calc, s)
+    _metrics(model, calc, s, key)
     if layer_chart:
         fig = layer_figure(model, calc.cache)
         chart(fig, key=f"{key}_layer_chart")
-    left, right = st.columns([3, 1.2], gap="medium")
+    left, right = wrapping_row(f"{key}_fit_row", (3, 440), (1.2, 260))
     with left:
         fig = cache_figure(
             calc.contexts,
@@ -63,9 +64,9 @@ def results(model, s: kvc.CalculatorSettings, *, key: str, layer_chart: bool = T
     st.caption(TEXT["units"])
 
 
-def _metrics(model, calc: kvc.Calculator, s: kvc.CalculatorSettings) -> None:
+def _metrics(model, calc: kvc.Calculator, s: kvc.CalculatorSettings, key: str) -> None:
     rows = kvc.metric_rows(model, calc, s.wdtype)
-    cols = st.columns(len(rows) + 1)
+    cols = wrapping_row(f"{key}_metrics", *[(1, 170)] * (len(rows) + 1))
     cols[0].metric(
         "KV cache per token",
         f"{kvc.exact_bytes(calc.bytes_per_token)} B",

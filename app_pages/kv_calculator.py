@@ -17,6 +17,7 @@ import streamlit as st
 
 from app_pages import _kv_results as kvr
 from app_pages import _url_settings as url_settings
+from app_pages._layout import wrapping_row
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app.limits import (
     KV_CALCULATOR_MAX_BANDWIDTH_GB_S,
@@ -118,7 +119,8 @@ def _model_controls(s: kvc.CalculatorSettings):
 
 
 def _settings_controls() -> kvc.CalculatorSettings:
-    c = st.columns([1.1, 0.75, 0.85, 0.85, 1.5, 0.95, 1.2], vertical_alignment="bottom")
+    least = ((1.1, 120), (0.75, 80), (0.85, 90), (0.85, 90), (1.5, 170), (0.95, 100), (1.2, 110))
+    c = wrapping_row("kvc_settings", *least, gap="small", align="bottom")  # 2 lines if narrow
     c[0].number_input(
         "context (tokens)", 1, KV_CALCULATOR_MAX_TOKENS, step=1024, key=WIDGETS["tokens"],
         help="Tokens per sequence: the prompt and what has been generated so far.",

@@ -20,6 +20,7 @@ import streamlit as st
 from app_pages import _kv_results as kvr
 from app_pages._chart import chart
 from app_pages._controls import compute_key, settings_controls
+from app_pages._layout import wrapping_row
 from gqa_viz.app import kv_calculator as kvc
 from gqa_viz.app import kv_sharing as kv
 from gqa_viz.app.limits import (
@@ -99,8 +100,9 @@ def _effect_section(s: Settings) -> None:
         st.info("This layer has one K/V head (multi-query): there is nothing left to merge.")
     before, after, _ = kv.group_labels(s, target)
 
-    if kv.side_by_side(s):  # both fit at half width; tabs for more heads
-        left, right = st.columns(2, gap="medium")
+    if kv.side_by_side(s):  # side by side at half width or more, else one above the other
+        least = kv.HALF_PAGE_LEAST_PX
+        left, right = wrapping_row("kv_maps_row", (1, least), (1, least))
     else:
         left, right = st.tabs([f"{before} K/V heads", f"Grouped ({after})"])
     with left:
@@ -108,7 +110,7 @@ def _effect_section(s: Settings) -> None:
     with right:
         chart(figs.after, key="kv_gqa_chart")
     chart(figs.diff, key="kv_diff_chart")
-    left, right = st.columns([3, 1.2], gap="medium")
+    left, right = wrapping_row("kv_drift_row", (3, 420), (1.2, 280))
     with left:
         chart(figs.drift, key="kv_drift_chart")
     with right:

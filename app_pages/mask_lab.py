@@ -13,6 +13,7 @@ import streamlit as st
 
 from app_pages._chart import chart
 from app_pages._controls import compute_key, settings_controls, view_controls
+from app_pages._layout import wrapping_row
 from gqa_viz.app import limits
 from gqa_viz.app import mask_lab as L
 from gqa_viz.app.settings import Settings
@@ -166,7 +167,7 @@ def _scores(result: L.MaskLabResult) -> None:
 
 def _block_section(result: L.MaskLabResult) -> None:
     st.subheader("Sparsity and what a block-sparse kernel can skip")
-    left, right = st.columns([1, 2.4], gap="medium")
+    left, right = wrapping_row("ml_block_row", (1, 220), (2.4, 540))  # stacked if narrow
     with left:
         options = L.block_options(st.session_state, result.T, result.S)
         block = st.selectbox(
@@ -214,7 +215,7 @@ def _embedding_section(result: L.MaskLabResult) -> None:
     st.subheader("Keras' implicit masks: Embedding(mask_zero=True)")
     e = L.embedding_padding(result)
     st.markdown(TEXT["embedding"])
-    left, right = st.columns([1, 2.4], gap="medium")
+    left, right = wrapping_row("ml_embedding_row", (1, 220), (2.4, 480))
     with left:
         for table, n in zip(L.embedding_tables(result, e), (result.T, result.S)):
             st.dataframe(table, hide_index=True, height=min(36 + 35 * n, 420))
@@ -231,8 +232,9 @@ def _embedding_section(result: L.MaskLabResult) -> None:
 def _downloads(result: L.MaskLabResult) -> None:
     T, S = result.T, result.S
     st.markdown(f"**Download the final mask** [T, S] = [{T}, {S}] (True / 1 = attend):")
-    for col, button in zip(st.columns([1, 1, 3]), L.download_files(result)):
-        col.download_button(**button, icon=":material/download:")
+    with st.container(horizontal=True):  # each button as wide as its label; wraps if narrow
+        for button in L.download_files(result):
+            st.download_button(**button, icon=":material/download:")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import streamlit as st
 from app_pages._chart import chart
 from app_pages._column_width import column_width
 from app_pages._controls import compute_key, settings_controls, view_controls
+from app_pages._layout import wrapping_row
 from app_pages._lengths import LengthSlots, length_controls
 from gqa_viz.app import limits
 from gqa_viz.app.playground import (
@@ -121,7 +122,8 @@ def _heads_panel(result: Result, key: Settings) -> None:
     T, S = len(result.q_labels), len(result.k_labels)
     pooled = pool_factor(result.settings.n, T, S, max_cells=limits.MAX_DRAWN_CELLS) > 1
     view = view_controls(pooled)
-    left, right = st.columns([3, 1.15], gap="medium")
+    # The summary sits beside the figure while both fit, else below it (a narrow window).
+    left, right = wrapping_row("heads_row", (3, 520), (1.15, 300))
     with left:
         width = column_width("heads_chart")  # None until the browser has said
         with st.spinner("Drawing…", show_time=True):

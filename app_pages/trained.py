@@ -14,6 +14,7 @@ import numpy as np
 import streamlit as st
 
 from app_pages._chart import chart
+from app_pages._layout import wrapping_row
 from gqa_viz import tasks, trained
 from gqa_viz.app import trained_heads as th
 from gqa_viz.app.limits import (
@@ -49,7 +50,9 @@ def _layer_figures(source: tuple, task: str, tokens, K: int, layer: int) -> None
     probs = layers[layer]
     fig = th.layer_heads_figure(source, layer, task, tokens, K)
     key = "-".join(str(part) for part in source)
-    left, right = st.columns([3, 1.1], gap="small")
+    # The bars beside the heads while both fit, else below them.
+    least = th.HEADS_LEAST_PX
+    left, right = wrapping_row(f"tr_row_{key}_{layer}", (3, least), (1.1, 240), gap="small")
     with left:
         chart(fig, key=f"tr_heads_{key}_{layer}")
     with right:
@@ -63,7 +66,7 @@ def _layer_figures(source: tuple, task: str, tokens, K: int, layer: int) -> None
 def _choose() -> tuple[str, str, tuple[int, ...]]:
     """The task, model and prompt widgets: (task, model name, prompt tokens)."""
     ss = st.session_state
-    c1, c2 = st.columns([1, 1.25], gap="large")
+    c1, c2 = wrapping_row("tr_choose", (1, 250), (1.25, 450), gap="large")  # 450: four Ks
     with c1:
         task = st.segmented_control(
             "Task", tasks.TASKS, default=th.DEFAULT_TASK, required=True, key="tr_task"
@@ -83,7 +86,7 @@ def _choose() -> tuple[str, str, tuple[int, ...]]:
         )
     st.caption(tasks.describe(task))
 
-    c1, c2, c3 = st.columns([0.9, 0.9, 4], vertical_alignment="bottom")
+    c1, c2, c3 = wrapping_row("tr_prompt", (0.9, 120), (0.9, 150), (4, 300), align="bottom")
     seed = c1.number_input(
         "Prompt seed", 0, MAX_SEED, step=1, key=th.SEED, on_change=th.forget_prompt, args=(ss, task)
     )

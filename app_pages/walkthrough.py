@@ -14,6 +14,7 @@ import streamlit as st
 
 from app_pages._chart import chart
 from app_pages._controls import compute_key, settings_controls
+from app_pages._layout import wrapping_row
 from gqa_viz.app import codegen
 from gqa_viz.app import walkthrough as wt
 from gqa_viz.figures import steps as F
@@ -45,7 +46,7 @@ def _shapes(lines: list[tuple[str, str]], d: dict[str, int]) -> None:
 
 def _step(number: int, title: str):
     st.subheader(f"{number}. {title}", divider="gray")
-    return st.columns([5, 7], gap="large")
+    return wrapping_row(f"wt_step_{number}", (5, 300), (7, 400), gap="large")  # text, figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ for note in walk.notes:
 
 if st.session_state.get(HEAD_KEY, 0) not in range(N):  # also a value the box never offered
     st.session_state[HEAD_KEY] = 0
-pick, axes = st.columns([2, 5], gap="large", vertical_alignment="bottom")
+pick, axes = wrapping_row("wt_axes", (2, 260), (5, 560), gap="large", align="bottom")
 with pick:
     head = st.selectbox(
         "Query head to follow",

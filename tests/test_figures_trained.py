@@ -9,7 +9,7 @@ import pytest
 
 from gqa_viz import tasks, trained
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
-from gqa_viz.figures.heads import POSITION_TICKS_NOTE, head_maps
+from gqa_viz.figures.heads import head_maps
 from gqa_viz.figures.theme import group_color
 from gqa_viz.figures.trained import (
     METHODS,
@@ -87,7 +87,7 @@ def test_the_subtitle_does_not_call_token_ticks_positions():
     names, keys = _prompt("recall")
     probs = _causal_probs(8, len(names), seed=1)
     fig = trained_heads_figure(probs, names, keys, 8, title="t", max_cells=MAX_DRAWN_CELLS)
-    assert POSITION_TICKS_NOTE not in (fig.layout.title.subtitle.text or "")
+    assert "Ticks are positions" not in (fig.layout.title.subtitle.text or "")
     assert list(fig.layout.xaxis.ticktext)[0] == names[0]
 
 

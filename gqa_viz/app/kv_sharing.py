@@ -47,6 +47,7 @@ from gqa_viz.app.playground import build_inputs, input_shape, make_params, trace
 from gqa_viz.app.settings import Settings
 from gqa_viz.buckets import bucketed_trace
 from gqa_viz.core import divisors
+from gqa_viz.figures.grid import WIDTH_SLACK
 from gqa_viz.figures.heads import NOMINAL_WIDTH, heads_figure
 from gqa_viz.figures.sharing import diff_figure, drift_figure
 from gqa_viz.figures.shipping import FrozenFigure
@@ -78,6 +79,9 @@ METHOD_NAMES = {"mean": "mean of the group", "first": "first head", "random": "r
 # px of one of the page's two figure columns (a 1400 px window, sidebar open): the before and
 # after maps are planned for it, so their tick labels do not collide when drawn side by side.
 HALF_PAGE_PX = 460
+# The narrowest column they are shown in (their ticks are spaced for 80% of the planned width):
+# in a narrower window the two stack, each as wide as the page, instead of being squeezed.
+HALF_PAGE_LEAST_PX = round(WIDTH_SLACK * HALF_PAGE_PX)
 SIDE_BY_SIDE_HEADS = 8  # up to this N the two maps sit side by side; in tabs beyond
 
 

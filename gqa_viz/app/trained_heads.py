@@ -29,6 +29,8 @@ from gqa_viz.app.cache import RESULTS
 from gqa_viz.app.figure_cache import shared
 from gqa_viz.app.limits import MAX_DRAWN_CELLS
 from gqa_viz.buckets import bucketed_trace
+from gqa_viz.figures.grid import WIDTH_SLACK
+from gqa_viz.figures.heads import NOMINAL_WIDTH
 from gqa_viz.figures.trained import (
     METHOD_NAMES,
     prediction_figure,
@@ -38,6 +40,9 @@ from gqa_viz.figures.trained import (
 from gqa_viz.keras_weights import UploadedLayer, UploadLimits, WeightsUploadError
 
 DEFAULT_TASK = "recall"  # the task the page opens on
+# The narrowest column a layer's heads figure is shown in (its ticks are spaced for 80% of the
+# width it is planned for); in a narrower window the bars go below it.
+HEADS_LEAST_PX = round(WIDTH_SLACK * NOMINAL_WIDTH)
 PROMPTS = "tr_prompts"  # session_state: {task: {"tokens", "seed"}}, seed None when typed
 PROMPT_ERRORS = "tr_prompt_errors"  # session_state: {task: {"text", "message"}} of a bad prompt
 SEED = "tr_seed"  # session_state: the prompt seed box

@@ -249,7 +249,7 @@ def cache_figure(
     panel_w, panel_h = cell_w * n, cell_h * S
     label_h, xlab_h = 24.0, 34.0
     row_h = label_h + panel_h + xlab_h
-    margin = dict(l=int(ylab + 8), r=16, t=118, b=8)
+    margin = dict(l=int(ylab + 8), r=16, t=134, b=8)  # the legend's two lines fit 700 px
     plot_w = cols * panel_w + (cols - 1) * gap
     plot_h = rows * row_h
     fig = go.Figure()
@@ -401,7 +401,8 @@ def cache_figure(
                     ("■", EMPTY_BLOCK_FILL, "empty"),
                     ("▼", FULLY_MASKED_ROW_COLOR, "a position dropped (overwritten)"),
                     ("▭", TEXT_DARK, "this step"),
-                ]
+                ],
+                per_line=3,
             ),
             font=dict(size=12, color=TEXT_MUTED),
             name="legend",

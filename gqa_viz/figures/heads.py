@@ -79,7 +79,8 @@ KINDS = {
 NOMINAL_WIDTH = 820  # px the layout is planned for; the figure is drawn at its column's width
 WIDE_WIDTH = 1000  # the same, for the K/V heads figure (a full-width expander on the page)
 WIDEST_CELL_PX = 30.0  # widest key column: gaps between panels are whole columns
-# The subtitle's line when a typed input is ticked by position.
+# The subtitle's line when a typed input is ticked by position (two lines, split after the
+# colon, in a figure planned narrower than 640 px).
 POSITION_TICKS_NOTE = "Ticks are positions (no room for every token): hover a cell for its tokens."
 PERCENTILE_SAMPLE = 2_000_000  # cells a colour-scale percentile is estimated from, at most
 POOLS = ("max", "mean")
@@ -489,8 +490,9 @@ def heads_figure(
         yt.positions and not is_positional(q_labels)
     ):
         # Tokens a student typed, labelled by number: say why, and where the tokens are.
-        subtitle += f"<br>{POSITION_TICKS_NOTE}"
-        margin["t"] += 16
+        note = POSITION_TICKS_NOTE.replace(": ", ":<br>") if narrow else POSITION_TICKS_NOTE
+        subtitle += f"<br>{note}"
+        margin["t"] += 16 * (1 + narrow)
     layout = figure_base_dict(
         title or default_title, subtitle, plot_h + margin["t"] + margin["b"], margin
     )

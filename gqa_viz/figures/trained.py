@@ -177,9 +177,10 @@ def trained_heads_figure(
     # Its ticks are tokens (below), not the positions heads_figure may have announced.
     subtitle = fig.layout.title.subtitle.text or ""
     top = margin.t
-    if POSITION_TICKS_NOTE in subtitle:
-        fig.layout.title.subtitle.text = subtitle.replace(f"<br>{POSITION_TICKS_NOTE}", "")
-        top -= 16
+    head, _, note = subtitle.partition(f"<br>{POSITION_TICKS_NOTE.partition(':')[0]}")
+    if note:  # the note and its lines (one, or two in a narrow figure)
+        fig.layout.title.subtitle.text = head
+        top -= 16 * (1 + note.count("<br>"))
     fig.update_layout(
         height=round(plot_h * grow + top + margin.b + legend_h),
         margin=dict(t=top, b=margin.b + legend_h),

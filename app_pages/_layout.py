@@ -1,0 +1,39 @@
+"""Side-by-side blocks that stack when the page is too narrow for them: :func:`wrapping_row`.
+
+``st.columns`` keeps its proportions down to a 640 px window, so on a laptop split screen or a
+projector at 768 px a figure planned for half a page is squeezed into a third and a summary
+table into a sliver. Here each block has a least width (a figure's planned width, a table's
+natural one): while the row has room for all of them they sit side by side and share what is
+left in proportion to their weights; when it has not, the later ones wrap below, each as wide as
+the row. Plain CSS does it in the browser, with no rerun and no width probe, so nothing can
+loop: Streamlit's horizontal container (``st.container(horizontal=True)``, which wraps) and one
+style rule per block, addressed through the ``st-key-`` class a keyed container carries.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+
+def wrapping_row(
+    key: str, *blocks: tuple[float, int], gap: str = "medium", align: str = "top"
+) -> list[DeltaGenerator]:
+    """One container per ``(weight, least_px)`` in ``blocks``, side by side in a row keyed
+    ``key`` while each gets ``least_px`` (the rest shared by ``weight``), else wrapped below.
+
+    A block is never wider than the row, so a least width above the row's makes it the row's
+    width rather than overflow. ``key`` must be unique on the page, like a widget's; ``gap``
+    as ``st.columns`` takes it; ``align``: the blocks' vertical alignment in the row (``"top"``,
+    ``"center"`` or ``"bottom"``).
+    """
+    # Streamlit wraps each child of a horizontal container in a flex item of its own; the rule
+    # sets that item's flex (its basis is the least width) and its min-width, found by the
+    # keyed container it holds.
+    rules = "".join(
+        f"div:has(> .st-key-{key}-{i}) {{ flex: {weight:g} 1 {px}px; min-width: min(100%, {px}px); }}"
+        for i, (weight, px) in enumerate(blocks)
+    )
+    st.html(f"<style>{rules}</style>")  # a style-only st.html takes no room on the page
+    row = st.container(horizontal=True, gap=gap, vertical_alignment=align, key=key)
+    return [row.container(key=f"{key}-{i}") for i in range(len(blocks))]
