@@ -27,6 +27,17 @@ import pytest
 # the servers they start) that would only compete with the tests for the two cores.
 os.environ.setdefault("GQA_VIZ_PREWARM", "0")
 
+# After every script run Streamlit "cleans" stateful modules it finds imported: it calls
+# keras.backend.clear_session() (streamlit/runtime/scriptrunner/script_runner.py,
+# _clean_problem_modules), and Keras' clear_session runs gc.collect(). The app never imports
+# Keras, so on a server that does nothing; but this process imports Keras for the parity tests,
+# and from then on every AppTest run paid a full collection of a heap of several GiB (0.5 s
+# runs took 10 s; a third of CI). Tests run the pages as a server does: without that call.
+from streamlit.runtime.scriptrunner import script_runner as _script_runner  # noqa: E402
+
+assert callable(_script_runner._clean_problem_modules)  # fails loudly if Streamlit renames it
+_script_runner._clean_problem_modules = lambda: None
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "app.py"
 

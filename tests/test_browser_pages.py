@@ -55,7 +55,13 @@ def test_settings_survive_a_visit_to_another_page(streamlit_server, page, via):
     page.wait_for_function(RERUN_DONE_JS, timeout=LOAD_MS)
     nav.filter(has_text="Playground").click()
     page.wait_for_function("() => location.pathname.endsWith('/playground')", timeout=LOAD_MS)
-    page.wait_for_selector(".js-plotly-plot", timeout=LOAD_MS)
+    # The Playground's heads figure, not a figure of the page left (Home's diagram) that the
+    # browser may still show a moment after the path changed.
+    page.wait_for_function(
+        "() => { const p = document.querySelector('.js-plotly-plot');"
+        " return p && p.data && p.data.some(t => t.meta && t.meta[0].role === 'scores'); }",
+        timeout=LOAD_MS,
+    )
     page.wait_for_function(RERUN_DONE_JS, timeout=LOAD_MS)
     assert page.evaluate("() => location.search") == before
     # The figure is the one of those settings: 16 heads of 48 queries.
