@@ -2,12 +2,13 @@
 
 ``st.columns`` keeps its proportions down to a 640 px window, so on a laptop split screen or a
 projector at 768 px a figure planned for half a page is squeezed into a third and a summary
-table into a sliver. Here each block has a least width (a figure's planned width, a table's
-natural one): while the row has room for all of them they sit side by side and share what is
-left in proportion to their weights; when it has not, the later ones wrap below, each as wide as
-the row. Plain CSS does it in the browser, with no rerun and no width probe, so nothing can
-loop: Streamlit's horizontal container (``st.container(horizontal=True)``, which wraps) and one
-style rule per block, addressed through the ``st-key-`` class a keyed container carries.
+table into a sliver. Here each block has a least width (for a figure planned at a width, 80%
+of it, where its ticks still fit; for text or a table, what it needs to read well): while the
+row has room for all of them they sit side by side and share what is left in proportion to
+their weights; when it has not, the later ones wrap below, each as wide as the row. Plain CSS
+does it in the browser, with no rerun and no width probe, so nothing can loop: Streamlit's
+horizontal container (``st.container(horizontal=True)``, which wraps) and one style rule per
+block, addressed through the ``st-key-`` class a keyed container carries.
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ def _heads_panel(result: Result, key: Settings) -> None:
     T, S = len(result.q_labels), len(result.k_labels)
     pooled = pool_factor(result.settings.n, T, S, max_cells=limits.MAX_DRAWN_CELLS) > 1
     view = view_controls(pooled)
-    # The summary sits beside the figure while both fit, else below it (a narrow window).
+    # The summary beside the figure while both fit, else below it (a narrow window): 300 px
+    # hold its tables whole, 520 px the token ticks of four panels a row.
     left, right = wrapping_row("heads_row", (3, 520), (1.15, 300))
     with left:
         width = column_width("heads_chart")  # None until the browser has said
