@@ -66,7 +66,7 @@ def results(model, s: kvc.CalculatorSettings, *, key: str, layer_chart: bool = T
 
 def _metrics(model, calc: kvc.Calculator, s: kvc.CalculatorSettings, key: str) -> None:
     rows = kvc.metric_rows(model, calc, s.wdtype)
-    cols = wrapping_row(f"{key}_metrics", *[(1, 170)] * (len(rows) + 1))
+    cols = wrapping_row(f"{key}_metrics", *[(1, 165)] * (len(rows) + 1), gap="small")
     cols[0].metric(
         "KV cache per token",
         f"{kvc.exact_bytes(calc.bytes_per_token)} B",

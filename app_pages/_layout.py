@@ -30,8 +30,9 @@ def wrapping_row(
     """
     # Streamlit wraps each child of a horizontal container in a flex item of its own; the rule
     # sets that item's flex (its basis is the least width) and its min-width, found by the
-    # keyed container it holds.
-    rules = "".join(
+    # keyed container it holds. Blocks wrapped below are as far apart as any two elements of a
+    # page (1rem), whatever ``gap`` puts between blocks side by side.
+    rules = f".st-key-{key} {{ row-gap: 1rem; }}" + "".join(
         f"div:has(> .st-key-{key}-{i}) {{ flex: {weight:g} 1 {px}px; min-width: min(100%, {px}px); }}"
         for i, (weight, px) in enumerate(blocks)
     )
