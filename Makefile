@@ -43,7 +43,7 @@ help:
 	@echo "make bench-reruns python -m bench.reruns (server CPU per rerun per action; first visits)"
 	@echo "make bench-coldstart python -m bench.coldstart (make run's stack vs a one-heatmap page, chromium)"
 	@echo "make bench-figure python -m bench.figure_draw (what plotly.js spends on each part of the heads figure)"
-	@echo "make bench-press  python -m bench.press_cpu (browser main-thread CPU per slider press, vs the peer page)"
+	@echo "make bench-press  python -m bench.press_cpu (browser main-thread CPU per slider press, vs the peer page and the Playground skeleton)"
 	@echo "make gpu-check    core tests + bench.core --quick with the machine's own python3/jax (installs nothing)"
 	@echo "make load         python -m bench.load --stack WORKERS: make run's stack under 30 sessions"
 	@echo "                  + 3 browsers, 3 min (not in CI; without --stack: one server)"

@@ -5,8 +5,9 @@ projector at 768 px a figure planned for half a page is squeezed into a third an
 table into a sliver. Here each block has a least width (for a figure planned at a width, 80%
 of it, where its ticks still fit; for text or a table, what it needs to read well): while the
 row has room for all of them they sit side by side and share what is left in proportion to
-their weights; when it has not, the later ones wrap below, each as wide as the row. Plain CSS
-does it in the browser, with no rerun and no width probe, so nothing can loop: Streamlit's
+their weights; when it has not, the later ones wrap below, each as wide as the row (or as
+its most width, where it has one: a figure planned for half a page keeps its proportions).
+Plain CSS does it in the browser, with no rerun and no width probe, so nothing can loop: Streamlit's
 horizontal container (``st.container(horizontal=True)``, which wraps) and one style rule per
 block, addressed through the ``st-key-`` class a keyed container carries.
 """
@@ -18,23 +19,31 @@ from streamlit.delta_generator import DeltaGenerator
 
 
 def wrapping_row(
-    key: str, *blocks: tuple[float, int], gap: str = "medium", align: str = "top"
+    key: str,
+    *blocks: tuple[float, int] | tuple[float, int, int],
+    gap: str = "medium",
+    align: str = "top",
 ) -> list[DeltaGenerator]:
     """One container per ``(weight, least_px)`` in ``blocks``, side by side in a row keyed
     ``key`` while each gets ``least_px`` (the rest shared by ``weight``), else wrapped below.
 
     A block is never wider than the row, so a least width above the row's makes it the row's
-    width rather than overflow. ``key`` must be unique on the page, like a widget's; ``gap``
-    as ``st.columns`` takes it; ``align``: the blocks' vertical alignment in the row (``"top"``,
-    ``"center"`` or ``"bottom"``).
+    width rather than overflow. A third number, ``(weight, least_px, most_px)``, caps the
+    block's width, side by side or wrapped (what is left of the row stays empty, on the right):
+    a chart stretched to its block is then drawn at most that wide. ``key`` must be unique on
+    the page, like a widget's; ``gap`` as ``st.columns`` takes it; ``align``: the blocks'
+    vertical alignment in the row (``"top"``, ``"center"`` or ``"bottom"``).
     """
     # Streamlit wraps each child of a horizontal container in a flex item of its own; the rule
     # sets that item's flex (its basis is the least width) and its min-width, found by the
     # keyed container it holds. Blocks wrapped below are as far apart as any two elements of a
     # page (1rem), whatever ``gap`` puts between blocks side by side.
     rules = f".st-key-{key} {{ row-gap: 1rem; }}" + "".join(
-        f"div:has(> .st-key-{key}-{i}) {{ flex: {weight:g} 1 {px}px; min-width: min(100%, {px}px); }}"
-        for i, (weight, px) in enumerate(blocks)
+        f"div:has(> .st-key-{key}-{i}) {{ flex: {block[0]:g} 1 {block[1]}px; "
+        f"min-width: min(100%, {block[1]}px);"
+        + (f" max-width: {block[2]}px;" if len(block) > 2 else "")
+        + " }"
+        for i, block in enumerate(blocks)
     )
     st.html(f"<style>{rules}</style>")  # a style-only st.html takes no room on the page
     row = st.container(horizontal=True, gap=gap, vertical_alignment=align, key=key)

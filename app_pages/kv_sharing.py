@@ -101,8 +101,8 @@ def _effect_section(s: Settings) -> None:
     before, after, _ = kv.group_labels(s, target)
 
     if kv.side_by_side(s):  # side by side at half width or more, else one above the other
-        least = kv.HALF_PAGE_LEAST_PX
-        left, right = wrapping_row("kv_maps_row", (1, least), (1, least))
+        least, most = kv.HALF_PAGE_LEAST_PX, kv.HALF_PAGE_MOST_PX
+        left, right = wrapping_row("kv_maps_row", (1, least, most), (1, least, most))
     else:
         left, right = st.tabs([f"{before} K/V heads", f"Grouped ({after})"])
     with left:

@@ -13,6 +13,11 @@ runs them in the same run):
 * ``?sidebar=1&fragment=1``: the same, with the slider and heatmap in one ``st.fragment`` (the
   slider drawn into the sidebar from inside it), so a move reruns only the fragment and the
   browser redraws only its two elements.
+* ``?playground=1``: the Playground's skeleton: its sidebar with the length sliders in their
+  fragment, exactly as the Playground draws them (:mod:`app_pages._lengths`), the same layer run
+  for every length (:func:`gqa_viz.app.playground.cached_run`, shared with the app), and the
+  peer's heatmap at the computed T where the Playground draws its figures. Everything a press
+  costs the Playground before it shows anything of its own: the floor of ``bench.press_cpu``.
 
 Run with the repository root on ``PYTHONPATH`` for the variants (``app_pages`` is imported).
 """
@@ -36,13 +41,32 @@ def heatmap(t: int) -> None:
     st.plotly_chart(figure(t), theme=None)
 
 
+def skeleton() -> None:
+    """The Playground page without what it shows (``?playground=1``, see above)."""
+    from app_pages._controls import compute_key, settings_controls
+    from app_pages._lengths import LengthSlots, length_controls
+    from gqa_viz.app.playground import cached_run
+
+    slots = LengthSlots()
+    settings_controls(slots)
+
+    @st.fragment
+    def _body() -> None:
+        result = cached_run(compute_key(length_controls(slots)))
+        heatmap(len(result.q_labels))
+
+    _body()
+
+
 def page() -> None:
-    # Read once: the app's controls rewrite the URL from their settings, dropping these two.
+    # Read once: the app's controls rewrite the URL from their settings, dropping these.
     variant = st.session_state.setdefault(
         "peer_variant",
-        (st.query_params.get("sidebar") == "1", st.query_params.get("fragment") == "1"),
+        tuple(st.query_params.get(name) == "1" for name in ("sidebar", "fragment", "playground")),
     )
-    if variant[0]:
+    if variant[2]:
+        skeleton()
+    elif variant[0]:
         from app_pages._controls import settings_controls
 
         settings_controls()

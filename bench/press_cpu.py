@@ -1,6 +1,6 @@
 """What a length-slider press costs the browser: main-thread CPU per press, beside the peer page.
 
-    python -m bench.press_cpu                  # 20 presses each, about 2 minutes on 2 cores
+    python -m bench.press_cpu                  # 20 presses each, about 3 minutes on 2 cores
     python -m bench.press_cpu --presses 40
 
 A press's latency on a shared 2-core machine moves by 10-20 ms between runs of the same code
@@ -9,7 +9,11 @@ A press's latency on a shared 2-core machine moves by 10-20 ms between runs of t
 then one serves the app, each in headless Debian chromium under Chrome's sampling CPU profiler
 (through CDP, 100 µs samples), while its query-length slider is pressed from T = 64 down, one
 step a press, each press on a length not drawn before (the Playground: random vectors, N = 8,
-K = 2, once its chart has been drawn at its column's width).
+K = 2, once its chart has been drawn at its column's width). Between the two, the Playground's
+skeleton (``bench/peer_page.py?playground=1``): its sidebar, its length fragment and its layer
+run, with the peer's heatmap in place of everything the Playground shows: what a press costs
+this page's structure before the heads figure, the view toolbar, the summary and the downloads,
+so the last line can say which part of the Playground's ratio is theirs.
 
 Printed for each: the median press (key press to the heatmap redrawn with one row fewer), the
 main thread's busy time per press (every sample but idle), and that time by script: Streamlit's
@@ -37,6 +41,8 @@ SHOWN = 8  # scripts listed per page
 # (name, script, path, slider label, where the slider is, heatmap images when drawn)
 PAGES = (
     ("peer page", "bench/peer_page.py", "/", "Query length T", "", 1),
+    ("Playground skeleton", "bench/peer_page.py", "/?playground=1&mode=random&t=64&n=8&k=2",
+     "Query length T", "stSidebar", 1),
     ("Playground", "app.py", "/playground?mode=random&t=64&n=8&k=2", "Query length T",
      "stSidebar", 4),
 )  # fmt: skip
@@ -115,9 +121,11 @@ def main(argv: list[str]) -> int:
                 if s != "(idle)":
                     print(f"  {us / 1e3 / n:7.1f} ms  {s}")
         browser.close()
-    peer, app = busy["peer page"], busy["Playground"]
+    peer, floor, app = busy["peer page"], busy["Playground skeleton"], busy["Playground"]
     print(
         f"\nMain-thread CPU a press: Playground {app:.1f} ms, peer {peer:.1f} ms: {app / peer:.2f}x"
+        f"\n  the Playground's skeleton {floor:.1f} ms: {floor / peer:.2f}x the peer; what the"
+        f" Playground shows adds {app - floor:.1f} ms ({(app - floor) / peer:.2f}x the peer)"
     )
     return 0
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from gqa_viz.app import kv_sharing as kv
+
 pytestmark = pytest.mark.browser
 
 LOAD_MS = 90_000
@@ -86,6 +88,14 @@ def test_kv_sharing_maps_side_by_side_or_stacked_with_whole_subtitles(
                      .map(t => t.textContent); })"""
         )
         assert clipped == []
+        # Each map keeps the proportions it was planned for: never stretched past its most
+        # width (a 760 px window's stacked map would otherwise be the page's 730 px wide).
+        widths = page.evaluate(
+            """() => [...document.querySelectorAll('.st-key-kv_maps_row .js-plotly-plot')]
+                 .map(p => p.getBoundingClientRect().width)"""
+        )
+        assert len(widths) == 2
+        assert all(kv.HALF_PAGE_LEAST_PX - 1 <= w <= kv.HALF_PAGE_MOST_PX + 1 for w in widths)
     finally:
         context.close()
 

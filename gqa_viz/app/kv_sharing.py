@@ -82,6 +82,9 @@ HALF_PAGE_PX = 460
 # The narrowest column they are shown in (their ticks are spaced for 80% of the planned width):
 # in a narrower window the two stack, each as wide as the page, instead of being squeezed.
 HALF_PAGE_LEAST_PX = round(WIDTH_SLACK * HALF_PAGE_PX)
+# The widest they are drawn (the same slack the other way): stacked in a narrow window, or side
+# by side in a wide one, a map stretched further would have cells much wider than tall.
+HALF_PAGE_MOST_PX = round(HALF_PAGE_PX / WIDTH_SLACK)
 SIDE_BY_SIDE_HEADS = 8  # up to this N the two maps sit side by side; in tabs beyond
 
 
