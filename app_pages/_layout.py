@@ -35,16 +35,16 @@ def wrapping_row(
     vertical alignment in the row (``"top"``, ``"center"`` or ``"bottom"``).
     """
     # Streamlit wraps each child of a horizontal container in a flex item of its own; the rule
-    # sets that item's flex (its basis is the least width) and its min-width, found by the
+    # sets that item's flex (its basis is the least width), min-width and max-width, found by the
     # keyed container it holds. Blocks wrapped below are as far apart as any two elements of a
     # page (1rem), whatever ``gap`` puts between blocks side by side.
-    rules = f".st-key-{key} {{ row-gap: 1rem; }}" + "".join(
-        f"div:has(> .st-key-{key}-{i}) {{ flex: {block[0]:g} 1 {block[1]}px; "
-        f"min-width: min(100%, {block[1]}px);"
-        + (f" max-width: {block[2]}px;" if len(block) > 2 else "")
-        + " }"
-        for i, block in enumerate(blocks)
-    )
-    st.html(f"<style>{rules}</style>")  # a style-only st.html takes no room on the page
+    rules = [f".st-key-{key} {{ row-gap: 1rem; }}"]
+    for i, (weight, least, *most) in enumerate(blocks):
+        cap = f" max-width: {most[0]}px;" if most else ""
+        rules.append(
+            f"div:has(> .st-key-{key}-{i}) {{ flex: {weight:g} 1 {least}px; "
+            f"min-width: min(100%, {least}px);{cap} }}"
+        )
+    st.html(f"<style>{''.join(rules)}</style>")  # a style-only st.html takes no room on the page
     row = st.container(horizontal=True, gap=gap, vertical_alignment=align, key=key)
     return [row.container(key=f"{key}-{i}") for i in range(len(blocks))]
