@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 LOAD_MS = 90_000
 RERUN_DONE_JS = "() => !document.querySelector(\"[data-testid='stStatusWidget']\")"
-WIDE, NARROW = 1400, 760
+WIDE, NARROW, WIDEST = 1400, 760, 1920
 
 # The bounding boxes of the keyed blocks of a wrapping row: [left, top, right, bottom].
 BOXES_JS = """(key) => [...document.querySelectorAll(`[class*="st-key-${key}-"]`)]
@@ -141,5 +141,29 @@ def test_trained_bars_go_below_the_heads_in_a_narrow_window(streamlit_server, br
         )
         assert outside == []
         assert page.locator("[data-testid='stException']").count() == 0
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("path", ["/decode", "/playground?mode=random&n=8&k=2&t=64"])
+def test_heads_figures_on_a_wide_screen_keep_their_labels_inside(streamlit_server, browser, path):
+    """On a 1,920 px screen (a classroom projector) a heads figure is drawn much wider than it
+    was planned: every group label, head badge and frame stays inside the figure (Decode's
+    'K/V head 0 · query heads 0-3' lost its first letters at the left edge)."""
+    context, page = _open(browser, streamlit_server + path, WIDEST)
+    try:
+        page.wait_for_selector(".js-plotly-plot .annotation", timeout=LOAD_MS)
+        outside = page.evaluate(
+            """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => {
+                 const fig = p.querySelector('.main-svg').getBoundingClientRect();
+                 const parts = [...p.querySelectorAll('.annotation, .shapelayer path')];
+                 const out = (r) => r.left < fig.left - 0.5 || r.right > fig.right + 0.5;
+                 return parts.filter(e => { const r = e.getBoundingClientRect();
+                     return r.width > 0 && out(r); })
+                   .map(e => e.textContent || e.getAttribute('d').slice(0, 30)); })"""
+        )
+        assert outside == []
+        labels = page.locator(".js-plotly-plot .annotation", has_text="K/V head 0")
+        assert labels.count() >= 1
     finally:
         context.close()

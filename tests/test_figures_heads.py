@@ -386,6 +386,34 @@ def test_kv_heads_figure():
         kv_heads_figure(keys, values, TOKENS[:3], 8, max_cells=MAX_DRAWN_CELLS)
 
 
+def _left_of_plot_area(fig) -> list:
+    """Frames and annotations placed left of the plot area (paper x < 0): (name, x)."""
+    placed = [(s.name, s.x0) for s in fig.layout.shapes if s.type == "rect"]
+    placed += [(a.name, a.x) for a in fig.layout.annotations if a.xref == "paper"]
+    return [(name, x) for name, x in placed if x < 0]
+
+
+@pytest.mark.parametrize("inputs", ["tokens", "positions", "kv heads"])
+def test_frames_and_labels_stay_inside_a_figure_drawn_wider_than_planned(inputs):
+    """A figure is drawn at its column's width: paper fractions stretch with it, pixel margins
+    do not. Frames, badges, group and row labels and the grey legend all sit inside the plot
+    area (paper x >= 0), where they stay at any width; a group frame at x < 0 reached past the
+    left margin and ran off the figure on a 1,920 px screen (Decode's one-row heads)."""
+    if inputs == "kv heads":
+        rng = np.random.default_rng(0)
+        kv = rng.standard_normal((12, 2, 4)).astype(np.float32)
+        fig = kv_heads_figure(kv, kv, TOKENS * 2, 8, max_cells=MAX_DRAWN_CELLS)
+    else:
+        T = 12 if inputs == "tokens" else 64
+        labels = TOKENS * 2 if inputs == "tokens" else [str(i) for i in range(T)]
+        mask = _causal(T)
+        fig = heads_figure(
+            _probs(8, T, T, mask), mask, labels, labels, 2, max_cells=MAX_DRAWN_CELLS
+        )
+        assert _annotation(fig, "group 0").x >= 0 and _masks(fig)  # the legend line is drawn
+    assert _left_of_plot_area(fig) == []
+
+
 def test_dropout_figure():
     mask = _causal(6)
     probs = _probs(1, 6, 6, mask)[0]

@@ -425,8 +425,14 @@ def heads_figure(
     )
     narrow = planned_width < 640  # the subtitle's long sentences take two lines each
     top = (112 if f == 1 else 142) + (16 * (1 + (f > 1)) if narrow else 0)
-    margin = dict(l=int(ylab + 14), r=110, t=top, b=16)
-    avail = planned_width - margin["l"] - margin["r"]
+    # The y tick labels and the group frames' left edge lie inside the plot area, in ``lead``
+    # px before the first column, not in the left margin: the figure is drawn at its column's
+    # width, where paper fractions stretch and pixel margins do not, so a frame reaching into
+    # the margin ran off the figure's edge on a wide screen. The margin holds what the labels
+    # need beyond ``lead`` when the figure is drawn narrower than planned.
+    lead = ylab + 5
+    margin = dict(l=int(0.35 * ylab) + 4, r=110, t=top, b=16)
+    avail = planned_width - margin["l"] - margin["r"] - lead  # px for the panels and gaps
     n_block_gaps = (grid.groups_per_row - 1) if packed else 0
 
     def gaps(cell_px: float) -> tuple[int, int]:
@@ -457,7 +463,7 @@ def heads_figure(
             at += block_gap if packed and c % grid.cols == 0 else gap
         col_at.append(at)
         at += Sv
-    col_x = [a * cell_w for a in col_at]  # px of each grid column's left edge
+    col_x = [lead + a * cell_w for a in col_at]  # px of each grid column's left edge
     content_w = col_x[-1] + panel_w
     # Rows: the top of each grid row's panel; a label band above a row that starts a group.
     starts_group = set()
@@ -471,7 +477,7 @@ def heads_figure(
         row_top.append(y)
         y += panel_h + xt.extent_px + vgap
     plot_h = max(y, 160.0)  # room for the colour bar and its title beside one short row
-    plot_w = max(float(avail), content_w)  # panels at their least width may need more room
+    plot_w = max(float(avail + lead), content_w)  # panels at their least width may need more
     geo = Geometry(plot_w, plot_h, margin)
 
     default_title = {
@@ -685,7 +691,8 @@ def heads_figure(
     )
     if any_masked:
         extra = "; white = dropped" if kind == "dropped" else ""
-        annotations.append(_mask_legend(geo.x(-yt.extent_px), 1.0 + 6.0 / plot_h, extra, "left"))
+        legend_x = geo.x(col_x[0] - yt.extent_px)
+        annotations.append(_mask_legend(legend_x, 1.0 + 6.0 / plot_h, extra, "left"))
     layout["annotations"] = annotations
     if frozen:
         return frozen_figure(data, layout)
@@ -846,9 +853,13 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int, *, max_cells: 
         if not is_positional(k_labels) and S <= TOKEN_TICKS
         else len(str(S)) * CHAR_PX + 10
     )
-    margin = dict(l=int(ylab + 42), r=110, t=80 if fs == fh == 1 else 96, b=16)
+    # The row names ("keys K"), y tick labels and frames' left edge lie inside the plot area,
+    # in ``lead`` px before the first column (as in heads_figure: a figure stretched to a wide
+    # column stretches paper fractions, not pixel margins).
+    lead = ylab + 38
+    margin = dict(l=int(0.35 * ylab) + 4, r=110, t=80 if fs == fh == 1 else 96, b=16)
     avail = WIDE_WIDTH - margin["l"] - margin["r"]
-    panel_w = max(40.0, min((avail - (per_row - 1) * hgap) / per_row, 200.0))
+    panel_w = max(40.0, min((avail - lead - (per_row - 1) * hgap) / per_row, 200.0))
     panel_h = max(48.0, min(panel_w * min(max(Sv / Hv, 0.4), 2.5), 260.0))
     yt = ticks(shown_labels, cats, panel_h / Sv, "y", rows_shown if fs > 1 else None)
     xt = ticks([str(h) for h in dims_shown], dims, panel_w / Hv, "x", dims_shown)
@@ -881,7 +892,7 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int, *, max_cells: 
     annotations, shapes = [], []
     for j in range(K):
         block, c = divmod(j, per_row)
-        x0 = c * (panel_w + hgap)
+        x0 = lead + c * (panel_w + hgap)
         color = group_color(j)
         top = tops[block]
         for part, (name, arr) in enumerate((("k", keys), ("v", vals))):
@@ -897,7 +908,7 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int, *, max_cells: 
             if c == 0:
                 annotations.append(
                     dict(
-                        x=geo.x(-yt.extent_px - 22),
+                        x=geo.x(x0 - yt.extent_px - 22),
                         y=geo.y(py0 + panel_h / 2),
                         xref="paper",
                         yref="paper",
@@ -944,7 +955,7 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int, *, max_cells: 
                 name=f"kv{j}",
             )
         )
-    content_w = (per_row - 1) * (panel_w + hgap) + panel_w
+    content_w = lead + (per_row - 1) * (panel_w + hgap) + panel_w
     cb = dict(
         x=min(geo.x(content_w + 16), 1.02),
         xanchor="left",
