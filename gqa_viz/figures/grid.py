@@ -145,6 +145,14 @@ def figure_base_dict(title: str, subtitle: str, height: float, margin: dict) -> 
     return layout
 
 
+def left_margin(tick_room: float) -> int:
+    """px of left margin for a figure whose y tick labels (``tick_room`` px) sit inside its plot
+    area, left of the first panel: what they need beyond the plot area when the figure is drawn
+    at ``WIDTH_SLACK`` of its planned width (its plot area then shrinks to about 70 %, its pixel
+    margins do not). Wider than planned, the room grows and the margin needs nothing."""
+    return int(0.35 * tick_room) + 4
+
+
 def axis(domain, anchor: str, ticks: Ticks, cats: list[str], show: bool, reverse: bool) -> dict:
     """A categorical panel axis over ``domain`` (paper fractions, clipped to [0, 1])."""
     ax = dict(

@@ -57,6 +57,7 @@ from gqa_viz.figures.grid import (
     figure_base,
     figure_base_dict,
     is_positional,
+    left_margin,
     ticks,
 )
 from gqa_viz.figures.shipping import array_of, frozen_figure, trace_meta
@@ -429,9 +430,9 @@ def heads_figure(
     # px before the first column, not in the left margin: the figure is drawn at its column's
     # width, where paper fractions stretch and pixel margins do not, so a frame reaching into
     # the margin ran off the figure's edge on a wide screen. The margin holds what the labels
-    # need beyond ``lead`` when the figure is drawn narrower than planned.
+    # need beyond ``lead`` when the figure is drawn narrower than planned (:func:`left_margin`).
     lead = ylab + 5
-    margin = dict(l=int(0.35 * ylab) + 4, r=110, t=top, b=16)
+    margin = dict(l=left_margin(ylab), r=110, t=top, b=16)
     avail = planned_width - margin["l"] - margin["r"] - lead  # px for the panels and gaps
     n_block_gaps = (grid.groups_per_row - 1) if packed else 0
 
@@ -857,7 +858,7 @@ def kv_heads_figure(keys, values, k_labels, num_query_heads: int, *, max_cells: 
     # in ``lead`` px before the first column (as in heads_figure: a figure stretched to a wide
     # column stretches paper fractions, not pixel margins).
     lead = ylab + 38
-    margin = dict(l=int(0.35 * ylab) + 4, r=110, t=80 if fs == fh == 1 else 96, b=16)
+    margin = dict(l=left_margin(ylab), r=110, t=80 if fs == fh == 1 else 96, b=16)
     avail = WIDE_WIDTH - margin["l"] - margin["r"]
     panel_w = max(40.0, min((avail - lead - (per_row - 1) * hgap) / per_row, 200.0))
     panel_h = max(48.0, min(panel_w * min(max(Sv / Hv, 0.4), 2.5), 260.0))
