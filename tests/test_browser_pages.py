@@ -64,11 +64,15 @@ def test_settings_survive_a_visit_to_another_page(streamlit_server, page, via):
     )
     page.wait_for_function(RERUN_DONE_JS, timeout=LOAD_MS)
     assert page.evaluate("() => location.search") == before
-    # The figure is the one of those settings: 16 heads of 48 queries.
-    rows = page.evaluate(
+    # The figure is the one of those settings: 16 heads of 48 queries. Read once a figure is
+    # there: the chart's column width, reported once the page has settled, reruns its fragment
+    # and the chart may be redrawn in between.
+    rows = page.wait_for_function(
         "() => { const p = document.querySelector('.js-plotly-plot');"
-        " const s = p.data.filter(t => t.meta && t.meta[0].role === 'scores');"
-        " return [s.reduce((n, t) => n + t.meta[0].heads.length, 0), s[0].y.length]; }"
-    )
+        " const s = p && p.data && p.data.filter(t => t.meta && t.meta[0].role === 'scores');"
+        " return s && s.length"
+        " && [s.reduce((n, t) => n + t.meta[0].heads.length, 0), s[0].y.length]; }",
+        timeout=LOAD_MS,
+    ).json_value()
     assert rows == [16, 48]
     assert page.locator("[data-testid='stException']").count() == 0
