@@ -36,6 +36,15 @@ def test_page_renders_in_chromium(streamlit_server, page, tmp_path, path, headin
     page.screenshot(path=str(tmp_path / f"{path.strip('/') or 'home'}.png"), full_page=True)
 
 
+# The first heads figure on the page, once there: [query heads drawn, query rows]; else false.
+HEADS_AND_ROWS_JS = (
+    "() => { const p = document.querySelector('.js-plotly-plot');"
+    " const s = p && p.data && p.data.filter(t => t.meta && t.meta[0].role === 'scores');"
+    " return s && s.length"
+    " && [s.reduce((n, t) => n + t.meta[0].heads.length, 0), s[0].y.length]; }"
+)
+
+
 @pytest.mark.parametrize("via", ["Mask Lab", "Walkthrough", "Home"])
 def test_settings_survive_a_visit_to_another_page(streamlit_server, page, via):
     """A student's settings are all still there after clicking to another page and back."""
@@ -57,22 +66,12 @@ def test_settings_survive_a_visit_to_another_page(streamlit_server, page, via):
     page.wait_for_function("() => location.pathname.endsWith('/playground')", timeout=LOAD_MS)
     # The Playground's heads figure, not a figure of the page left (Home's diagram) that the
     # browser may still show a moment after the path changed.
-    page.wait_for_function(
-        "() => { const p = document.querySelector('.js-plotly-plot');"
-        " return p && p.data && p.data.some(t => t.meta && t.meta[0].role === 'scores'); }",
-        timeout=LOAD_MS,
-    )
+    page.wait_for_function(HEADS_AND_ROWS_JS, timeout=LOAD_MS)
     page.wait_for_function(RERUN_DONE_JS, timeout=LOAD_MS)
     assert page.evaluate("() => location.search") == before
     # The figure is the one of those settings: 16 heads of 48 queries. Read once a figure is
     # there: the chart's column width, reported once the page has settled, reruns its fragment
     # and the chart may be redrawn in between.
-    rows = page.wait_for_function(
-        "() => { const p = document.querySelector('.js-plotly-plot');"
-        " const s = p && p.data && p.data.filter(t => t.meta && t.meta[0].role === 'scores');"
-        " return s && s.length"
-        " && [s.reduce((n, t) => n + t.meta[0].heads.length, 0), s[0].y.length]; }",
-        timeout=LOAD_MS,
-    ).json_value()
+    rows = page.wait_for_function(HEADS_AND_ROWS_JS, timeout=LOAD_MS).json_value()
     assert rows == [16, 48]
     assert page.locator("[data-testid='stException']").count() == 0
